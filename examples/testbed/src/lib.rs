@@ -1,0 +1,109 @@
+//! A plugin that misbehaves on purpose, for the host's sandbox tests. Its
+//! configuration `{"mode": "..."}` picks what `on-viewer-request` does:
+//!
+//! - `loop`: spins forever (the deadline must stop it);
+//! - `memory-bomb`: allocates without end (the memory cap must stop it);
+//! - `recursion`: recurses without end (the stack limit must stop it);
+//! - `panic`: panics;
+//! - `reject`: refuses its configuration in `on-launch`;
+//! - `bad-header`: returns a header value with a line break;
+//! - `probe` (default): reports what the host interfaces return, in
+//!   `x-probe-*` request headers, and counts calls in a global.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use parapet_sdk::{client, context, export_plugin, kv, log, metrics, random, Plugin, Request, RequestAction, Response, ResponseAction};
+use serde::Deserialize;
+
+/// Hooks run on this instance so far: must be 1 on every request's first hook.
+static CALLS: AtomicU32 = AtomicU32::new(0);
+
+#[derive(Deserialize)]
+struct Config {
+    #[serde(default = "probe")]
+    mode: String,
+}
+
+fn probe() -> String {
+    "probe".into()
+}
+
+struct Testbed {
+    mode: String,
+    seen_path: Option<String>,
+}
+
+#[inline(never)]
+#[allow(unconditional_recursion, reason = "unbounded recursion is what this mode tests")]
+fn recurse(depth: u64, pad: &mut [u8; 256]) -> u64 {
+    pad[(depth % 256) as usize] = depth as u8;
+    let mut next = [0u8; 256];
+    next.copy_from_slice(pad);
+    recurse(depth + 1, &mut next) + u64::from(next[0])
+}
+
+impl Plugin for Testbed {
+    fn new(config: &str) -> Result<Self, String> {
+        let config: Config = serde_json::from_str(config).map_err(|e| e.to_string())?;
+        if config.mode == "reject" {
+            return Err("mode `reject` refuses every configuration".into());
+        }
+        Ok(Testbed { mode: config.mode, seen_path: None })
+    }
+
+    fn on_viewer_request(&mut self, mut request: Request) -> RequestAction {
+        let calls = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
+        match self.mode.as_str() {
+            "loop" => {
+                let mut x: u64 = 0;
+                loop {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+            }
+            "memory-bomb" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "recursion" => {
+                let n = recurse(0, &mut [0; 256]);
+                request.set_header("x-never", &n.to_string());
+            }
+            "panic" => panic!("testbed asked to panic"),
+            "bad-header" => request.set_header("x-bad", "a\r\nset-cookie: injected=1"),
+            _ => {
+                log::info("probe running");
+                metrics::counter_add("probes", 1);
+                self.seen_path = Some(request.path.clone());
+                let geo = client::location();
+                request.set_header("x-probe-calls", &calls.to_string());
+                request.set_header("x-probe-request-id", &context::request_id());
+                request.set_header("x-probe-pop", &context::pop_id());
+                request.set_header("x-probe-hook", &format!("{:?}", context::current_hook()));
+                request.set_header("x-probe-ip", &client::ip());
+                request.set_header("x-probe-country", geo.as_ref().and_then(|g| g.country.as_deref()).unwrap_or("-"));
+                request.set_header("x-probe-city", geo.as_ref().and_then(|g| g.city.as_deref()).unwrap_or("-"));
+                let kv = kv::get("greeting").map(|v| String::from_utf8_lossy(&v).into_owned());
+                request.set_header("x-probe-kv", kv.as_deref().unwrap_or("-"));
+                request.set_header("x-probe-random-len", &random::bytes(16).len().to_string());
+                request.set_header("x-probe-now", &parapet_sdk::now_millis().to_string());
+                request.set_header("x-probe-body-len", &request.body.as_ref().map_or("none".into(), |b| b.len().to_string()));
+                if request.path == "/answer" {
+                    return RequestAction::Respond(Response::new(418).with_body("short-circuit"));
+                }
+            }
+        }
+        RequestAction::Continue(request)
+    }
+
+    fn on_viewer_response(&mut self, _request: &Request, mut response: Response) -> ResponseAction {
+        // State kept from on-viewer-request of the same request.
+        response.set_header("x-probe-seen-path", self.seen_path.as_deref().unwrap_or("-"));
+        response.set_header("x-probe-calls", &(CALLS.load(Ordering::Relaxed)).to_string());
+        ResponseAction::Continue(response)
+    }
+}
+
+export_plugin!(Testbed);

@@ -1,0 +1,133 @@
+//! The shared Wasmtime engine: compilation settings, instance allocator, the
+//! linker with Parapet's host interfaces, and the epoch ticker.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::bindings::Plugin as PluginWorld;
+use crate::state::HostState;
+
+/// How instances get their memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allocator {
+    /// Pre-reserved slots with copy-on-write memory images: fastest; at most
+    /// `max_instances` plugin instances exist at once.
+    Pooling {
+        /// Concurrent component instances across all requests.
+        max_instances: u32,
+    },
+    /// Memory mapped per instance: slower, unbounded.
+    OnDemand,
+}
+
+/// Engine-wide settings. Per-plugin limits live in [`crate::PluginLimits`].
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Instance allocation strategy.
+    pub allocator: Allocator,
+    /// The largest linear memory any plugin may be given (pool slot size).
+    pub max_memory_bytes: usize,
+    /// Granularity of hook deadlines.
+    pub epoch_tick: Duration,
+    /// Where compiled plugins are cached, keyed by content hash and engine
+    /// settings; `None` compiles on every load.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            allocator: Allocator::Pooling { max_instances: 1000 },
+            max_memory_bytes: 64 << 20,
+            epoch_tick: Duration::from_millis(1),
+            cache_dir: None,
+        }
+    }
+}
+
+/// Errors building the engine.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set up the WebAssembly engine: {0}")]
+pub struct EngineError(String);
+
+/// The Wasmtime engine and linker every plugin is compiled and linked with.
+/// Cheap to share behind an `Arc`; stops its epoch ticker when dropped.
+pub struct PluginEngine {
+    pub(crate) engine: Engine,
+    pub(crate) linker: Linker<HostState>,
+    pub(crate) config: EngineConfig,
+    stop: Arc<AtomicBool>,
+    ticker: Option<JoinHandle<()>>,
+}
+
+impl PluginEngine {
+    /// Builds the engine, links the host interfaces and starts the ticker.
+    pub fn new(config: EngineConfig) -> Result<Self, EngineError> {
+        let mut wasm = Config::new();
+        wasm.wasm_component_model(true)
+            .epoch_interruption(true)
+            .memory_init_cow(true)
+            .parallel_compilation(true);
+        if let Allocator::Pooling { max_instances } = config.allocator {
+            let mut pool = PoolingAllocationConfig::new();
+            pool.total_component_instances(max_instances)
+                .total_core_instances(max_instances.saturating_mul(4))
+                .total_memories(max_instances.saturating_mul(2))
+                .total_tables(max_instances.saturating_mul(2))
+                .max_memory_size(config.max_memory_bytes)
+                .linear_memory_keep_resident(256 << 10)
+                .table_keep_resident(64 << 10)
+                .pagemap_scan(Enabled::Auto);
+            wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        }
+        let engine = Engine::new(&wasm).map_err(|e| EngineError(format!("{e:#}")))?;
+
+        let mut linker = Linker::new(&engine);
+        PluginWorld::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(|e| EngineError(format!("linking host interfaces: {e:#}")))?;
+
+        if let Some(dir) = &config.cache_dir {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| EngineError(format!("creating cache dir {}: {e}", dir.display())))?;
+        }
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticker = {
+            let engine = engine.clone();
+            let stop = stop.clone();
+            let tick = config.epoch_tick;
+            std::thread::Builder::new()
+                .name("parapet-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(tick);
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|e| EngineError(format!("starting epoch ticker: {e}")))?
+        };
+
+        Ok(PluginEngine { engine, linker, config, stop, ticker: Some(ticker) })
+    }
+
+    /// The number of epoch ticks that covers `deadline` (at least one).
+    pub(crate) fn ticks_for(&self, deadline: Duration) -> u64 {
+        let tick = self.config.epoch_tick.as_nanos().max(1);
+        (deadline.as_nanos().div_ceil(tick)).max(1) as u64
+    }
+}
+
+impl Drop for PluginEngine {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.ticker.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! A loaded plugin: one component with one configuration, ready to be
+//! instantiated per request.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use serde::Deserialize;
+use wasmtime::Store;
+
+use crate::bindings::{Hook, PluginPre};
+use crate::engine::PluginEngine;
+use crate::kv::KvStore;
+use crate::limits::{Limiter, PluginLimits};
+use crate::load::{check, LoadError};
+use crate::session::describe_failure;
+use crate::state::{HostState, PluginIdentity, RequestContext};
+
+/// What happens to a request when a plugin fails (traps, overruns its
+/// deadline or memory, or returns something invalid).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailurePolicy {
+    /// Skip the plugin for the rest of the request, log, and go on.
+    #[default]
+    FailOpen,
+    /// Answer 503 with the request id.
+    FailClosed,
+}
+
+/// How to load a plugin.
+#[derive(Debug, Clone, Default)]
+pub struct PluginOptions {
+    /// JSON configuration handed to the plugin (`{}` when empty).
+    pub config: String,
+    /// Resource limits.
+    pub limits: PluginLimits,
+    /// Failure policy.
+    pub policy: FailurePolicy,
+    /// The customer's key-value store.
+    pub kv: Arc<KvStore>,
+}
+
+/// A component checked against the world, compiled, and accepted by its
+/// `on-launch`; instantiated afresh for every request.
+pub struct Plugin {
+    pub(crate) identity: Arc<PluginIdentity>,
+    pub(crate) pre: PluginPre<HostState>,
+    pub(crate) limits: PluginLimits,
+    pub(crate) policy: FailurePolicy,
+    pub(crate) engine: Arc<PluginEngine>,
+    digest: String,
+    from_cache: bool,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin").field("name", &self.identity.name).field("digest", &self.digest).finish()
+    }
+}
+
+impl Plugin {
+    /// Checks, compiles (or loads from the artifact cache) and launches a
+    /// plugin. `name` identifies it in logs and metrics.
+    pub fn load(engine: &Arc<PluginEngine>, name: &str, bytes: &[u8], options: PluginOptions) -> Result<Self, LoadError> {
+        let config = if options.config.trim().is_empty() { "{}".to_string() } else { options.config };
+        serde_json::from_str::<serde::de::IgnoredAny>(&config).map_err(|e| LoadError::ConfigNotJson(e.to_string()))?;
+        let checked = check(engine, bytes)?;
+        let plugin = Plugin {
+            identity: Arc::new(PluginIdentity { name: name.into(), config: config.into(), kv: options.kv }),
+            pre: checked.pre,
+            limits: options.limits,
+            policy: options.policy,
+            engine: engine.clone(),
+            digest: checked.digest,
+            from_cache: checked.from_cache,
+        };
+        plugin.launch()?;
+        Ok(plugin)
+    }
+
+    /// Runs `on-launch` with the configuration on a throw-away instance.
+    fn launch(&self) -> Result<(), LoadError> {
+        let context = Arc::new(RequestContext {
+            request_id: "launch".into(),
+            pop_id: "".into(),
+            client_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            geo: None,
+        });
+        let mut store = self.new_store(context, Hook::OnLaunch);
+        let bindings = self.pre.instantiate(&mut store).map_err(|e| LoadError::LaunchFailed(describe_failure(&e, self)))?;
+        match bindings.call_on_launch(&mut store, &self.identity.config) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(message)) => Err(LoadError::Rejected(message)),
+            Err(e) => Err(LoadError::LaunchFailed(describe_failure(&e, self))),
+        }
+    }
+
+    /// A fresh store for one instance of this plugin, its deadline armed.
+    pub(crate) fn new_store(&self, request: Arc<RequestContext>, hook: Hook) -> Store<HostState> {
+        let state = HostState {
+            plugin: self.identity.clone(),
+            request,
+            hook,
+            host_calls: 0,
+            limiter: Limiter::new(self.limits),
+        };
+        let mut store = Store::new(&self.engine.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(self.engine.ticks_for(self.limits.hook_deadline));
+        store
+    }
+
+    /// The name given at load.
+    pub fn name(&self) -> &str {
+        &self.identity.name
+    }
+
+    /// The sha256 of the component bytes.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    /// Whether the compiled code came from the on-disk artifact cache.
+    pub fn loaded_from_cache(&self) -> bool {
+        self.from_cache
+    }
+
+    /// The plugin's limits.
+    pub fn limits(&self) -> &PluginLimits {
+        &self.limits
+    }
+
+    /// The plugin's failure policy.
+    pub fn policy(&self) -> FailurePolicy {
+        self.policy
+    }
+}

@@ -1,0 +1,49 @@
+//! What one plugin cost one request.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::bindings::Hook;
+use crate::session::total;
+
+/// Per-plugin, per-request accounting.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginReceipt {
+    /// The plugin's name.
+    pub plugin: Arc<str>,
+    /// Time to create the instance.
+    pub instantiate: Duration,
+    /// Each hook run and how long it took.
+    pub hooks: Vec<(Hook, Duration)>,
+    /// Largest linear memory the instance grew to, in bytes.
+    pub peak_memory_bytes: usize,
+    /// Host interface calls the plugin made.
+    pub host_calls: u64,
+    /// Why the plugin failed, if it did.
+    pub trap: Option<String>,
+}
+
+impl PluginReceipt {
+    pub(crate) fn new(plugin: Arc<str>, instantiate: Duration) -> Self {
+        PluginReceipt { plugin, instantiate, hooks: Vec::new(), peak_memory_bytes: 0, host_calls: 0, trap: None }
+    }
+
+    /// Records the end-of-request figures as metrics and a debug log line.
+    pub(crate) fn publish(&self, request_id: &str) {
+        metrics::histogram!("parapet_plugin_peak_memory_bytes", "plugin" => self.plugin.clone())
+            .record(self.peak_memory_bytes as f64);
+        metrics::counter!("parapet_plugin_host_calls_total", "plugin" => self.plugin.clone()).increment(self.host_calls);
+        tracing::debug!(
+            target: "parapet::receipt",
+            plugin = %self.plugin,
+            request_id,
+            instantiate_us = self.instantiate.as_micros() as u64,
+            hooks = self.hooks.len(),
+            hook_us = total(&self.hooks).as_micros() as u64,
+            peak_memory_bytes = self.peak_memory_bytes,
+            host_calls = self.host_calls,
+            trap = self.trap.as_deref().unwrap_or(""),
+            "plugin receipt"
+        );
+    }
+}

@@ -1,0 +1,375 @@
+//! One request's run through the plugin chains: a fresh instance per plugin,
+//! shared by that request's hooks, with the failure policy applied and a
+//! receipt kept per plugin.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::{Store, Trap};
+
+use crate::bindings::{
+    CacheOverride, Hook, Plugin as PluginWorld, Request, RequestAction, Response, ResponseAction,
+};
+use crate::limits::LimitExceeded;
+use crate::plugin::{FailurePolicy, Plugin};
+use crate::receipt::PluginReceipt;
+use crate::state::{HostState, RequestContext};
+
+/// The plugins of each hook for one behavior, in the order they run.
+#[derive(Debug, Clone, Default)]
+pub struct Chains {
+    /// Run before the cache lookup.
+    pub on_viewer_request: Vec<Arc<Plugin>>,
+    /// Run before a miss goes upstream.
+    pub on_origin_request: Vec<Arc<Plugin>>,
+    /// Run on the upstream's answer, before it is stored.
+    pub on_origin_response: Vec<Arc<Plugin>>,
+    /// Run before the response goes to the viewer.
+    pub on_viewer_response: Vec<Arc<Plugin>>,
+}
+
+/// How a chain ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Flow<T> {
+    /// Every plugin let the message through (possibly changed).
+    Continue(T),
+    /// A plugin answered (or a fail-closed plugin failed): send this
+    /// response to the viewer; it is never cached.
+    Respond(Response),
+}
+
+/// Outcome of the `on-origin-response` chain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OriginResponseFlow {
+    /// The response to store and serve, or an answer that replaces it.
+    pub flow: Flow<Response>,
+    /// Cache overrides from the chain; later plugins win field by field.
+    pub cache: CacheOverride,
+}
+
+/// A plugin instance of this request.
+enum Slot {
+    Live { store: Store<HostState>, bindings: PluginWorld },
+    /// Failed earlier in this request; skipped from then on.
+    Failed,
+}
+
+struct Entry {
+    plugin: Arc<Plugin>,
+    slot: Slot,
+    receipt: PluginReceipt,
+}
+
+/// A plugin failed during a hook.
+struct Failure {
+    policy: FailurePolicy,
+}
+
+/// The plugin instances and receipts of one request. Dropping it drops the
+/// instances and publishes the receipts (metrics and a debug log line).
+pub struct RequestSession {
+    context: Arc<RequestContext>,
+    entries: Vec<Entry>,
+}
+
+impl RequestSession {
+    /// Starts a request's session; instances are made on first use.
+    pub fn new(context: RequestContext) -> Self {
+        RequestSession { context: Arc::new(context), entries: Vec::new() }
+    }
+
+    /// The request's context.
+    pub fn context(&self) -> &RequestContext {
+        &self.context
+    }
+
+    /// Receipts of the plugins that ran so far, in first-use order.
+    pub fn receipts(&self) -> Vec<PluginReceipt> {
+        self.entries.iter().map(Entry::receipt).collect()
+    }
+
+    /// Runs the `on-viewer-request` chain.
+    pub fn on_viewer_request(&mut self, chain: &[Arc<Plugin>], request: Request) -> Flow<Request> {
+        self.request_chain(chain, Hook::OnViewerRequest, request)
+    }
+
+    /// Runs the `on-origin-request` chain.
+    pub fn on_origin_request(&mut self, chain: &[Arc<Plugin>], request: Request) -> Flow<Request> {
+        self.request_chain(chain, Hook::OnOriginRequest, request)
+    }
+
+    /// Runs the `on-origin-response` chain. Plugins see `request` without its
+    /// body.
+    pub fn on_origin_response(
+        &mut self,
+        chain: &[Arc<Plugin>],
+        request: &Request,
+        response: Response,
+    ) -> OriginResponseFlow {
+        let mut cache = CacheOverride { cacheable: None, ttl_seconds: None };
+        let request = without_body(request);
+        let flow = self.response_chain(chain, Hook::OnOriginResponse, response, |bindings, store, response| {
+            let outcome = bindings.call_on_origin_response(store, &request, response)?;
+            if let ResponseAction::Continue(_) = outcome.action {
+                cache.cacheable = outcome.cache.cacheable.or(cache.cacheable);
+                cache.ttl_seconds = outcome.cache.ttl_seconds.or(cache.ttl_seconds);
+            }
+            Ok(outcome.action)
+        });
+        OriginResponseFlow { flow, cache }
+    }
+
+    /// Runs the `on-viewer-response` chain. Plugins see `request` without its
+    /// body.
+    pub fn on_viewer_response(&mut self, chain: &[Arc<Plugin>], request: &Request, response: Response) -> Flow<Response> {
+        let request = without_body(request);
+        self.response_chain(chain, Hook::OnViewerResponse, response, |bindings, store, response| {
+            bindings.call_on_viewer_response(store, &request, response)
+        })
+    }
+
+    fn request_chain(&mut self, chain: &[Arc<Plugin>], hook: Hook, mut request: Request) -> Flow<Request> {
+        for plugin in chain {
+            // A body over the plugin's limit is withheld and put back after.
+            let withheld = match &request.body {
+                Some(body) if body.len() > plugin.limits.max_body_bytes => request.body.take(),
+                _ => None,
+            };
+            let result = self.run(plugin, hook, |bindings, store| {
+                let action = match hook {
+                    Hook::OnOriginRequest => bindings.call_on_origin_request(store, &request)?,
+                    _ => bindings.call_on_viewer_request(store, &request)?,
+                };
+                match &action {
+                    RequestAction::Continue(r) => check_headers(&r.headers)?,
+                    RequestAction::Respond(r) => check_response(r)?,
+                }
+                Ok(action)
+            });
+            match result {
+                Ok(RequestAction::Continue(mut next)) => {
+                    if next.body.is_none() {
+                        next.body = withheld.or_else(|| request.body.take());
+                    }
+                    request = next;
+                }
+                Ok(RequestAction::Respond(response)) => return Flow::Respond(response),
+                Err(failure) => {
+                    if withheld.is_some() {
+                        request.body = withheld;
+                    }
+                    if failure.policy == FailurePolicy::FailClosed {
+                        return Flow::Respond(self.failure_response());
+                    }
+                }
+            }
+        }
+        Flow::Continue(request)
+    }
+
+    fn response_chain(
+        &mut self,
+        chain: &[Arc<Plugin>],
+        hook: Hook,
+        mut response: Response,
+        mut call: impl FnMut(&PluginWorld, &mut Store<HostState>, &Response) -> wasmtime::Result<ResponseAction>,
+    ) -> Flow<Response> {
+        for plugin in chain {
+            let withheld = match &response.body {
+                Some(body) if body.len() > plugin.limits.max_body_bytes => response.body.take(),
+                _ => None,
+            };
+            let result = self.run(plugin, hook, |bindings, store| {
+                let action = call(bindings, store, &response)?;
+                match &action {
+                    ResponseAction::Continue(r) | ResponseAction::Respond(r) => check_response(r)?,
+                }
+                Ok(action)
+            });
+            match result {
+                Ok(ResponseAction::Continue(mut next)) => {
+                    if next.body.is_none() {
+                        next.body = withheld.or_else(|| response.body.take());
+                    }
+                    response = next;
+                }
+                Ok(ResponseAction::Respond(answer)) => return Flow::Respond(answer),
+                Err(failure) => {
+                    if withheld.is_some() {
+                        response.body = withheld;
+                    }
+                    if failure.policy == FailurePolicy::FailClosed {
+                        return Flow::Respond(self.failure_response());
+                    }
+                }
+            }
+        }
+        Flow::Continue(response)
+    }
+
+    /// Runs one hook of `plugin` on this request's instance of it, making the
+    /// instance on first use. A failure poisons the instance for the rest of
+    /// the request.
+    fn run<R>(
+        &mut self,
+        plugin: &Arc<Plugin>,
+        hook: Hook,
+        call: impl FnOnce(&PluginWorld, &mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> Result<R, Failure> {
+        let index = match self.entries.iter().position(|e| Arc::ptr_eq(&e.plugin, plugin)) {
+            Some(i) => i,
+            None => {
+                self.entries.push(self.instantiate(plugin, hook));
+                self.entries.len() - 1
+            }
+        };
+        let entry = &mut self.entries[index];
+        let failure = Failure { policy: plugin.policy };
+        let Slot::Live { store, bindings } = &mut entry.slot else {
+            return Err(failure);
+        };
+        store.data_mut().hook = hook;
+        store.set_epoch_deadline(plugin.engine.ticks_for(plugin.limits.hook_deadline));
+        let started = Instant::now();
+        let result = call(bindings, store);
+        let elapsed = started.elapsed();
+        entry.receipt.hooks.push((hook, elapsed));
+        metrics::histogram!("parapet_plugin_hook_seconds", "plugin" => plugin.identity.name.clone(), "hook" => hook.name())
+            .record(elapsed.as_secs_f64());
+        result.map_err(|error| {
+            let reason = describe_failure(&error, plugin);
+            entry.fail(hook, reason, &self.context.request_id);
+            failure
+        })
+    }
+
+    fn instantiate(&self, plugin: &Arc<Plugin>, hook: Hook) -> Entry {
+        let started = Instant::now();
+        let mut store = plugin.new_store(self.context.clone(), hook);
+        let instantiated = plugin.pre.instantiate(&mut store);
+        let mut entry = Entry {
+            plugin: plugin.clone(),
+            slot: Slot::Failed,
+            receipt: PluginReceipt::new(plugin.identity.name.clone(), started.elapsed()),
+        };
+        metrics::histogram!("parapet_plugin_instantiate_seconds", "plugin" => plugin.identity.name.clone())
+            .record(entry.receipt.instantiate.as_secs_f64());
+        match instantiated {
+            Ok(bindings) => entry.slot = Slot::Live { store, bindings },
+            Err(error) => entry.fail(hook, describe_failure(&error, plugin), &self.context.request_id),
+        }
+        entry
+    }
+
+    /// The answer a fail-closed plugin failure produces.
+    fn failure_response(&self) -> Response {
+        let id = &self.context.request_id;
+        Response {
+            status: 503,
+            headers: vec![
+                ("content-type".into(), "text/plain; charset=utf-8".into()),
+                ("x-request-id".into(), id.clone()),
+                ("cache-control".into(), "no-store".into()),
+            ],
+            body: Some(format!("503 Service Unavailable: a plugin failed (request id {id})\n").into_bytes()),
+        }
+    }
+}
+
+impl Entry {
+    fn receipt(&self) -> PluginReceipt {
+        let mut receipt = self.receipt.clone();
+        if let Slot::Live { store, .. } = &self.slot {
+            receipt.peak_memory_bytes = store.data().limiter.peak_memory;
+            receipt.host_calls = store.data().host_calls;
+        }
+        receipt
+    }
+
+    fn fail(&mut self, hook: Hook, reason: String, request_id: &str) {
+        tracing::warn!(
+            plugin = %self.plugin.identity.name, hook = hook.name(), request_id, policy = ?self.plugin.policy,
+            "plugin failed: {reason}"
+        );
+        metrics::counter!("parapet_plugin_traps_total", "plugin" => self.plugin.identity.name.clone(), "hook" => hook.name())
+            .increment(1);
+        self.receipt = self.receipt();
+        self.receipt.trap = Some(reason);
+        self.slot = Slot::Failed;
+    }
+}
+
+impl Drop for RequestSession {
+    fn drop(&mut self) {
+        for entry in &self.entries {
+            let receipt = entry.receipt();
+            receipt.publish(&self.context.request_id);
+        }
+    }
+}
+
+/// Says precisely why a plugin call failed.
+pub(crate) fn describe_failure(error: &wasmtime::Error, plugin: &Plugin) -> String {
+    if let Some(limit) = error.downcast_ref::<LimitExceeded>() {
+        return limit.to_string();
+    }
+    if let Some(invalid) = error.downcast_ref::<InvalidOutput>() {
+        return invalid.to_string();
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => {
+            format!("deadline exceeded: the hook ran longer than {:?}", plugin.limits.hook_deadline)
+        }
+        Some(Trap::StackOverflow) => "stack overflow (too deep recursion)".into(),
+        Some(Trap::UnreachableCodeReached) => "the plugin aborted (a panic or `unreachable`)".into(),
+        Some(trap) => format!("trap: {trap}"),
+        None => format!("{error:#}"),
+    }
+}
+
+/// A plugin returned a message the edge cannot send.
+#[derive(Debug, thiserror::Error)]
+enum InvalidOutput {
+    #[error("the plugin returned an invalid status code {0}")]
+    Status(u16),
+    #[error("the plugin returned an invalid header name {0:?}")]
+    HeaderName(String),
+    #[error("the plugin returned an invalid value for header {0:?}")]
+    HeaderValue(String),
+}
+
+fn check_response(response: &Response) -> Result<(), InvalidOutput> {
+    if !(100..=599).contains(&response.status) {
+        return Err(InvalidOutput::Status(response.status));
+    }
+    check_headers(&response.headers)
+}
+
+fn check_headers(headers: &[(String, String)]) -> Result<(), InvalidOutput> {
+    for (name, value) in headers {
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return Err(InvalidOutput::HeaderName(name.clone()));
+        }
+        if http::HeaderValue::from_str(value).is_err() {
+            return Err(InvalidOutput::HeaderValue(name.clone()));
+        }
+    }
+    Ok(())
+}
+
+fn without_body(request: &Request) -> Request {
+    Request {
+        method: request.method.clone(),
+        scheme: request.scheme.clone(),
+        authority: request.authority.clone(),
+        path: request.path.clone(),
+        query: request.query.clone(),
+        headers: request.headers.clone(),
+        body: None,
+    }
+}
+
+/// Time spent in hooks, for receipts.
+pub(crate) fn total(hooks: &[(Hook, Duration)]) -> Duration {
+    hooks.iter().map(|(_, d)| *d).sum()
+}

@@ -1,0 +1,168 @@
+//! Per-store host state and the host side of every `parapet:plugin` import.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::bindings::parapet::plugin::{client, clock, config, context, kv, log, metrics, random, types};
+use crate::bindings::{Geo, Hook, Level};
+use crate::geo::GeoDb;
+use crate::kv::KvStore;
+use crate::limits::Limiter;
+
+/// Longest log line or metric name a plugin may write; longer ones are cut.
+const MAX_LOG_BYTES: usize = 4096;
+const MAX_METRIC_NAME_BYTES: usize = 64;
+/// Most random bytes one `random.bytes` call returns.
+const MAX_RANDOM_BYTES: u32 = 1024;
+
+/// What the edge knows about the request a plugin runs for.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    /// Unique id of the request, sent to the viewer in `x-request-id`.
+    pub request_id: String,
+    /// The point of presence handling it.
+    pub pop_id: Arc<str>,
+    /// The viewer's address.
+    pub client_ip: IpAddr,
+    /// GeoIP database for `client.geo`, when the edge has one.
+    pub geo: Option<Arc<GeoDb>>,
+}
+
+/// What a store knows of its plugin.
+#[derive(Debug)]
+pub(crate) struct PluginIdentity {
+    pub(crate) name: Arc<str>,
+    pub(crate) config: Arc<str>,
+    pub(crate) kv: Arc<KvStore>,
+}
+
+/// The data of one plugin instance's store.
+pub(crate) struct HostState {
+    pub(crate) plugin: Arc<PluginIdentity>,
+    pub(crate) request: Arc<RequestContext>,
+    pub(crate) hook: Hook,
+    pub(crate) host_calls: u64,
+    pub(crate) limiter: Limiter,
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+impl types::Host for HostState {}
+
+impl log::Host for HostState {
+    fn write(&mut self, level: Level, message: String) {
+        self.host_calls += 1;
+        let message = truncate(&message, MAX_LOG_BYTES);
+        let (plugin, request_id, hook) = (&*self.plugin.name, &self.request.request_id, self.hook.name());
+        match level {
+            Level::Trace => tracing::trace!(target: "plugin", plugin, request_id, hook, "{message}"),
+            Level::Debug => tracing::debug!(target: "plugin", plugin, request_id, hook, "{message}"),
+            Level::Info => tracing::info!(target: "plugin", plugin, request_id, hook, "{message}"),
+            Level::Warn => tracing::warn!(target: "plugin", plugin, request_id, hook, "{message}"),
+            Level::Error => tracing::error!(target: "plugin", plugin, request_id, hook, "{message}"),
+        }
+    }
+}
+
+impl config::Host for HostState {
+    fn get(&mut self) -> String {
+        self.host_calls += 1;
+        self.plugin.config.to_string()
+    }
+}
+
+impl kv::Host for HostState {
+    fn get(&mut self, key: String) -> Option<Vec<u8>> {
+        self.host_calls += 1;
+        self.plugin.kv.get(&key).map(<[u8]>::to_vec)
+    }
+}
+
+impl client::Host for HostState {
+    fn ip(&mut self) -> String {
+        self.host_calls += 1;
+        self.request.client_ip.to_string()
+    }
+
+    fn location(&mut self) -> Option<Geo> {
+        self.host_calls += 1;
+        self.request.geo.as_ref()?.lookup(self.request.client_ip)
+    }
+}
+
+impl context::Host for HostState {
+    fn request_id(&mut self) -> String {
+        self.host_calls += 1;
+        self.request.request_id.clone()
+    }
+
+    fn pop_id(&mut self) -> String {
+        self.host_calls += 1;
+        self.request.pop_id.to_string()
+    }
+
+    fn current_hook(&mut self) -> Hook {
+        self.host_calls += 1;
+        self.hook
+    }
+}
+
+impl clock::Host for HostState {
+    fn now_millis(&mut self) -> u64 {
+        self.host_calls += 1;
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    }
+}
+
+impl random::Host for HostState {
+    fn bytes(&mut self, len: u32) -> Vec<u8> {
+        self.host_calls += 1;
+        let mut buf = vec![0; len.min(MAX_RANDOM_BYTES) as usize];
+        // The OS random source failing is not recoverable in any useful way.
+        getrandom::fill(&mut buf).expect("OS random source failed");
+        buf
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.host_calls += 1;
+        getrandom::u64().expect("OS random source failed")
+    }
+}
+
+impl metrics::Host for HostState {
+    fn counter_add(&mut self, name: String, value: u64) {
+        self.host_calls += 1;
+        let name = truncate(&name, MAX_METRIC_NAME_BYTES).to_string();
+        ::metrics::counter!("parapet_plugin_counter_total", "plugin" => self.plugin.name.to_string(), "name" => name)
+            .increment(value);
+    }
+
+    fn histogram_record(&mut self, name: String, value: f64) {
+        self.host_calls += 1;
+        let name = truncate(&name, MAX_METRIC_NAME_BYTES).to_string();
+        ::metrics::histogram!("parapet_plugin_histogram", "plugin" => self.plugin.name.to_string(), "name" => name)
+            .record(value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::truncate;
+
+    #[test]
+    fn truncate_keeps_char_boundaries() {
+        assert_eq!(truncate("héllo", 2), "h");
+        assert_eq!(truncate("héllo", 3), "hé");
+        assert_eq!(truncate("abc", 10), "abc");
+    }
+}
