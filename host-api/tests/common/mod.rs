@@ -1,0 +1,92 @@
+//! Helpers for tests that run real plugin components through the host.
+//!
+//! Components are built from `examples/` by `make plugins` (or `make test`)
+//! into `target/plugins/`; set `PARAPET_PLUGIN_DIR` to use another directory.
+#![allow(dead_code, reason = "each test file uses a different subset")]
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use parapet_host::{
+    EngineConfig, Plugin, PluginEngine, PluginOptions, Request, RequestContext, RequestSession, Response,
+};
+
+/// Where built example components are.
+pub fn plugin_dir() -> PathBuf {
+    std::env::var_os("PARAPET_PLUGIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/plugins"))
+}
+
+/// The bytes of example plugin `name`; fails the test clearly when missing.
+pub fn component(name: &str) -> Vec<u8> {
+    let path = plugin_dir().join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!("{}: {e}. Build the example plugins first: `make plugins`", path.display())
+    })
+}
+
+/// One engine shared by a test binary (default settings, pooling).
+pub fn engine() -> Arc<PluginEngine> {
+    static ENGINE: OnceLock<Arc<PluginEngine>> = OnceLock::new();
+    ENGINE.get_or_init(|| Arc::new(PluginEngine::new(EngineConfig::default()).expect("engine"))).clone()
+}
+
+/// Loads example plugin `name` with a JSON `config`.
+pub fn load(name: &str, config: &str) -> Arc<Plugin> {
+    load_with(name, PluginOptions { config: config.into(), ..Default::default() })
+}
+
+/// Loads example plugin `name` with `options`.
+pub fn load_with(name: &str, options: PluginOptions) -> Arc<Plugin> {
+    let plugin = Plugin::load(&engine(), name, &component(name), options)
+        .unwrap_or_else(|e| panic!("loading {name}: {e}"));
+    Arc::new(plugin)
+}
+
+/// A request context for a viewer at `ip`.
+pub fn context_for(ip: &str) -> RequestContext {
+    RequestContext {
+        request_id: "req-test-1".into(),
+        pop_id: "test-pop".into(),
+        client_ip: ip.parse::<IpAddr>().expect("ip"),
+        geo: None,
+    }
+}
+
+/// A new session for a viewer at 192.0.2.10.
+pub fn session() -> RequestSession {
+    RequestSession::new(context_for("192.0.2.10"))
+}
+
+/// A GET request for `path_and_query` on example.com with `headers`.
+pub fn get(path_and_query: &str, headers: &[(&str, &str)]) -> Request {
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((p, q)) => (p.to_string(), Some(q.to_string())),
+        None => (path_and_query.to_string(), None),
+    };
+    Request {
+        method: "GET".into(),
+        scheme: "https".into(),
+        authority: "example.com".into(),
+        path,
+        query,
+        headers: headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
+        body: None,
+    }
+}
+
+/// A response with `status` and `headers`, and a small body.
+pub fn response(status: u16, headers: &[(&str, &str)]) -> Response {
+    Response {
+        status,
+        headers: headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
+        body: Some(b"hello".to_vec()),
+    }
+}
+
+/// The first value of header `name`.
+pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+}
