@@ -322,6 +322,7 @@ pub(crate) fn describe_failure(error: &wasmtime::Error, plugin: &Plugin) -> Stri
         }
         Some(Trap::StackOverflow) => "stack overflow (too deep recursion)".into(),
         Some(Trap::UnreachableCodeReached) => "the plugin aborted (a panic or `unreachable`)".into(),
+        Some(Trap::MemoryOutOfBounds) => "out-of-bounds memory access".into(),
         Some(trap) => format!("trap: {trap}"),
         None => format!("{error:#}"),
     }

@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use parapet_host::{
-    EngineConfig, Plugin, PluginEngine, PluginOptions, Request, RequestContext, RequestSession, Response,
+    EngineConfig, Plugin, PluginEngine, PluginOptions, Request, RequestContext, RequestSession,
+    Response,
 };
 
 /// Where built example components are.
@@ -23,19 +24,30 @@ pub fn plugin_dir() -> PathBuf {
 pub fn component(name: &str) -> Vec<u8> {
     let path = plugin_dir().join(format!("{name}.wasm"));
     std::fs::read(&path).unwrap_or_else(|e| {
-        panic!("{}: {e}. Build the example plugins first: `make plugins`", path.display())
+        panic!(
+            "{}: {e}. Build the example plugins first: `make plugins`",
+            path.display()
+        )
     })
 }
 
 /// One engine shared by a test binary (default settings, pooling).
 pub fn engine() -> Arc<PluginEngine> {
     static ENGINE: OnceLock<Arc<PluginEngine>> = OnceLock::new();
-    ENGINE.get_or_init(|| Arc::new(PluginEngine::new(EngineConfig::default()).expect("engine"))).clone()
+    ENGINE
+        .get_or_init(|| Arc::new(PluginEngine::new(EngineConfig::default()).expect("engine")))
+        .clone()
 }
 
 /// Loads example plugin `name` with a JSON `config`.
 pub fn load(name: &str, config: &str) -> Arc<Plugin> {
-    load_with(name, PluginOptions { config: config.into(), ..Default::default() })
+    load_with(
+        name,
+        PluginOptions {
+            config: config.into(),
+            ..Default::default()
+        },
+    )
 }
 
 /// Loads example plugin `name` with `options`.
@@ -72,7 +84,10 @@ pub fn get(path_and_query: &str, headers: &[(&str, &str)]) -> Request {
         authority: "example.com".into(),
         path,
         query,
-        headers: headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
+        headers: headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect(),
         body: None,
     }
 }
@@ -81,12 +96,18 @@ pub fn get(path_and_query: &str, headers: &[(&str, &str)]) -> Request {
 pub fn response(status: u16, headers: &[(&str, &str)]) -> Response {
     Response {
         status,
-        headers: headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
+        headers: headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect(),
         body: Some(b"hello".to_vec()),
     }
 }
 
 /// The first value of header `name`.
 pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
 }

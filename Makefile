@@ -1,0 +1,48 @@
+# Parapet: `make test` runs every test; `make lint` the format and lint gates;
+# `make bench` the benchmarks. Each target installs what it needs.
+
+CARGO      ?= cargo
+PLUGINS    := target/plugins
+TESTDATA   := target/testdata
+VENV       := target/venv-test
+PARAPET    := $(CARGO) run -q --release -p parapet-cli --
+
+.PHONY: test lint plugins toolchain toolchain-fallback testdata bench
+
+## Every test of the project: unit, integration, example plugins through the host.
+test: plugins testdata toolchain-fallback
+	$(CARGO) test --workspace --release
+
+## Formatting and clippy, host workspace and guest plugins.
+lint:
+	$(CARGO) fmt --all -- --check
+	cd examples && $(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --release -- -D warnings
+	cd examples && $(CARGO) clippy --target wasm32-unknown-unknown --release -- -D warnings
+
+## The wasm compiler for plugins (standard rustup target, else Debian fallback).
+toolchain:
+	@scripts/ensure-wasm-toolchain.sh
+
+## The Debian fallback wasm compiler too, so tests can check both build paths.
+toolchain-fallback:
+	@scripts/ensure-wasm-toolchain.sh --fallback
+
+## The example plugins, built into components under target/plugins.
+plugins: toolchain
+	$(PARAPET) plugin build examples --out $(PLUGINS)
+
+## Test data: a small GeoIP database written with the mmdb-writer package.
+testdata: $(TESTDATA)/geo-test.mmdb
+
+$(VENV)/bin/python:
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q "mmdb-writer==0.2.7" "netaddr==1.3.0"
+
+$(TESTDATA)/geo-test.mmdb: tests/data/make_geo_mmdb.py $(VENV)/bin/python
+	@mkdir -p $(TESTDATA)
+	$(VENV)/bin/python tests/data/make_geo_mmdb.py $@
+
+## Criterion benchmarks of the plugin host (results go in bench/README.md).
+bench: plugins
+	$(CARGO) bench -p parapet-host --bench plugin_host
