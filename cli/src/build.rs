@@ -40,12 +40,21 @@ pub struct Built {
 
 /// Builds every `cdylib` crate under `dir` into `out/<name>.wasm`.
 pub fn build(dir: &Path, out: &Path) -> Result<Vec<Built>> {
-    let dir = dir.canonicalize().with_context(|| format!("plugin directory {}", dir.display()))?;
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("plugin directory {}", dir.display()))?;
     if !dir.join("Cargo.toml").exists() {
-        bail!("{} has no Cargo.toml: point `parapet plugin build` at a plugin crate or workspace", dir.display());
+        bail!(
+            "{} has no Cargo.toml: point `parapet plugin build` at a plugin crate or workspace",
+            dir.display()
+        );
     }
     let toolchain = Toolchain::detect()?;
-    eprintln!("parapet: building {} with {}", dir.display(), toolchain.describe());
+    eprintln!(
+        "parapet: building {} with {}",
+        dir.display(),
+        toolchain.describe()
+    );
     let target_dir = dir.join("target").join(toolchain.target_subdir());
 
     let mut child = toolchain
@@ -58,12 +67,19 @@ pub fn build(dir: &Path, out: &Path) -> Result<Vec<Built>> {
     let stdout = child.stdout.take().context("cargo stdout")?;
     for line in std::io::BufReader::new(stdout).lines() {
         let line = line.context("reading cargo output")?;
-        let Ok(msg) = serde_json::from_str::<CargoMessage>(&line) else { continue };
-        let Some(target) = msg.target.filter(|t| msg.reason == "compiler-artifact" && t.crate_types.iter().any(|k| k == "cdylib"))
-        else {
+        let Ok(msg) = serde_json::from_str::<CargoMessage>(&line) else {
             continue;
         };
-        if let Some(wasm) = msg.filenames.into_iter().find(|f| f.extension().is_some_and(|e| e == "wasm")) {
+        let Some(target) = msg.target.filter(|t| {
+            msg.reason == "compiler-artifact" && t.crate_types.iter().any(|k| k == "cdylib")
+        }) else {
+            continue;
+        };
+        if let Some(wasm) = msg
+            .filenames
+            .into_iter()
+            .find(|f| f.extension().is_some_and(|e| e == "wasm"))
+        {
             cores.push((target.name.replace('_', "-"), wasm));
         }
     }
@@ -75,21 +91,34 @@ pub fn build(dir: &Path, out: &Path) -> Result<Vec<Built>> {
         bail!("no plugin was built: a plugin crate needs `[lib] crate-type = [\"cdylib\"]`");
     }
 
-    let engine = Arc::new(PluginEngine::new(EngineConfig { allocator: parapet_host::Allocator::OnDemand, ..Default::default() })?);
+    let engine = Arc::new(PluginEngine::new(EngineConfig {
+        allocator: parapet_host::Allocator::OnDemand,
+        ..Default::default()
+    })?);
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let mut built = Vec::new();
     for (name, core) in cores {
         let module = std::fs::read(&core).with_context(|| format!("reading {}", core.display()))?;
-        let component = componentize(&module).with_context(|| format!("encoding {name} as a component"))?;
-        let digest = engine.validate(&component).with_context(|| format!("checking {name}"))?;
+        let component =
+            componentize(&module).with_context(|| format!("encoding {name} as a component"))?;
+        let digest = engine
+            .validate(&component)
+            .with_context(|| format!("checking {name}"))?;
         let path = out.join(format!("{name}.wasm"));
         std::fs::write(&path, &component).with_context(|| format!("writing {}", path.display()))?;
-        built.push(Built { path, size: component.len(), digest });
+        built.push(Built {
+            path,
+            size: component.len(),
+            digest,
+        });
     }
     Ok(built)
 }
 
 /// Encodes a core module (with wit-bindgen's embedded world) as a component.
 pub fn componentize(module: &[u8]) -> Result<Vec<u8>> {
-    wit_component::ComponentEncoder::default().module(module)?.validate(true).encode()
+    wit_component::ComponentEncoder::default()
+        .module(module)?
+        .validate(true)
+        .encode()
 }

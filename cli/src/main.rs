@@ -71,23 +71,39 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Plugin(PluginCommand::Build { dir, out }) => {
             let out = out.unwrap_or_else(|| dir.join("target/plugins"));
             for b in build::build(&dir, &out)? {
-                println!("{}  {} bytes  sha256:{}", b.path.display(), b.size, b.digest);
+                println!(
+                    "{}  {} bytes  sha256:{}",
+                    b.path.display(),
+                    b.size,
+                    b.digest
+                );
             }
             Ok(())
         }
         Command::Plugin(PluginCommand::New { name, dir }) => {
             let path = scaffold::new_plugin(&name, &dir)?;
-            println!("created {}; build it with `parapet plugin build {}`", path.display(), path.display());
+            println!(
+                "created {}; build it with `parapet plugin build {}`",
+                path.display(),
+                path.display()
+            );
             Ok(())
         }
         Command::Plugin(PluginCommand::Check { file }) => {
-            let bytes = std::fs::read(&file).map_err(|e| anyhow::anyhow!("reading {}: {e}", file.display()))?;
+            let bytes = std::fs::read(&file)
+                .map_err(|e| anyhow::anyhow!("reading {}: {e}", file.display()))?;
             let engine = parapet_host::PluginEngine::new(parapet_host::EngineConfig {
                 allocator: parapet_host::Allocator::OnDemand,
                 ..Default::default()
             })?;
-            let digest = engine.validate(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-            println!("{}: a valid {} component, sha256:{digest}", file.display(), parapet_host::WIT_PACKAGE);
+            let digest = engine
+                .validate(&bytes)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            println!(
+                "{}: a valid {} component, sha256:{digest}",
+                file.display(),
+                parapet_host::WIT_PACKAGE
+            );
             Ok(())
         }
     }

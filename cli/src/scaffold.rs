@@ -8,7 +8,10 @@ use anyhow::{bail, Context, Result};
 fn sdk_dependency() -> String {
     let local = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk");
     match local.canonicalize() {
-        Ok(path) => format!("parapet-sdk = {{ path = {:?} }}", path.display().to_string()),
+        Ok(path) => format!(
+            "parapet-sdk = {{ path = {:?} }}",
+            path.display().to_string()
+        ),
         Err(_) => format!("parapet-sdk = \"{}\"", env!("CARGO_PKG_VERSION")),
     }
 }
@@ -49,7 +52,9 @@ export_plugin!(MyPlugin);
 /// Creates `parent/name` with a working plugin crate; returns its path.
 pub fn new_plugin(name: &str, parent: &Path) -> Result<PathBuf> {
     let valid = !name.is_empty()
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
         && name.starts_with(|c: char| c.is_ascii_lowercase());
     if !valid {
         bail!("plugin name `{name}` must start with a lower-case letter and use only a-z, 0-9, - and _");
@@ -58,7 +63,8 @@ pub fn new_plugin(name: &str, parent: &Path) -> Result<PathBuf> {
     if dir.exists() {
         bail!("{} already exists", dir.display());
     }
-    std::fs::create_dir_all(dir.join("src")).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::create_dir_all(dir.join("src"))
+        .with_context(|| format!("creating {}", dir.display()))?;
     let manifest = format!(
         r#"[package]
 name = "{name}"

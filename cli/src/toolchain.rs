@@ -32,7 +32,9 @@ impl Toolchain {
         match std::env::var("PARAPET_WASM_TOOLCHAIN").as_deref() {
             Ok("standard") => return Ok(Toolchain::Standard),
             Ok("debian") => return debian_ready().map(|()| Toolchain::DebianBuildStd),
-            Ok(other) if !other.is_empty() => bail!("PARAPET_WASM_TOOLCHAIN must be `standard` or `debian`, not `{other}`"),
+            Ok(other) if !other.is_empty() => {
+                bail!("PARAPET_WASM_TOOLCHAIN must be `standard` or `debian`, not `{other}`")
+            }
             _ => {}
         }
         if standard_installed() || rustup_add_target() {
@@ -68,7 +70,13 @@ impl Toolchain {
             .env_remove("CARGO_ENCODED_RUSTFLAGS")
             .env_remove("CARGO_BUILD_TARGET")
             .env("CARGO_TARGET_DIR", target_dir)
-            .args(["build", "--release", "--target", TARGET, "--message-format=json-render-diagnostics"]);
+            .args([
+                "build",
+                "--release",
+                "--target",
+                TARGET,
+                "--message-format=json-render-diagnostics",
+            ]);
         if *self == Toolchain::DebianBuildStd {
             let path = std::env::var("PATH").unwrap_or_default();
             cmd.env("PATH", format!("{DEBIAN_LLVM_BIN}:{path}"))
@@ -95,12 +103,20 @@ fn standard_installed() -> bool {
     Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output()
-        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == TARGET))
+        .is_ok_and(|o| {
+            o.status.success()
+                && String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .any(|l| l.trim() == TARGET)
+        })
 }
 
 fn rustup_add_target() -> bool {
     eprintln!("parapet: installing the {TARGET} target with rustup...");
-    Command::new("rustup").args(["target", "add", TARGET]).status().is_ok_and(|s| s.success())
+    Command::new("rustup")
+        .args(["target", "add", TARGET])
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 fn debian_ready() -> Result<()> {
@@ -110,8 +126,11 @@ fn debian_ready() -> Result<()> {
         (PathBuf::from(DEBIAN_RUST_SRC), "rust-web-src"),
         (Path::new(DEBIAN_LLVM_BIN).join("wasm-ld"), "lld-19"),
     ];
-    let missing: Vec<String> =
-        needed.iter().filter(|(p, _)| !p.exists()).map(|(p, pkg)| format!("{} (package {pkg})", p.display())).collect();
+    let missing: Vec<String> = needed
+        .iter()
+        .filter(|(p, _)| !p.exists())
+        .map(|(p, pkg)| format!("{} (package {pkg})", p.display()))
+        .collect();
     if missing.is_empty() {
         Ok(())
     } else {

@@ -27,17 +27,34 @@ fn scaffold_build_check(toolchain: &str) {
     let crate_dir = dir.path().join("hello-edge");
     let out = dir.path().join("out");
     let build = parapet(
-        &["plugin", "build", crate_dir.to_str().unwrap(), "--out", out.to_str().unwrap()],
+        &[
+            "plugin",
+            "build",
+            crate_dir.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
         &[("PARAPET_WASM_TOOLCHAIN", toolchain)],
     );
     let stderr = text(&build.stderr);
     assert!(build.status.success(), "build failed:\n{stderr}");
-    let expected = if toolchain == "debian" { "with Debian rustc-web" } else { "with rustup's standard" };
-    assert!(stderr.contains(expected), "the build must say which toolchain it used:\n{stderr}");
+    let expected = if toolchain == "debian" {
+        "with Debian rustc-web"
+    } else {
+        "with rustup's standard"
+    };
+    assert!(
+        stderr.contains(expected),
+        "the build must say which toolchain it used:\n{stderr}"
+    );
 
     let component = out.join("hello-edge.wasm");
     let bytes = std::fs::read(&component).unwrap();
-    assert_eq!(&bytes[..8], b"\0asm\x0d\0\x01\0", "a component, not a core module");
+    assert_eq!(
+        &bytes[..8],
+        b"\0asm\x0d\0\x01\0",
+        "a component, not a core module"
+    );
     let check = parapet(&["plugin", "check", component.to_str().unwrap()], &[]);
     assert!(check.status.success(), "{}", text(&check.stderr));
     assert!(text(&check.stdout).contains("a valid parapet:plugin@0.1.0 component"));
@@ -73,21 +90,36 @@ fn bad_input_gets_clear_errors_and_exit_code_1() {
 
     let bad_name = parapet(&["plugin", "new", "Bad Name", "--dir", parent], &[]);
     assert_eq!(bad_name.status.code(), Some(1));
-    assert!(text(&bad_name.stderr).contains("must start with a lower-case letter"), "{}", text(&bad_name.stderr));
+    assert!(
+        text(&bad_name.stderr).contains("must start with a lower-case letter"),
+        "{}",
+        text(&bad_name.stderr)
+    );
 
     let no_crate = parapet(&["plugin", "build", parent], &[]);
     assert_eq!(no_crate.status.code(), Some(1));
-    assert!(text(&no_crate.stderr).contains("has no Cargo.toml"), "{}", text(&no_crate.stderr));
+    assert!(
+        text(&no_crate.stderr).contains("has no Cargo.toml"),
+        "{}",
+        text(&no_crate.stderr)
+    );
 
     let bad_toolchain = dir.path().join("x");
     std::fs::create_dir(&bad_toolchain).unwrap();
     std::fs::write(bad_toolchain.join("Cargo.toml"), "[package]\nname='x'\n").unwrap();
-    let forced = parapet(&["plugin", "build", bad_toolchain.to_str().unwrap()], &[("PARAPET_WASM_TOOLCHAIN", "gcc")]);
+    let forced = parapet(
+        &["plugin", "build", bad_toolchain.to_str().unwrap()],
+        &[("PARAPET_WASM_TOOLCHAIN", "gcc")],
+    );
     assert!(text(&forced.stderr).contains("PARAPET_WASM_TOOLCHAIN must be `standard` or `debian`"));
 
     let core = dir.path().join("core.wasm");
     std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
     let check = parapet(&["plugin", "check", core.to_str().unwrap()], &[]);
     assert_eq!(check.status.code(), Some(1));
-    assert!(text(&check.stderr).contains("core WebAssembly module, not a component"), "{}", text(&check.stderr));
+    assert!(
+        text(&check.stderr).contains("core WebAssembly module, not a component"),
+        "{}",
+        text(&check.stderr)
+    );
 }

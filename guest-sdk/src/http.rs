@@ -31,7 +31,8 @@ macro_rules! header_methods {
 
             /// Adds a value for header `name`, keeping existing ones.
             pub fn append_header(&mut self, name: &str, value: &str) {
-                self.headers.push((name.to_ascii_lowercase(), value.to_string()));
+                self.headers
+                    .push((name.to_ascii_lowercase(), value.to_string()));
             }
 
             /// Removes header `name`; returns whether it was present.
@@ -43,7 +44,9 @@ macro_rules! header_methods {
 
             /// The body as text, if it is present and valid UTF-8.
             pub fn body_text(&self) -> Option<&str> {
-                self.body.as_deref().and_then(|b| std::str::from_utf8(b).ok())
+                self.body
+                    .as_deref()
+                    .and_then(|b| std::str::from_utf8(b).ok())
             }
         }
     };
@@ -74,7 +77,11 @@ impl Request {
 impl Response {
     /// A response with `status`, no headers and no body.
     pub fn new(status: u16) -> Self {
-        Response { status, headers: Vec::new(), body: None }
+        Response {
+            status,
+            headers: Vec::new(),
+            body: None,
+        }
     }
 
     /// Adds a header (builder style).
@@ -106,7 +113,10 @@ mod tests {
             authority: "example.com".into(),
             path: "/a".into(),
             query: Some("x=1".into()),
-            headers: headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
             body: None,
         }
     }

@@ -250,8 +250,12 @@ macro_rules! export_plugin {
                     request: $crate::Request,
                     response: $crate::Response,
                 ) -> $crate::OriginResponseOutcome {
-                    let mut cache = $crate::CacheOverride { cacheable: None, ttl_seconds: None };
-                    let action = with_plugin(|p| p.on_origin_response(&request, response, &mut cache));
+                    let mut cache = $crate::CacheOverride {
+                        cacheable: None,
+                        ttl_seconds: None,
+                    };
+                    let action =
+                        with_plugin(|p| p.on_origin_response(&request, response, &mut cache));
                     $crate::OriginResponseOutcome { action, cache }
                 }
 
@@ -263,7 +267,7 @@ macro_rules! export_plugin {
                 }
             }
 
-            $crate::bindings::export!(ParapetGuest with_types_in $crate::bindings);
+    $crate::bindings::export!(ParapetGuest with_types_in $crate::bindings);
         };
     };
 }

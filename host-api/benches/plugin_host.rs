@@ -8,21 +8,31 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use parapet_host::{
-    Allocator, Chains, EngineConfig, Flow, Plugin, PluginEngine, PluginOptions, Request, RequestContext,
-    RequestSession, Response,
+    Allocator, Chains, EngineConfig, Flow, Plugin, PluginEngine, PluginOptions, Request,
+    RequestContext, RequestSession, Response,
 };
 
 fn component(name: &str) -> Vec<u8> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../target/plugins/{name}.wasm"));
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../target/plugins/{name}.wasm"));
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}; run `make plugins`", path.display()))
 }
 
 fn engine(allocator: Allocator) -> Arc<PluginEngine> {
-    Arc::new(PluginEngine::new(EngineConfig { allocator, ..Default::default() }).expect("engine"))
+    Arc::new(
+        PluginEngine::new(EngineConfig {
+            allocator,
+            ..Default::default()
+        })
+        .expect("engine"),
+    )
 }
 
 fn load(engine: &Arc<PluginEngine>, name: &str, config: &str) -> Arc<Plugin> {
-    let options = PluginOptions { config: config.into(), ..Default::default() };
+    let options = PluginOptions {
+        config: config.into(),
+        ..Default::default()
+    };
     Arc::new(Plugin::load(engine, name, &component(name), options).expect("load"))
 }
 
@@ -45,7 +55,10 @@ fn request(path: &str, body: Option<Vec<u8>>) -> Request {
         headers: vec![
             ("accept".into(), "text/html,application/xhtml+xml".into()),
             ("accept-encoding".into(), "gzip, br".into()),
-            ("user-agent".into(), "Mozilla/5.0 (X11; Linux x86_64) Firefox/133.0".into()),
+            (
+                "user-agent".into(),
+                "Mozilla/5.0 (X11; Linux x86_64) Firefox/133.0".into(),
+            ),
             ("cookie".into(), "session=abc123; theme=dark".into()),
         ],
         body,
@@ -67,34 +80,59 @@ fn response() -> Response {
 /// Runs all four hooks of `chains` for one request, as the edge does on a miss.
 fn full_request(chains: &Chains, req: &Request) {
     let mut session = RequestSession::new(context());
-    let Flow::Continue(req) = session.on_viewer_request(&chains.on_viewer_request, req.clone()) else {
+    let Flow::Continue(req) = session.on_viewer_request(&chains.on_viewer_request, req.clone())
+    else {
         panic!("answered")
     };
-    let Flow::Continue(req) = session.on_origin_request(&chains.on_origin_request, req) else { panic!("answered") };
+    let Flow::Continue(req) = session.on_origin_request(&chains.on_origin_request, req) else {
+        panic!("answered")
+    };
     let origin = session.on_origin_response(&chains.on_origin_response, &req, response());
-    let Flow::Continue(resp) = origin.flow else { panic!("answered") };
+    let Flow::Continue(resp) = origin.flow else {
+        panic!("answered")
+    };
     black_box(session.on_viewer_response(&chains.on_viewer_response, &req, resp));
 }
 
 fn noop(c: &mut Criterion) {
     let mut group = c.benchmark_group("noop instantiate + on-viewer-request");
     let req = request("/index.html", None);
-    for (label, allocator) in [("pooling", Allocator::Pooling { max_instances: 1000 }), ("on-demand", Allocator::OnDemand)] {
+    for (label, allocator) in [
+        (
+            "pooling",
+            Allocator::Pooling {
+                max_instances: 1000,
+            },
+        ),
+        ("on-demand", Allocator::OnDemand),
+    ] {
         let plugin = load(&engine(allocator), "noop", "{}");
         let chain = [plugin];
         group.bench_function(label, |b| {
-            b.iter(|| black_box(RequestSession::new(context()).on_viewer_request(&chain, req.clone())))
+            b.iter(|| {
+                black_box(RequestSession::new(context()).on_viewer_request(&chain, req.clone()))
+            })
         });
     }
     group.finish();
 }
 
 fn chain_of_three(c: &mut Criterion) {
-    let engine = engine(Allocator::Pooling { max_instances: 1000 });
+    let engine = engine(Allocator::Pooling {
+        max_instances: 1000,
+    });
     let plugins = vec![
         load(&engine, "waf", "{}"),
-        load(&engine, "rewrite", r#"{"rules":[{"match":"prefix","from":"/old/","to":"/new/"}]}"#),
-        load(&engine, "header-filter", r#"{"response":{"strip":["server"],"security_headers":true}}"#),
+        load(
+            &engine,
+            "rewrite",
+            r#"{"rules":[{"match":"prefix","from":"/old/","to":"/new/"}]}"#,
+        ),
+        load(
+            &engine,
+            "header-filter",
+            r#"{"response":{"strip":["server"],"security_headers":true}}"#,
+        ),
     ];
     let chains = Chains {
         on_viewer_request: plugins.clone(),
@@ -103,18 +141,27 @@ fn chain_of_three(c: &mut Criterion) {
         on_viewer_response: plugins,
     };
     let req = request("/products/shoes", None);
-    c.bench_function("3-plugin chain x 4 hooks (waf, rewrite, header-filter)", |b| {
-        b.iter(|| full_request(&chains, &req))
-    });
+    c.bench_function(
+        "3-plugin chain x 4 hooks (waf, rewrite, header-filter)",
+        |b| b.iter(|| full_request(&chains, &req)),
+    );
 }
 
 fn waf_2k(c: &mut Criterion) {
-    let engine = engine(Allocator::Pooling { max_instances: 1000 });
+    let engine = engine(Allocator::Pooling {
+        max_instances: 1000,
+    });
     let chain = [load(&engine, "waf", "{}")];
     // Request line, headers and a JSON body: 2 KiB in all.
     let mut req = request("/api/reviews", None);
-    let head = req.method.len() + req.path.len() + req.query.as_ref().map_or(0, |q| q.len() + 1) + 11;
-    let head = head + req.headers.iter().map(|(n, v)| n.len() + v.len() + 4).sum::<usize>();
+    let head =
+        req.method.len() + req.path.len() + req.query.as_ref().map_or(0, |q| q.len() + 1) + 11;
+    let head = head
+        + req
+            .headers
+            .iter()
+            .map(|(n, v)| n.len() + v.len() + 4)
+            .sum::<usize>();
     let json = br#"{"name":"Jane Doe","comment":"Great product, would buy again. "}"#;
     req.body = Some(json.iter().copied().cycle().take(2048 - head).collect());
     c.bench_function("waf on a 2 KiB request", |b| {

@@ -43,7 +43,9 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
-            allocator: Allocator::Pooling { max_instances: 1000 },
+            allocator: Allocator::Pooling {
+                max_instances: 1000,
+            },
             max_memory_bytes: 64 << 20,
             epoch_tick: Duration::from_millis(1),
             cache_dir: None,
@@ -113,7 +115,13 @@ impl PluginEngine {
                 .map_err(|e| EngineError(format!("starting epoch ticker: {e}")))?
         };
 
-        Ok(PluginEngine { engine, linker, config, stop, ticker: Some(ticker) })
+        Ok(PluginEngine {
+            engine,
+            linker,
+            config,
+            stop,
+            ticker: Some(ticker),
+        })
     }
 
     /// The number of epoch ticks that covers `deadline` (at least one).

@@ -22,15 +22,19 @@ pub struct GeoDb {
 
 impl std::fmt::Debug for GeoDb {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GeoDb").field("type", &self.reader.metadata.database_type).finish()
+        f.debug_struct("GeoDb")
+            .field("type", &self.reader.metadata.database_type)
+            .finish()
     }
 }
 
 impl GeoDb {
     /// Opens a `.mmdb` file (City or Country level).
     pub fn open(path: &Path) -> Result<Self, GeoError> {
-        let reader = Reader::open_readfile(path)
-            .map_err(|source| GeoError { path: path.display().to_string(), source })?;
+        let reader = Reader::open_readfile(path).map_err(|source| GeoError {
+            path: path.display().to_string(),
+            source,
+        })?;
         Ok(GeoDb { reader })
     }
 
@@ -40,7 +44,10 @@ impl GeoDb {
         let location = city.location.as_ref();
         let geo = Geo {
             country: city.country.and_then(|c| c.iso_code).map(str::to_string),
-            city: city.city.and_then(|c| c.names).and_then(|n| n.get("en").map(|s| s.to_string())),
+            city: city
+                .city
+                .and_then(|c| c.names)
+                .and_then(|n| n.get("en").map(|s| s.to_string())),
             latitude: location.and_then(|l| l.latitude),
             longitude: location.and_then(|l| l.longitude),
         };

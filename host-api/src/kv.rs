@@ -8,10 +8,16 @@ use std::path::Path;
 pub enum KvError {
     /// The file could not be read.
     #[error("reading key-value file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     /// The file is not a JSON object of strings.
     #[error("key-value file {path} must be a JSON object of string values: {source}")]
-    Parse { path: String, source: serde_json::Error },
+    Parse {
+        path: String,
+        source: serde_json::Error,
+    },
 }
 
 /// A customer's key-value data, read-only for plugins.
@@ -22,16 +28,29 @@ pub struct KvStore {
 
 impl KvStore {
     /// A store holding `entries`.
-    pub fn from_entries<K: Into<String>, V: Into<Vec<u8>>>(entries: impl IntoIterator<Item = (K, V)>) -> Self {
-        KvStore { entries: entries.into_iter().map(|(k, v)| (k.into(), v.into())).collect() }
+    pub fn from_entries<K: Into<String>, V: Into<Vec<u8>>>(
+        entries: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        KvStore {
+            entries: entries
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        }
     }
 
     /// Loads a JSON object of string values, e.g. `{"token:abc": "alice"}`.
     pub fn from_json_file(path: &Path) -> Result<Self, KvError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| KvError::Read { path: shown.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| KvError::Read {
+            path: shown.clone(),
+            source,
+        })?;
         let map: HashMap<String, String> =
-            serde_json::from_str(&text).map_err(|source| KvError::Parse { path: shown, source })?;
+            serde_json::from_str(&text).map_err(|source| KvError::Parse {
+                path: shown,
+                source,
+            })?;
         Ok(Self::from_entries(map))
     }
 
@@ -57,7 +76,10 @@ mod tests {
         let bad = dir.path().join("bad.json");
         std::fs::write(&bad, r#"{"a": 1}"#).unwrap();
         let err = KvStore::from_json_file(&bad).unwrap_err().to_string();
-        assert!(err.contains("must be a JSON object of string values"), "{err}");
+        assert!(
+            err.contains("must be a JSON object of string values"),
+            "{err}"
+        );
         assert!(KvStore::from_json_file(&dir.path().join("none.json")).is_err());
     }
 }

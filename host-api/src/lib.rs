@@ -24,7 +24,8 @@ mod session;
 mod state;
 
 pub use bindings::{
-    CacheOverride, Geo, Hook, Request, RequestAction, Response, ResponseAction, ALLOWED_IMPORTS, WIT_PACKAGE,
+    CacheOverride, Geo, Hook, Request, RequestAction, Response, ResponseAction, ALLOWED_IMPORTS,
+    WIT_PACKAGE,
 };
 pub use engine::{Allocator, EngineConfig, EngineError, PluginEngine};
 pub use geo::{GeoDb, GeoError};

@@ -12,6 +12,10 @@ pub struct PluginLimits {
     /// epoch interruption with the engine's tick granularity.
     #[serde(with = "millis", rename = "hook_deadline_ms")]
     pub hook_deadline: Duration,
+    /// Wall-clock budget of `on-launch`, which runs once per load and may do
+    /// more work than a hook.
+    #[serde(with = "millis", rename = "launch_deadline_ms")]
+    pub launch_deadline: Duration,
     /// Largest linear memory an instance may grow to, in bytes.
     pub memory_bytes: usize,
     /// Largest table an instance may grow to, in elements.
@@ -26,7 +30,8 @@ pub struct PluginLimits {
 impl Default for PluginLimits {
     fn default() -> Self {
         PluginLimits {
-            hook_deadline: Duration::from_millis(20),
+            hook_deadline: Duration::from_millis(50),
+            launch_deadline: Duration::from_secs(1),
             memory_bytes: 16 << 20,
             table_elements: 20_000,
             instances: 16,
@@ -52,7 +57,9 @@ pub enum LimitExceeded {
     #[error("memory limit exceeded: the plugin asked for {requested} bytes, the limit is {limit}")]
     Memory { requested: usize, limit: usize },
     /// A table would exceed [`PluginLimits::table_elements`].
-    #[error("table limit exceeded: the plugin asked for {requested} elements, the limit is {limit}")]
+    #[error(
+        "table limit exceeded: the plugin asked for {requested} elements, the limit is {limit}"
+    )]
     Table { requested: usize, limit: usize },
 }
 
@@ -65,7 +72,10 @@ pub(crate) struct Limiter {
 
 impl Limiter {
     pub(crate) fn new(limits: PluginLimits) -> Self {
-        Limiter { limits, peak_memory: 0 }
+        Limiter {
+            limits,
+            peak_memory: 0,
+        }
     }
 }
 
@@ -77,7 +87,11 @@ impl wasmtime::ResourceLimiter for Limiter {
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         if desired > self.limits.memory_bytes {
-            return Err(LimitExceeded::Memory { requested: desired, limit: self.limits.memory_bytes }.into());
+            return Err(LimitExceeded::Memory {
+                requested: desired,
+                limit: self.limits.memory_bytes,
+            }
+            .into());
         }
         self.peak_memory = self.peak_memory.max(desired);
         Ok(true)
@@ -90,7 +104,11 @@ impl wasmtime::ResourceLimiter for Limiter {
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         if desired > self.limits.table_elements {
-            return Err(LimitExceeded::Table { requested: desired, limit: self.limits.table_elements }.into());
+            return Err(LimitExceeded::Table {
+                requested: desired,
+                limit: self.limits.table_elements,
+            }
+            .into());
         }
         Ok(true)
     }

@@ -58,31 +58,51 @@ pub(crate) struct Checked {
 /// Runs every check short of `on-launch`.
 pub(crate) fn check(engine: &PluginEngine, bytes: &[u8]) -> Result<Checked, LoadError> {
     if !wasmparser::Parser::is_component(bytes) {
-        return Err(if wasmparser::Parser::is_core_wasm(bytes) { LoadError::CoreModule } else { LoadError::NotWasm });
+        return Err(if wasmparser::Parser::is_core_wasm(bytes) {
+            LoadError::CoreModule
+        } else {
+            LoadError::NotWasm
+        });
     }
     let digest = content_hash(bytes);
     let (component, from_cache) = compile_cached(engine, bytes, &digest)?;
 
     let ty = component.component_type();
     for (name, item) in ty.imports(&engine.engine) {
-        if !ALLOWED_IMPORTS.contains(&name) || !matches!(item.ty, ComponentItem::ComponentInstance(_)) {
+        if !ALLOWED_IMPORTS.contains(&name)
+            || !matches!(item.ty, ComponentItem::ComponentInstance(_))
+        {
             return Err(LoadError::ForbiddenImport(name.to_string()));
         }
     }
-    let instance_pre =
-        engine.linker.instantiate_pre(&component).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+    let instance_pre = engine
+        .linker
+        .instantiate_pre(&component)
+        .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
     let pre = PluginPre::new(instance_pre).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
-    Ok(Checked { pre, digest, from_cache })
+    Ok(Checked {
+        pre,
+        digest,
+        from_cache,
+    })
 }
 
 /// Compiles `bytes`, or loads the artifact an earlier run cached.
-fn compile_cached(engine: &PluginEngine, bytes: &[u8], digest: &str) -> Result<(Component, bool), LoadError> {
-    let compile = || Component::new(&engine.engine, bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")));
+fn compile_cached(
+    engine: &PluginEngine,
+    bytes: &[u8],
+    digest: &str,
+) -> Result<(Component, bool), LoadError> {
+    let compile =
+        || Component::new(&engine.engine, bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")));
     let Some(dir) = &engine.config.cache_dir else {
         return Ok((compile()?, false));
     };
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    engine.engine.precompile_compatibility_hash().hash(&mut hasher);
+    engine
+        .engine
+        .precompile_compatibility_hash()
+        .hash(&mut hasher);
     let path = dir.join(format!("{digest}-{:016x}.cwasm", hasher.finish()));
 
     if path.exists() {
@@ -91,11 +111,17 @@ fn compile_cached(engine: &PluginEngine, bytes: &[u8], digest: &str) -> Result<(
         // the artifact's engine compatibility before using it.
         match unsafe { Component::deserialize_file(&engine.engine, &path) } {
             Ok(component) => return Ok((component, true)),
-            Err(e) => tracing::warn!(path = %path.display(), error = %e, "cached plugin artifact unusable; recompiling"),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cached plugin artifact unusable; recompiling")
+            }
         }
     }
     let component = compile()?;
-    if let Err(e) = component.serialize().map_err(|e| e.to_string()).and_then(|a| write_atomic(&path, &a)) {
+    if let Err(e) = component
+        .serialize()
+        .map_err(|e| e.to_string())
+        .and_then(|a| write_atomic(&path, &a))
+    {
         tracing::warn!(path = %path.display(), error = %e, "could not cache compiled plugin");
     }
     Ok((component, false))

@@ -54,19 +54,36 @@ pub struct Plugin {
 
 impl std::fmt::Debug for Plugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Plugin").field("name", &self.identity.name).field("digest", &self.digest).finish()
+        f.debug_struct("Plugin")
+            .field("name", &self.identity.name)
+            .field("digest", &self.digest)
+            .finish()
     }
 }
 
 impl Plugin {
     /// Checks, compiles (or loads from the artifact cache) and launches a
     /// plugin. `name` identifies it in logs and metrics.
-    pub fn load(engine: &Arc<PluginEngine>, name: &str, bytes: &[u8], options: PluginOptions) -> Result<Self, LoadError> {
-        let config = if options.config.trim().is_empty() { "{}".to_string() } else { options.config };
-        serde_json::from_str::<serde::de::IgnoredAny>(&config).map_err(|e| LoadError::ConfigNotJson(e.to_string()))?;
+    pub fn load(
+        engine: &Arc<PluginEngine>,
+        name: &str,
+        bytes: &[u8],
+        options: PluginOptions,
+    ) -> Result<Self, LoadError> {
+        let config = if options.config.trim().is_empty() {
+            "{}".to_string()
+        } else {
+            options.config
+        };
+        serde_json::from_str::<serde::de::IgnoredAny>(&config)
+            .map_err(|e| LoadError::ConfigNotJson(e.to_string()))?;
         let checked = check(engine, bytes)?;
         let plugin = Plugin {
-            identity: Arc::new(PluginIdentity { name: name.into(), config: config.into(), kv: options.kv }),
+            identity: Arc::new(PluginIdentity {
+                name: name.into(),
+                config: config.into(),
+                kv: options.kv,
+            }),
             pre: checked.pre,
             limits: options.limits,
             policy: options.policy,
@@ -87,11 +104,17 @@ impl Plugin {
             geo: None,
         });
         let mut store = self.new_store(context, Hook::OnLaunch);
-        let bindings = self.pre.instantiate(&mut store).map_err(|e| LoadError::LaunchFailed(describe_failure(&e, self)))?;
+        store.set_epoch_deadline(self.engine.ticks_for(self.limits.launch_deadline));
+        let bindings = self.pre.instantiate(&mut store).map_err(|e| {
+            LoadError::LaunchFailed(describe_failure(&e, self.limits.launch_deadline))
+        })?;
         match bindings.call_on_launch(&mut store, &self.identity.config) {
             Ok(Ok(())) => Ok(()),
             Ok(Err(message)) => Err(LoadError::Rejected(message)),
-            Err(e) => Err(LoadError::LaunchFailed(describe_failure(&e, self))),
+            Err(e) => Err(LoadError::LaunchFailed(describe_failure(
+                &e,
+                self.limits.launch_deadline,
+            ))),
         }
     }
 

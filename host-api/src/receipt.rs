@@ -25,14 +25,22 @@ pub struct PluginReceipt {
 
 impl PluginReceipt {
     pub(crate) fn new(plugin: Arc<str>, instantiate: Duration) -> Self {
-        PluginReceipt { plugin, instantiate, hooks: Vec::new(), peak_memory_bytes: 0, host_calls: 0, trap: None }
+        PluginReceipt {
+            plugin,
+            instantiate,
+            hooks: Vec::new(),
+            peak_memory_bytes: 0,
+            host_calls: 0,
+            trap: None,
+        }
     }
 
     /// Records the end-of-request figures as metrics and a debug log line.
     pub(crate) fn publish(&self, request_id: &str) {
         metrics::histogram!("parapet_plugin_peak_memory_bytes", "plugin" => self.plugin.clone())
             .record(self.peak_memory_bytes as f64);
-        metrics::counter!("parapet_plugin_host_calls_total", "plugin" => self.plugin.clone()).increment(self.host_calls);
+        metrics::counter!("parapet_plugin_host_calls_total", "plugin" => self.plugin.clone())
+            .increment(self.host_calls);
         tracing::debug!(
             target: "parapet::receipt",
             plugin = %self.plugin,

@@ -49,7 +49,10 @@ pub struct OriginResponseFlow {
 
 /// A plugin instance of this request.
 enum Slot {
-    Live { store: Store<HostState>, bindings: PluginWorld },
+    Live {
+        store: Store<HostState>,
+        bindings: PluginWorld,
+    },
     /// Failed earlier in this request; skipped from then on.
     Failed,
 }
@@ -75,7 +78,10 @@ pub struct RequestSession {
 impl RequestSession {
     /// Starts a request's session; instances are made on first use.
     pub fn new(context: RequestContext) -> Self {
-        RequestSession { context: Arc::new(context), entries: Vec::new() }
+        RequestSession {
+            context: Arc::new(context),
+            entries: Vec::new(),
+        }
     }
 
     /// The request's context.
@@ -106,29 +112,50 @@ impl RequestSession {
         request: &Request,
         response: Response,
     ) -> OriginResponseFlow {
-        let mut cache = CacheOverride { cacheable: None, ttl_seconds: None };
+        let mut cache = CacheOverride {
+            cacheable: None,
+            ttl_seconds: None,
+        };
         let request = without_body(request);
-        let flow = self.response_chain(chain, Hook::OnOriginResponse, response, |bindings, store, response| {
-            let outcome = bindings.call_on_origin_response(store, &request, response)?;
-            if let ResponseAction::Continue(_) = outcome.action {
-                cache.cacheable = outcome.cache.cacheable.or(cache.cacheable);
-                cache.ttl_seconds = outcome.cache.ttl_seconds.or(cache.ttl_seconds);
-            }
-            Ok(outcome.action)
-        });
+        let flow = self.response_chain(
+            chain,
+            Hook::OnOriginResponse,
+            response,
+            |bindings, store, response| {
+                let outcome = bindings.call_on_origin_response(store, &request, response)?;
+                if let ResponseAction::Continue(_) = outcome.action {
+                    cache.cacheable = outcome.cache.cacheable.or(cache.cacheable);
+                    cache.ttl_seconds = outcome.cache.ttl_seconds.or(cache.ttl_seconds);
+                }
+                Ok(outcome.action)
+            },
+        );
         OriginResponseFlow { flow, cache }
     }
 
     /// Runs the `on-viewer-response` chain. Plugins see `request` without its
     /// body.
-    pub fn on_viewer_response(&mut self, chain: &[Arc<Plugin>], request: &Request, response: Response) -> Flow<Response> {
+    pub fn on_viewer_response(
+        &mut self,
+        chain: &[Arc<Plugin>],
+        request: &Request,
+        response: Response,
+    ) -> Flow<Response> {
         let request = without_body(request);
-        self.response_chain(chain, Hook::OnViewerResponse, response, |bindings, store, response| {
-            bindings.call_on_viewer_response(store, &request, response)
-        })
+        self.response_chain(
+            chain,
+            Hook::OnViewerResponse,
+            response,
+            |bindings, store, response| bindings.call_on_viewer_response(store, &request, response),
+        )
     }
 
-    fn request_chain(&mut self, chain: &[Arc<Plugin>], hook: Hook, mut request: Request) -> Flow<Request> {
+    fn request_chain(
+        &mut self,
+        chain: &[Arc<Plugin>],
+        hook: Hook,
+        mut request: Request,
+    ) -> Flow<Request> {
         for plugin in chain {
             // A body over the plugin's limit is withheld and put back after.
             let withheld = match &request.body {
@@ -172,7 +199,11 @@ impl RequestSession {
         chain: &[Arc<Plugin>],
         hook: Hook,
         mut response: Response,
-        mut call: impl FnMut(&PluginWorld, &mut Store<HostState>, &Response) -> wasmtime::Result<ResponseAction>,
+        mut call: impl FnMut(
+            &PluginWorld,
+            &mut Store<HostState>,
+            &Response,
+        ) -> wasmtime::Result<ResponseAction>,
     ) -> Flow<Response> {
         for plugin in chain {
             let withheld = match &response.body {
@@ -216,7 +247,11 @@ impl RequestSession {
         hook: Hook,
         call: impl FnOnce(&PluginWorld, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, Failure> {
-        let index = match self.entries.iter().position(|e| Arc::ptr_eq(&e.plugin, plugin)) {
+        let index = match self
+            .entries
+            .iter()
+            .position(|e| Arc::ptr_eq(&e.plugin, plugin))
+        {
             Some(i) => i,
             None => {
                 self.entries.push(self.instantiate(plugin, hook));
@@ -224,7 +259,9 @@ impl RequestSession {
             }
         };
         let entry = &mut self.entries[index];
-        let failure = Failure { policy: plugin.policy };
+        let failure = Failure {
+            policy: plugin.policy,
+        };
         let Slot::Live { store, bindings } = &mut entry.slot else {
             return Err(failure);
         };
@@ -237,7 +274,7 @@ impl RequestSession {
         metrics::histogram!("parapet_plugin_hook_seconds", "plugin" => plugin.identity.name.clone(), "hook" => hook.name())
             .record(elapsed.as_secs_f64());
         result.map_err(|error| {
-            let reason = describe_failure(&error, plugin);
+            let reason = describe_failure(&error, plugin.limits.hook_deadline);
             entry.fail(hook, reason, &self.context.request_id);
             failure
         })
@@ -256,7 +293,11 @@ impl RequestSession {
             .record(entry.receipt.instantiate.as_secs_f64());
         match instantiated {
             Ok(bindings) => entry.slot = Slot::Live { store, bindings },
-            Err(error) => entry.fail(hook, describe_failure(&error, plugin), &self.context.request_id),
+            Err(error) => entry.fail(
+                hook,
+                describe_failure(&error, plugin.limits.hook_deadline),
+                &self.context.request_id,
+            ),
         }
         entry
     }
@@ -271,7 +312,10 @@ impl RequestSession {
                 ("x-request-id".into(), id.clone()),
                 ("cache-control".into(), "no-store".into()),
             ],
-            body: Some(format!("503 Service Unavailable: a plugin failed (request id {id})\n").into_bytes()),
+            body: Some(
+                format!("503 Service Unavailable: a plugin failed (request id {id})\n")
+                    .into_bytes(),
+            ),
         }
     }
 }
@@ -309,7 +353,7 @@ impl Drop for RequestSession {
 }
 
 /// Says precisely why a plugin call failed.
-pub(crate) fn describe_failure(error: &wasmtime::Error, plugin: &Plugin) -> String {
+pub(crate) fn describe_failure(error: &wasmtime::Error, deadline: Duration) -> String {
     if let Some(limit) = error.downcast_ref::<LimitExceeded>() {
         return limit.to_string();
     }
@@ -317,11 +361,11 @@ pub(crate) fn describe_failure(error: &wasmtime::Error, plugin: &Plugin) -> Stri
         return invalid.to_string();
     }
     match error.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => {
-            format!("deadline exceeded: the hook ran longer than {:?}", plugin.limits.hook_deadline)
-        }
+        Some(Trap::Interrupt) => format!("deadline exceeded: ran longer than {deadline:?}"),
         Some(Trap::StackOverflow) => "stack overflow (too deep recursion)".into(),
-        Some(Trap::UnreachableCodeReached) => "the plugin aborted (a panic or `unreachable`)".into(),
+        Some(Trap::UnreachableCodeReached) => {
+            "the plugin aborted (a panic or `unreachable`)".into()
+        }
         Some(Trap::MemoryOutOfBounds) => "out-of-bounds memory access".into(),
         Some(trap) => format!("trap: {trap}"),
         None => format!("{error:#}"),

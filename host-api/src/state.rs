@@ -4,7 +4,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::bindings::parapet::plugin::{client, clock, config, context, kv, log, metrics, random, types};
+use crate::bindings::parapet::plugin::{
+    client, clock, config, context, kv, log, metrics, random, types,
+};
 use crate::bindings::{Geo, Hook, Level};
 use crate::geo::GeoDb;
 use crate::kv::KvStore;
@@ -63,13 +65,23 @@ impl log::Host for HostState {
     fn write(&mut self, level: Level, message: String) {
         self.host_calls += 1;
         let message = truncate(&message, MAX_LOG_BYTES);
-        let (plugin, request_id, hook) = (&*self.plugin.name, &self.request.request_id, self.hook.name());
+        let (plugin, request_id, hook) = (
+            &*self.plugin.name,
+            &self.request.request_id,
+            self.hook.name(),
+        );
         match level {
-            Level::Trace => tracing::trace!(target: "plugin", plugin, request_id, hook, "{message}"),
-            Level::Debug => tracing::debug!(target: "plugin", plugin, request_id, hook, "{message}"),
+            Level::Trace => {
+                tracing::trace!(target: "plugin", plugin, request_id, hook, "{message}")
+            }
+            Level::Debug => {
+                tracing::debug!(target: "plugin", plugin, request_id, hook, "{message}")
+            }
             Level::Info => tracing::info!(target: "plugin", plugin, request_id, hook, "{message}"),
             Level::Warn => tracing::warn!(target: "plugin", plugin, request_id, hook, "{message}"),
-            Level::Error => tracing::error!(target: "plugin", plugin, request_id, hook, "{message}"),
+            Level::Error => {
+                tracing::error!(target: "plugin", plugin, request_id, hook, "{message}")
+            }
         }
     }
 }
@@ -120,7 +132,9 @@ impl context::Host for HostState {
 impl clock::Host for HostState {
     fn now_millis(&mut self) -> u64 {
         self.host_calls += 1;
-        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
     }
 }
 

@@ -8,12 +8,19 @@ use std::time::{Duration, Instant};
 
 use common::{get, header, load, load_with, response, session};
 use parapet_host::{
-    Allocator, EngineConfig, FailurePolicy, Flow, GeoDb, Hook, KvStore, LoadError, Plugin, PluginEngine, PluginLimits,
-    PluginOptions, RequestSession,
+    Allocator, EngineConfig, FailurePolicy, Flow, GeoDb, Hook, KvStore, LoadError, Plugin,
+    PluginEngine, PluginLimits, PluginOptions, RequestSession,
 };
 
 fn testbed(mode: &str, policy: FailurePolicy) -> Arc<Plugin> {
-    load_with("testbed", PluginOptions { config: format!(r#"{{"mode":"{mode}"}}"#), policy, ..Default::default() })
+    load_with(
+        "testbed",
+        PluginOptions {
+            config: format!(r#"{{"mode":"{mode}"}}"#),
+            policy,
+            ..Default::default()
+        },
+    )
 }
 
 /// A probe request through a fresh session must still work.
@@ -31,7 +38,10 @@ fn misbehave(mode: &str) -> String {
     let open = testbed(mode, FailurePolicy::FailOpen);
     let mut s = session();
     let request = get("/x?y=1", &[("accept", "*/*")]);
-    assert_eq!(s.on_viewer_request(&[open.clone()], request.clone()), Flow::Continue(request.clone()));
+    assert_eq!(
+        s.on_viewer_request(&[open.clone()], request.clone()),
+        Flow::Continue(request.clone())
+    );
     let reason = s.receipts()[0].trap.clone().expect("a trap reason");
 
     let closed = testbed(mode, FailurePolicy::FailClosed);
@@ -51,14 +61,30 @@ fn misbehave(mode: &str) -> String {
 
 #[test]
 fn infinite_loop_is_stopped_at_its_deadline() {
-    let limits = PluginLimits { hook_deadline: Duration::from_millis(50), ..Default::default() };
-    let plugin = load_with("testbed", PluginOptions { config: r#"{"mode":"loop"}"#.into(), limits, ..Default::default() });
+    let limits = PluginLimits {
+        hook_deadline: Duration::from_millis(50),
+        ..Default::default()
+    };
+    let plugin = load_with(
+        "testbed",
+        PluginOptions {
+            config: r#"{"mode":"loop"}"#.into(),
+            limits,
+            ..Default::default()
+        },
+    );
     let started = Instant::now();
     let flow = session().on_viewer_request(&[plugin], get("/", &[]));
     let elapsed = started.elapsed();
     assert!(matches!(flow, Flow::Continue(_)));
-    assert!(elapsed >= Duration::from_millis(50), "stopped early: {elapsed:?}");
-    assert!(elapsed < Duration::from_millis(50 + 450), "overran its deadline: {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(50),
+        "stopped early: {elapsed:?}"
+    );
+    assert!(
+        elapsed < Duration::from_millis(50 + 450),
+        "overran its deadline: {elapsed:?}"
+    );
 
     let reason = misbehave("loop");
     assert!(reason.starts_with("deadline exceeded"), "{reason}");
@@ -68,22 +94,37 @@ fn infinite_loop_is_stopped_at_its_deadline() {
 fn memory_bomb_traps_at_the_cap() {
     let reason = misbehave("memory-bomb");
     assert!(reason.starts_with("memory limit exceeded"), "{reason}");
-    assert!(reason.contains(&format!("the limit is {}", PluginLimits::default().memory_bytes)), "{reason}");
+    assert!(
+        reason.contains(&format!(
+            "the limit is {}",
+            PluginLimits::default().memory_bytes
+        )),
+        "{reason}"
+    );
 }
 
 #[test]
 fn deep_recursion_traps() {
-    assert_eq!(misbehave("recursion"), "stack overflow (too deep recursion)");
+    assert_eq!(
+        misbehave("recursion"),
+        "stack overflow (too deep recursion)"
+    );
 }
 
 #[test]
 fn guest_panic_traps() {
-    assert_eq!(misbehave("panic"), "the plugin aborted (a panic or `unreachable`)");
+    assert_eq!(
+        misbehave("panic"),
+        "the plugin aborted (a panic or `unreachable`)"
+    );
 }
 
 #[test]
 fn header_injection_from_a_plugin_is_a_failure() {
-    assert_eq!(misbehave("bad-header"), "the plugin returned an invalid value for header \"x-bad\"");
+    assert_eq!(
+        misbehave("bad-header"),
+        "the plugin returned an invalid value for header \"x-bad\""
+    );
 }
 
 #[test]
@@ -93,12 +134,19 @@ fn every_request_gets_a_fresh_instance_shared_by_its_hooks() {
     for round in 0..3 {
         let mut s = session();
         let path = format!("/round/{round}");
-        let Flow::Continue(req) = s.on_viewer_request(&chain, get(&path, &[])) else { panic!("answered") };
+        let Flow::Continue(req) = s.on_viewer_request(&chain, get(&path, &[])) else {
+            panic!("answered")
+        };
         // A global counter in the guest starts from zero on every request.
         assert_eq!(header(&req.headers, "x-probe-calls"), Some("1"));
-        let Flow::Continue(resp) = s.on_viewer_response(&chain, &req, response(200, &[])) else { panic!("answered") };
+        let Flow::Continue(resp) = s.on_viewer_response(&chain, &req, response(200, &[])) else {
+            panic!("answered")
+        };
         // The response hook ran on the same instance: it saw this request's path.
-        assert_eq!(header(&resp.headers, "x-probe-seen-path"), Some(path.as_str()));
+        assert_eq!(
+            header(&resp.headers, "x-probe-seen-path"),
+            Some(path.as_str())
+        );
         assert_eq!(header(&resp.headers, "x-probe-calls"), Some("1"));
         assert_eq!(s.receipts().len(), 1, "one instance per plugin per request");
     }
@@ -108,12 +156,24 @@ fn every_request_gets_a_fresh_instance_shared_by_its_hooks() {
 fn host_interfaces_answer_what_the_edge_knows() {
     let plugin = load_with(
         "testbed",
-        PluginOptions { kv: Arc::new(KvStore::from_entries([("greeting", "hi")])), ..Default::default() },
+        PluginOptions {
+            kv: Arc::new(KvStore::from_entries([("greeting", "hi")])),
+            ..Default::default()
+        },
     );
     let mut s = session();
-    let before = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
-    let Flow::Continue(req) = s.on_viewer_request(&[plugin], get("/", &[])) else { panic!("answered") };
-    let h = |n| header(&req.headers, n).unwrap_or_else(|| panic!("no {n}")).to_string();
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let Flow::Continue(req) = s.on_viewer_request(&[plugin], get("/", &[])) else {
+        panic!("answered")
+    };
+    let h = |n| {
+        header(&req.headers, n)
+            .unwrap_or_else(|| panic!("no {n}"))
+            .to_string()
+    };
     assert_eq!(h("x-probe-request-id"), "req-test-1");
     assert_eq!(h("x-probe-pop"), "test-pop");
     assert_eq!(h("x-probe-hook"), "Hook::OnViewerRequest");
@@ -122,7 +182,10 @@ fn host_interfaces_answer_what_the_edge_knows() {
     assert_eq!(h("x-probe-kv"), "hi");
     assert_eq!(h("x-probe-random-len"), "16");
     let now: u128 = h("x-probe-now").parse().unwrap();
-    assert!(now >= before && now < before + 60_000, "clock {now} vs {before}");
+    assert!(
+        now >= before && now < before + 60_000,
+        "clock {now} vs {before}"
+    );
 
     let receipt = &s.receipts()[0];
     assert_eq!(receipt.hooks.len(), 1);
@@ -135,41 +198,69 @@ fn host_interfaces_answer_what_the_edge_knows() {
 
 #[test]
 fn client_location_comes_from_the_geoip_database() {
-    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/testdata/geo-test.mmdb");
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/testdata/geo-test.mmdb");
     let db = Arc::new(GeoDb::open(&path).unwrap_or_else(|e| panic!("{e}: run `make testdata`")));
     let probe = load("testbed", "{}");
     let located = |ip: &str| {
         let mut context = common::context_for(ip);
         context.geo = Some(db.clone());
-        let Flow::Continue(req) = RequestSession::new(context).on_viewer_request(&[probe.clone()], get("/", &[])) else {
+        let Flow::Continue(req) =
+            RequestSession::new(context).on_viewer_request(&[probe.clone()], get("/", &[]))
+        else {
             panic!("answered")
         };
-        (header(&req.headers, "x-probe-country").unwrap().to_string(), header(&req.headers, "x-probe-city").unwrap().to_string())
+        (
+            header(&req.headers, "x-probe-country").unwrap().to_string(),
+            header(&req.headers, "x-probe-city").unwrap().to_string(),
+        )
     };
     assert_eq!(located("203.0.113.7"), ("JP".into(), "Tokyo".into()));
     assert_eq!(located("198.51.100.1"), ("DE".into(), "Frankfurt".into()));
     assert_eq!(located("2001:db8:1::5"), ("US".into(), "-".into()));
     assert_eq!(located("192.0.2.1"), ("-".into(), "-".into()));
 
-    let bad = GeoDb::open(std::path::Path::new("/nonexistent.mmdb")).unwrap_err().to_string();
-    assert!(bad.starts_with("opening GeoIP database /nonexistent.mmdb"), "{bad}");
+    let bad = GeoDb::open(std::path::Path::new("/nonexistent.mmdb"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        bad.starts_with("opening GeoIP database /nonexistent.mmdb"),
+        "{bad}"
+    );
 }
 
 #[test]
 fn bodies_over_the_limit_are_withheld_and_kept() {
-    let limits = PluginLimits { max_body_bytes: 8, ..Default::default() };
-    let plugin = load_with("testbed", PluginOptions { limits, ..Default::default() });
+    let limits = PluginLimits {
+        max_body_bytes: 8,
+        ..Default::default()
+    };
+    let plugin = load_with(
+        "testbed",
+        PluginOptions {
+            limits,
+            ..Default::default()
+        },
+    );
     let mut request = get("/", &[]);
     request.body = Some(b"small".to_vec());
-    let Flow::Continue(out) = session().on_viewer_request(&[plugin.clone()], request) else { panic!() };
+    let Flow::Continue(out) = session().on_viewer_request(&[plugin.clone()], request) else {
+        panic!()
+    };
     assert_eq!(header(&out.headers, "x-probe-body-len"), Some("5"));
     assert_eq!(out.body.as_deref(), Some(&b"small"[..]));
 
     let mut request = get("/", &[]);
     request.body = Some(vec![7; 1000]);
-    let Flow::Continue(out) = session().on_viewer_request(&[plugin], request) else { panic!() };
+    let Flow::Continue(out) = session().on_viewer_request(&[plugin], request) else {
+        panic!()
+    };
     assert_eq!(header(&out.headers, "x-probe-body-len"), Some("none"));
-    assert_eq!(out.body, Some(vec![7; 1000]), "the withheld body reaches the origin");
+    assert_eq!(
+        out.body,
+        Some(vec![7; 1000]),
+        "the withheld body reaches the origin"
+    );
 }
 
 #[test]
@@ -178,7 +269,10 @@ fn a_short_circuit_answer_ends_the_chain() {
     let second = load("testbed", r#"{"mode":"panic"}"#);
     let mut s = session();
     match s.on_viewer_request(&[first, second], get("/answer", &[])) {
-        Flow::Respond(r) => assert_eq!((r.status, r.body.as_deref()), (418, Some(&b"short-circuit"[..]))),
+        Flow::Respond(r) => assert_eq!(
+            (r.status, r.body.as_deref()),
+            (418, Some(&b"short-circuit"[..]))
+        ),
         other => panic!("{other:?}"),
     }
     assert_eq!(s.receipts().len(), 1, "the second plugin never ran");
@@ -190,11 +284,23 @@ fn a_failed_fail_open_plugin_is_skipped_for_the_rest_of_the_request() {
     let probe = load("testbed", "{}");
     let chain = [bomb, probe];
     let mut s = session();
-    let Flow::Continue(req) = s.on_viewer_request(&chain, get("/", &[])) else { panic!() };
-    assert_eq!(header(&req.headers, "x-probe-calls"), Some("1"), "later plugins still ran");
-    let Flow::Continue(_) = s.on_viewer_response(&chain, &req, response(200, &[])) else { panic!() };
+    let Flow::Continue(req) = s.on_viewer_request(&chain, get("/", &[])) else {
+        panic!()
+    };
+    assert_eq!(
+        header(&req.headers, "x-probe-calls"),
+        Some("1"),
+        "later plugins still ran"
+    );
+    let Flow::Continue(_) = s.on_viewer_response(&chain, &req, response(200, &[])) else {
+        panic!()
+    };
     let receipts = s.receipts();
-    assert_eq!(receipts[0].hooks.len(), 1, "the failed instance was not called again: {receipts:?}");
+    assert_eq!(
+        receipts[0].hooks.len(),
+        1,
+        "the failed instance was not called again: {receipts:?}"
+    );
     assert_eq!(receipts[1].hooks.len(), 2);
 }
 
@@ -204,18 +310,29 @@ fn other_requests_keep_working_while_a_plugin_spins() {
         "testbed",
         PluginOptions {
             config: r#"{"mode":"loop"}"#.into(),
-            limits: PluginLimits { hook_deadline: Duration::from_millis(300), ..Default::default() },
+            limits: PluginLimits {
+                hook_deadline: Duration::from_millis(300),
+                ..Default::default()
+            },
             ..Default::default()
         },
     );
-    let spinning = std::thread::spawn(move || session().on_viewer_request(&[spinner], get("/", &[])));
+    let spinning =
+        std::thread::spawn(move || session().on_viewer_request(&[spinner], get("/", &[])));
     let probe = load("testbed", "{}");
     let started = Instant::now();
     for _ in 0..20 {
-        let Flow::Continue(req) = session().on_viewer_request(&[probe.clone()], get("/", &[])) else { panic!() };
+        let Flow::Continue(req) = session().on_viewer_request(&[probe.clone()], get("/", &[]))
+        else {
+            panic!()
+        };
         assert_eq!(header(&req.headers, "x-probe-calls"), Some("1"));
     }
-    assert!(started.elapsed() < Duration::from_millis(300), "normal requests were held up: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(300),
+        "normal requests were held up: {:?}",
+        started.elapsed()
+    );
     assert!(matches!(spinning.join().unwrap(), Flow::Continue(_)));
 }
 
@@ -226,12 +343,23 @@ fn load_bytes(bytes: &[u8]) -> LoadError {
 #[test]
 fn non_plugins_are_refused_with_precise_messages() {
     assert_eq!(load_bytes(b"\x7fELF random bytes"), LoadError::NotWasm);
-    assert_eq!(load_bytes(&wat::parse_str("(module)").unwrap()), LoadError::CoreModule);
+    assert_eq!(
+        load_bytes(&wat::parse_str("(module)").unwrap()),
+        LoadError::CoreModule
+    );
 
-    let wasi = wat::parse_str(r#"(component (import "wasi:filesystem/types@0.2.0" (instance)))"#).unwrap();
+    let wasi =
+        wat::parse_str(r#"(component (import "wasi:filesystem/types@0.2.0" (instance)))"#).unwrap();
     let err = load_bytes(&wasi);
-    assert_eq!(err, LoadError::ForbiddenImport("wasi:filesystem/types@0.2.0".into()));
-    assert!(err.to_string().contains("imports `wasi:filesystem/types@0.2.0`, which plugins may not use"), "{err}");
+    assert_eq!(
+        err,
+        LoadError::ForbiddenImport("wasi:filesystem/types@0.2.0".into())
+    );
+    assert!(
+        err.to_string()
+            .contains("imports `wasi:filesystem/types@0.2.0`, which plugins may not use"),
+        "{err}"
+    );
 
     let other_world = wat::parse_str(
         r#"(component
@@ -255,13 +383,22 @@ fn non_plugins_are_refused_with_precise_messages() {
 fn configurations_are_checked_at_launch() {
     let engine = common::engine();
     let bytes = common::component("testbed");
-    let reject = PluginOptions { config: r#"{"mode":"reject"}"#.into(), ..Default::default() };
+    let reject = PluginOptions {
+        config: r#"{"mode":"reject"}"#.into(),
+        ..Default::default()
+    };
     assert_eq!(
         Plugin::load(&engine, "t", &bytes, reject).unwrap_err(),
         LoadError::Rejected("mode `reject` refuses every configuration".into())
     );
-    let not_json = PluginOptions { config: "{mode".into(), ..Default::default() };
-    assert!(matches!(Plugin::load(&engine, "t", &bytes, not_json).unwrap_err(), LoadError::ConfigNotJson(_)));
+    let not_json = PluginOptions {
+        config: "{mode".into(),
+        ..Default::default()
+    };
+    assert!(matches!(
+        Plugin::load(&engine, "t", &bytes, not_json).unwrap_err(),
+        LoadError::ConfigNotJson(_)
+    ));
     assert_next_request_works();
 }
 
@@ -270,7 +407,14 @@ fn compiled_plugins_are_cached_on_disk() {
     let dir = tempfile::tempdir().unwrap();
     let engine = |cache: bool| {
         let cache_dir = cache.then(|| dir.path().to_path_buf());
-        Arc::new(PluginEngine::new(EngineConfig { cache_dir, allocator: Allocator::OnDemand, ..Default::default() }).unwrap())
+        Arc::new(
+            PluginEngine::new(EngineConfig {
+                cache_dir,
+                allocator: Allocator::OnDemand,
+                ..Default::default()
+            })
+            .unwrap(),
+        )
     };
     let bytes = common::component("testbed");
     let first = Plugin::load(&engine(true), "t", &bytes, PluginOptions::default()).unwrap();
@@ -278,17 +422,24 @@ fn compiled_plugins_are_cached_on_disk() {
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 
     // A new engine, as after a restart, finds the artifact.
-    let second = Arc::new(Plugin::load(&engine(true), "t", &bytes, PluginOptions::default()).unwrap());
+    let second =
+        Arc::new(Plugin::load(&engine(true), "t", &bytes, PluginOptions::default()).unwrap());
     assert!(second.loaded_from_cache());
     assert_eq!(second.digest(), first.digest());
-    let Flow::Continue(req) = session().on_viewer_request(&[second], get("/", &[])) else { panic!() };
+    let Flow::Continue(req) = session().on_viewer_request(&[second], get("/", &[])) else {
+        panic!()
+    };
     assert_eq!(header(&req.headers, "x-probe-calls"), Some("1"));
 
     // A damaged artifact is recompiled, not trusted.
     for entry in std::fs::read_dir(dir.path()).unwrap() {
         std::fs::write(entry.unwrap().path(), b"garbage").unwrap();
     }
-    assert!(!Plugin::load(&engine(true), "t", &bytes, PluginOptions::default()).unwrap().loaded_from_cache());
+    assert!(
+        !Plugin::load(&engine(true), "t", &bytes, PluginOptions::default())
+            .unwrap()
+            .loaded_from_cache()
+    );
 }
 
 #[test]
@@ -302,8 +453,12 @@ fn receipts_become_metrics() {
         let _ = s.on_viewer_request(&[panicky, probe], get("/", &[]));
         drop(s);
     });
-    let names: Vec<String> =
-        snapshotter.snapshot().into_vec().into_iter().map(|(key, ..)| key.key().name().to_string()).collect();
+    let names: Vec<String> = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .map(|(key, ..)| key.key().name().to_string())
+        .collect();
     for expected in [
         "parapet_plugin_instantiate_seconds",
         "parapet_plugin_hook_seconds",
@@ -312,6 +467,9 @@ fn receipts_become_metrics() {
         "parapet_plugin_host_calls_total",
         "parapet_plugin_counter_total",
     ] {
-        assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} missing from {names:?}"
+        );
     }
 }

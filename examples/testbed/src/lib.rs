@@ -12,7 +12,10 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use parapet_sdk::{client, context, export_plugin, kv, log, metrics, random, Plugin, Request, RequestAction, Response, ResponseAction};
+use parapet_sdk::{
+    client, context, export_plugin, kv, log, metrics, random, Plugin, Request, RequestAction,
+    Response, ResponseAction,
+};
 use serde::Deserialize;
 
 /// Hooks run on this instance so far: must be 1 on every request's first hook.
@@ -36,7 +39,10 @@ struct Testbed {
 /// Recursion whose frames live on the wasm stack (no shadow-stack locals),
 /// so it ends in the engine's stack-overflow trap.
 #[inline(never)]
-#[allow(unconditional_recursion, reason = "unbounded recursion is what this mode tests")]
+#[allow(
+    unconditional_recursion,
+    reason = "unbounded recursion is what this mode tests"
+)]
 fn recurse(depth: u64) -> u64 {
     recurse(std::hint::black_box(depth + 1)).wrapping_mul(depth | 1)
 }
@@ -47,7 +53,10 @@ impl Plugin for Testbed {
         if config.mode == "reject" {
             return Err("mode `reject` refuses every configuration".into());
         }
-        Ok(Testbed { mode: config.mode, seen_path: None })
+        Ok(Testbed {
+            mode: config.mode,
+            seen_path: None,
+        })
     }
 
     fn on_viewer_request(&mut self, mut request: Request) -> RequestAction {
@@ -82,13 +91,27 @@ impl Plugin for Testbed {
                 request.set_header("x-probe-pop", &context::pop_id());
                 request.set_header("x-probe-hook", &format!("{:?}", context::current_hook()));
                 request.set_header("x-probe-ip", &client::ip());
-                request.set_header("x-probe-country", geo.as_ref().and_then(|g| g.country.as_deref()).unwrap_or("-"));
-                request.set_header("x-probe-city", geo.as_ref().and_then(|g| g.city.as_deref()).unwrap_or("-"));
+                request.set_header(
+                    "x-probe-country",
+                    geo.as_ref()
+                        .and_then(|g| g.country.as_deref())
+                        .unwrap_or("-"),
+                );
+                request.set_header(
+                    "x-probe-city",
+                    geo.as_ref().and_then(|g| g.city.as_deref()).unwrap_or("-"),
+                );
                 let kv = kv::get("greeting").map(|v| String::from_utf8_lossy(&v).into_owned());
                 request.set_header("x-probe-kv", kv.as_deref().unwrap_or("-"));
                 request.set_header("x-probe-random-len", &random::bytes(16).len().to_string());
                 request.set_header("x-probe-now", &parapet_sdk::now_millis().to_string());
-                request.set_header("x-probe-body-len", &request.body.as_ref().map_or("none".into(), |b| b.len().to_string()));
+                request.set_header(
+                    "x-probe-body-len",
+                    &request
+                        .body
+                        .as_ref()
+                        .map_or("none".into(), |b| b.len().to_string()),
+                );
                 if request.path == "/answer" {
                     return RequestAction::Respond(Response::new(418).with_body("short-circuit"));
                 }
@@ -99,8 +122,14 @@ impl Plugin for Testbed {
 
     fn on_viewer_response(&mut self, _request: &Request, mut response: Response) -> ResponseAction {
         // State kept from on-viewer-request of the same request.
-        response.set_header("x-probe-seen-path", self.seen_path.as_deref().unwrap_or("-"));
-        response.set_header("x-probe-calls", &(CALLS.load(Ordering::Relaxed)).to_string());
+        response.set_header(
+            "x-probe-seen-path",
+            self.seen_path.as_deref().unwrap_or("-"),
+        );
+        response.set_header(
+            "x-probe-calls",
+            &(CALLS.load(Ordering::Relaxed)).to_string(),
+        );
         ResponseAction::Continue(response)
     }
 }

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use parapet_host::{
-    EngineConfig, Plugin, PluginEngine, PluginOptions, Request, RequestContext, RequestSession,
-    Response,
+    EngineConfig, Plugin, PluginEngine, PluginLimits, PluginOptions, Request, RequestContext,
+    RequestSession, Response,
 };
 
 /// Where built example components are.
@@ -39,15 +39,26 @@ pub fn engine() -> Arc<PluginEngine> {
         .clone()
 }
 
-/// Loads example plugin `name` with a JSON `config`.
+/// Loads example plugin `name` with a JSON `config`, and a hook deadline
+/// generous enough for a loaded 2-core machine (tests of deadlines set their
+/// own).
 pub fn load(name: &str, config: &str) -> Arc<Plugin> {
     load_with(
         name,
         PluginOptions {
             config: config.into(),
+            limits: relaxed_limits(),
             ..Default::default()
         },
     )
+}
+
+/// Default limits with a 2 s hook deadline.
+pub fn relaxed_limits() -> PluginLimits {
+    PluginLimits {
+        hook_deadline: std::time::Duration::from_secs(2),
+        ..Default::default()
+    }
 }
 
 /// Loads example plugin `name` with `options`.
@@ -110,4 +121,19 @@ pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str
         .iter()
         .find(|(n, _)| n.eq_ignore_ascii_case(name))
         .map(|(_, v)| v.as_str())
+}
+
+/// Loads example plugin `name` with `config`, expecting its `on-launch` to
+/// refuse it; returns the plugin's message.
+pub fn refusal(name: &str, config: &str) -> String {
+    let options = PluginOptions {
+        config: config.into(),
+        limits: relaxed_limits(),
+        ..Default::default()
+    };
+    match Plugin::load(&engine(), name, &component(name), options) {
+        Err(parapet_host::LoadError::Rejected(message)) => message,
+        Err(other) => panic!("{name} {config}: expected a refusal by the plugin, got {other}"),
+        Ok(_) => panic!("{name} {config}: the configuration was accepted"),
+    }
 }
