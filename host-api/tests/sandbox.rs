@@ -39,7 +39,7 @@ fn misbehave(mode: &str) -> String {
     let mut s = session();
     let request = get("/x?y=1", &[("accept", "*/*")]);
     assert_eq!(
-        s.on_viewer_request(&[open.clone()], request.clone()),
+        s.on_viewer_request(std::slice::from_ref(&open), request.clone()),
         Flow::Continue(request.clone())
     );
     let reason = s.receipts()[0].trap.clone().expect("a trap reason");
@@ -205,8 +205,8 @@ fn client_location_comes_from_the_geoip_database() {
     let located = |ip: &str| {
         let mut context = common::context_for(ip);
         context.geo = Some(db.clone());
-        let Flow::Continue(req) =
-            RequestSession::new(context).on_viewer_request(&[probe.clone()], get("/", &[]))
+        let Flow::Continue(req) = RequestSession::new(context)
+            .on_viewer_request(std::slice::from_ref(&probe), get("/", &[]))
         else {
             panic!("answered")
         };
@@ -244,7 +244,8 @@ fn bodies_over_the_limit_are_withheld_and_kept() {
     );
     let mut request = get("/", &[]);
     request.body = Some(b"small".to_vec());
-    let Flow::Continue(out) = session().on_viewer_request(&[plugin.clone()], request) else {
+    let Flow::Continue(out) = session().on_viewer_request(std::slice::from_ref(&plugin), request)
+    else {
         panic!()
     };
     assert_eq!(header(&out.headers, "x-probe-body-len"), Some("5"));
@@ -322,7 +323,8 @@ fn other_requests_keep_working_while_a_plugin_spins() {
     let probe = load("testbed", "{}");
     let started = Instant::now();
     for _ in 0..20 {
-        let Flow::Continue(req) = session().on_viewer_request(&[probe.clone()], get("/", &[]))
+        let Flow::Continue(req) =
+            session().on_viewer_request(std::slice::from_ref(&probe), get("/", &[]))
         else {
             panic!()
         };
