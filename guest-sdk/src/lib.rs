@@ -42,6 +42,7 @@
 //! crate-type = ["cdylib"]
 //! ```
 
+pub mod alloc;
 mod http;
 
 #[doc(hidden)]
