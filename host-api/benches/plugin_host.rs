@@ -117,30 +117,47 @@ fn noop(c: &mut Criterion) {
     group.finish();
 }
 
-fn chain_of_three(c: &mut Criterion) {
-    let engine = engine(Allocator::Pooling {
-        max_instances: 1000,
-    });
-    let plugins = vec![
-        load(&engine, "waf", "{}"),
-        load(
-            &engine,
-            "rewrite",
-            r#"{"rules":[{"match":"prefix","from":"/old/","to":"/new/"}]}"#,
-        ),
-        load(
-            &engine,
-            "header-filter",
-            r#"{"response":{"strip":["server"],"security_headers":true}}"#,
-        ),
-    ];
-    let chains = Chains {
+/// The same plugins at every hook.
+fn at_every_hook(plugins: Vec<Arc<Plugin>>) -> Chains {
+    Chains {
         on_viewer_request: plugins.clone(),
         on_origin_request: plugins.clone(),
         on_origin_response: plugins.clone(),
         on_viewer_response: plugins,
-    };
+    }
+}
+
+/// The three plugins of the chain benchmark, with their configs.
+const CHAIN: [(&str, &str); 3] = [
+    ("waf", "{}"),
+    (
+        "rewrite",
+        r#"{"rules":[{"match":"prefix","from":"/old/","to":"/new/"}]}"#,
+    ),
+    (
+        "header-filter",
+        r#"{"response":{"strip":["server"],"security_headers":true}}"#,
+    ),
+];
+
+fn chain_of_three(c: &mut Criterion) {
+    let engine = engine(Allocator::Pooling {
+        max_instances: 1000,
+    });
     let req = request("/products/shoes", None);
+    let mut group = c.benchmark_group("one plugin x 4 hooks");
+    for (name, config) in CHAIN {
+        let chains = at_every_hook(vec![load(&engine, name, config)]);
+        group.bench_function(name, |b| b.iter(|| full_request(&chains, &req)));
+    }
+    group.finish();
+
+    let chains = at_every_hook(
+        CHAIN
+            .iter()
+            .map(|(name, config)| load(&engine, name, config))
+            .collect(),
+    );
     c.bench_function(
         "3-plugin chain x 4 hooks (waf, rewrite, header-filter)",
         |b| b.iter(|| full_request(&chains, &req)),

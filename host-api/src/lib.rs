@@ -18,6 +18,7 @@ mod geo;
 mod kv;
 mod limits;
 mod load;
+mod metrics;
 mod plugin;
 mod receipt;
 mod session;

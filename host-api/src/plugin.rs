@@ -12,6 +12,7 @@ use crate::engine::PluginEngine;
 use crate::kv::KvStore;
 use crate::limits::{Limiter, PluginLimits};
 use crate::load::{check, LoadError};
+use crate::metrics::PluginMetrics;
 use crate::session::describe_failure;
 use crate::state::{HostState, PluginIdentity, RequestContext};
 
@@ -48,6 +49,7 @@ pub struct Plugin {
     pub(crate) limits: PluginLimits,
     pub(crate) policy: FailurePolicy,
     pub(crate) engine: Arc<PluginEngine>,
+    pub(crate) metrics: PluginMetrics,
     digest: String,
     from_cache: bool,
 }
@@ -78,9 +80,11 @@ impl Plugin {
         serde_json::from_str::<serde::de::IgnoredAny>(&config)
             .map_err(|e| LoadError::ConfigNotJson(e.to_string()))?;
         let checked = check(engine, bytes)?;
+        let name: Arc<str> = name.into();
         let plugin = Plugin {
+            metrics: PluginMetrics::register(&name),
             identity: Arc::new(PluginIdentity {
-                name: name.into(),
+                name,
                 config: config.into(),
                 kv: options.kv,
             }),

@@ -35,12 +35,8 @@ impl PluginReceipt {
         }
     }
 
-    /// Records the end-of-request figures as metrics and a debug log line.
-    pub(crate) fn publish(&self, request_id: &str) {
-        metrics::histogram!("parapet_plugin_peak_memory_bytes", "plugin" => self.plugin.clone())
-            .record(self.peak_memory_bytes as f64);
-        metrics::counter!("parapet_plugin_host_calls_total", "plugin" => self.plugin.clone())
-            .increment(self.host_calls);
+    /// Writes the receipt as a debug log line.
+    pub(crate) fn log(&self, request_id: &str) {
         tracing::debug!(
             target: "parapet::receipt",
             plugin = %self.plugin,

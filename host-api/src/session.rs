@@ -271,8 +271,7 @@ impl RequestSession {
         let result = call(bindings, store);
         let elapsed = started.elapsed();
         entry.receipt.hooks.push((hook, elapsed));
-        metrics::histogram!("parapet_plugin_hook_seconds", "plugin" => plugin.identity.name.clone(), "hook" => hook.name())
-            .record(elapsed.as_secs_f64());
+        plugin.metrics.hook_ran(hook, elapsed);
         result.map_err(|error| {
             let reason = describe_failure(&error, plugin.limits.hook_deadline);
             entry.fail(hook, reason, &self.context.request_id);
@@ -289,8 +288,7 @@ impl RequestSession {
             slot: Slot::Failed,
             receipt: PluginReceipt::new(plugin.identity.name.clone(), started.elapsed()),
         };
-        metrics::histogram!("parapet_plugin_instantiate_seconds", "plugin" => plugin.identity.name.clone())
-            .record(entry.receipt.instantiate.as_secs_f64());
+        plugin.metrics.instantiated(entry.receipt.instantiate);
         match instantiated {
             Ok(bindings) => entry.slot = Slot::Live { store, bindings },
             Err(error) => entry.fail(
@@ -335,8 +333,7 @@ impl Entry {
             plugin = %self.plugin.identity.name, hook = hook.name(), request_id, policy = ?self.plugin.policy,
             "plugin failed: {reason}"
         );
-        metrics::counter!("parapet_plugin_traps_total", "plugin" => self.plugin.identity.name.clone(), "hook" => hook.name())
-            .increment(1);
+        self.plugin.metrics.trapped(hook);
         self.receipt = self.receipt();
         self.receipt.trap = Some(reason);
         self.slot = Slot::Failed;
@@ -347,7 +344,8 @@ impl Drop for RequestSession {
     fn drop(&mut self) {
         for entry in &self.entries {
             let receipt = entry.receipt();
-            receipt.publish(&self.context.request_id);
+            entry.plugin.metrics.finished(&receipt);
+            receipt.log(&self.context.request_id);
         }
     }
 }
