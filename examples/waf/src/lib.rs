@@ -351,7 +351,7 @@ impl Waf {
             return None;
         }
         let text = normalize(raw, plus_is_space);
-        if let Some(rule) = custom.find(|r| text.contains(&r.pattern)) {
+        if let Some(rule) = custom.find(|r| rules::contains(&text, &r.pattern)) {
             return Some(&rule.id);
         }
         if !content_rules {

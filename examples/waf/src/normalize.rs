@@ -7,6 +7,7 @@
 //! that rules can match word sequences regardless of spacing.
 
 use std::borrow::Cow;
+use std::cell::OnceCell;
 
 use percent_encoding::percent_decode_str;
 
@@ -95,30 +96,43 @@ fn collapse_whitespace(text: &str) -> String {
 pub struct Subject<'a> {
     /// The normalized text.
     pub text: &'a str,
-    /// Its tokens, in order.
-    pub tokens: Vec<&'a str>,
+    /// Its tokens, split on first use.
+    tokens: OnceCell<Vec<&'a str>>,
 }
 
 impl<'a> Subject<'a> {
-    /// Tokenizes an already normalized `text`.
+    /// A subject for an already normalized `text`.
     pub fn new(text: &'a str) -> Self {
-        let mut tokens = Vec::new();
-        let mut word_start: Option<usize> = None;
-        for (i, c) in text.char_indices() {
-            if c.is_alphanumeric() || c == '_' {
-                word_start.get_or_insert(i);
-                continue;
-            }
-            if let Some(start) = word_start.take() {
-                tokens.push(&text[start..i]);
-            }
-            if !c.is_whitespace() {
-                tokens.push(&text[i..i + c.len_utf8()]);
-            }
+        Subject {
+            text,
+            tokens: OnceCell::new(),
         }
-        if let Some(start) = word_start {
-            tokens.push(&text[start..]);
-        }
-        Subject { text, tokens }
     }
+
+    /// The tokens of the text, in order.
+    pub fn tokens(&self) -> &[&'a str] {
+        self.tokens.get_or_init(|| tokenize(self.text))
+    }
+}
+
+/// Splits `text` into word and punctuation tokens.
+fn tokenize(text: &str) -> Vec<&str> {
+    let mut tokens = Vec::new();
+    let mut word_start: Option<usize> = None;
+    for (i, c) in text.char_indices() {
+        if c.is_alphanumeric() || c == '_' {
+            word_start.get_or_insert(i);
+            continue;
+        }
+        if let Some(start) = word_start.take() {
+            tokens.push(&text[start..i]);
+        }
+        if !c.is_whitespace() {
+            tokens.push(&text[i..i + c.len_utf8()]);
+        }
+    }
+    if let Some(start) = word_start {
+        tokens.push(&text[start..]);
+    }
+    tokens
 }
