@@ -46,3 +46,4 @@ $(TESTDATA)/geo-test.mmdb: tests/data/make_geo_mmdb.py $(VENV)/bin/python
 ## Criterion benchmarks of the plugin host (results go in bench/README.md).
 bench: plugins
 	$(CARGO) bench -p parapet-host --bench plugin_host
+	python3 bench/criterion_medians.py $${CARGO_TARGET_DIR:-target}
