@@ -47,6 +47,24 @@ pub struct OriginResponseFlow {
     pub cache: CacheOverride,
 }
 
+/// What a chain passes from plugin to plugin: a request or a response.
+trait Message {
+    /// The body slot.
+    fn body(&mut self) -> &mut Option<Vec<u8>>;
+}
+
+impl Message for Request {
+    fn body(&mut self) -> &mut Option<Vec<u8>> {
+        &mut self.body
+    }
+}
+
+impl Message for Response {
+    fn body(&mut self) -> &mut Option<Vec<u8>> {
+        &mut self.body
+    }
+}
+
 /// A plugin instance of this request.
 enum Slot {
     Live {
@@ -154,80 +172,79 @@ impl RequestSession {
         &mut self,
         chain: &[Arc<Plugin>],
         hook: Hook,
-        mut request: Request,
+        request: Request,
     ) -> Flow<Request> {
-        for plugin in chain {
-            // A body over the plugin's limit is withheld and put back after.
-            let withheld = match &request.body {
-                Some(body) if body.len() > plugin.limits.max_body_bytes => request.body.take(),
-                _ => None,
+        self.run_chain(chain, hook, request, |bindings, store, request| {
+            let action = match hook {
+                Hook::OnOriginRequest => bindings.call_on_origin_request(store, request)?,
+                _ => bindings.call_on_viewer_request(store, request)?,
             };
-            let result = self.run(plugin, hook, |bindings, store| {
-                let action = match hook {
-                    Hook::OnOriginRequest => bindings.call_on_origin_request(store, &request)?,
-                    _ => bindings.call_on_viewer_request(store, &request)?,
-                };
-                match &action {
-                    RequestAction::Continue(r) => check_headers(&r.headers)?,
-                    RequestAction::Respond(r) => check_response(r)?,
+            Ok(match action {
+                RequestAction::Continue(next) => {
+                    check_headers(&next.headers)?;
+                    Flow::Continue(next)
                 }
-                Ok(action)
-            });
-            match result {
-                Ok(RequestAction::Continue(mut next)) => {
-                    if next.body.is_none() {
-                        next.body = withheld.or_else(|| request.body.take());
-                    }
-                    request = next;
+                RequestAction::Respond(answer) => {
+                    check_response(&answer)?;
+                    Flow::Respond(answer)
                 }
-                Ok(RequestAction::Respond(response)) => return Flow::Respond(response),
-                Err(failure) => {
-                    if withheld.is_some() {
-                        request.body = withheld;
-                    }
-                    if failure.policy == FailurePolicy::FailClosed {
-                        return Flow::Respond(self.failure_response());
-                    }
-                }
-            }
-        }
-        Flow::Continue(request)
+            })
+        })
     }
 
     fn response_chain(
         &mut self,
         chain: &[Arc<Plugin>],
         hook: Hook,
-        mut response: Response,
+        response: Response,
         mut call: impl FnMut(
             &PluginWorld,
             &mut Store<HostState>,
             &Response,
         ) -> wasmtime::Result<ResponseAction>,
     ) -> Flow<Response> {
+        self.run_chain(chain, hook, response, |bindings, store, response| {
+            Ok(match call(bindings, store, response)? {
+                ResponseAction::Continue(next) => {
+                    check_response(&next)?;
+                    Flow::Continue(next)
+                }
+                ResponseAction::Respond(answer) => {
+                    check_response(&answer)?;
+                    Flow::Respond(answer)
+                }
+            })
+        })
+    }
+
+    /// Passes `message` through `chain`, one `call` per plugin, until one
+    /// answers. A body over a plugin's limit is withheld from it and put back
+    /// afterwards; a body the plugin returns as `none` is kept.
+    fn run_chain<T: Message>(
+        &mut self,
+        chain: &[Arc<Plugin>],
+        hook: Hook,
+        mut message: T,
+        mut call: impl FnMut(&PluginWorld, &mut Store<HostState>, &T) -> wasmtime::Result<Flow<T>>,
+    ) -> Flow<T> {
         for plugin in chain {
-            let withheld = match &response.body {
-                Some(body) if body.len() > plugin.limits.max_body_bytes => response.body.take(),
+            let withheld = match message.body() {
+                Some(body) if body.len() > plugin.limits.max_body_bytes => message.body().take(),
                 _ => None,
             };
-            let result = self.run(plugin, hook, |bindings, store| {
-                let action = call(bindings, store, &response)?;
-                match &action {
-                    ResponseAction::Continue(r) | ResponseAction::Respond(r) => check_response(r)?,
-                }
-                Ok(action)
-            });
-            match result {
-                Ok(ResponseAction::Continue(mut next)) => {
-                    if next.body.is_none() {
-                        next.body = withheld.or_else(|| response.body.take());
+            match self.run(plugin, hook, |bindings, store| {
+                call(bindings, store, &message)
+            }) {
+                Ok(Flow::Continue(mut next)) => {
+                    if next.body().is_none() {
+                        *next.body() = withheld.or_else(|| message.body().take());
                     }
-                    response = next;
+                    message = next;
                 }
-                Ok(ResponseAction::Respond(answer)) => return Flow::Respond(answer),
+                Ok(Flow::Respond(answer)) => return Flow::Respond(answer),
                 Err(failure) => {
                     if withheld.is_some() {
-                        response.body = withheld;
+                        *message.body() = withheld;
                     }
                     if failure.policy == FailurePolicy::FailClosed {
                         return Flow::Respond(self.failure_response());
@@ -235,7 +252,7 @@ impl RequestSession {
                 }
             }
         }
-        Flow::Continue(response)
+        Flow::Continue(message)
     }
 
     /// Runs one hook of `plugin` on this request's instance of it, making the

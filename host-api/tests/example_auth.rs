@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
-use parapet_host::{Flow, KvStore, Plugin, PluginOptions, Request, Response};
+use parapet_host::{KvStore, Plugin, PluginOptions, Response};
 use sha2::Sha256;
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef-test-secret";
@@ -35,34 +35,6 @@ fn load(config: &str) -> Arc<Plugin> {
             ..Default::default()
         },
     )
-}
-
-/// Runs `on-viewer-request` of `plugin` on `request`.
-fn run(plugin: &Arc<Plugin>, request: Request) -> Flow<Request> {
-    common::session().on_viewer_request(std::slice::from_ref(plugin), request)
-}
-
-/// The request that went on; fails the test on a 401.
-fn passed(flow: Flow<Request>) -> Request {
-    match flow {
-        Flow::Continue(request) => request,
-        Flow::Respond(response) => panic!(
-            "expected the request to pass, got {} {:?}: {}",
-            response.status,
-            response.headers,
-            String::from_utf8_lossy(response.body.as_deref().unwrap_or_default())
-        ),
-    }
-}
-
-/// The answer; fails the test when the request passed.
-fn refused(flow: Flow<Request>) -> Response {
-    match flow {
-        Flow::Respond(response) => response,
-        Flow::Continue(request) => {
-            panic!("expected a 401, the request passed: {:?}", request.headers)
-        }
-    }
 }
 
 /// Checks `response` is a 401 for an invalid credential, saying `why`.
@@ -125,7 +97,7 @@ fn bearer(token: &str) -> String {
 #[test]
 fn a_known_api_key_passes_with_its_subject() {
     let plugin = load(CONFIG);
-    let request = passed(run(
+    let request = common::continued(common::viewer_request(
         &plugin,
         common::get("/api/orders", &[("x-api-key", "good"), ("accept", "*/*")]),
     ));
@@ -141,7 +113,7 @@ fn a_known_api_key_passes_with_its_subject() {
 #[test]
 fn a_subject_that_is_not_a_plain_token_is_percent_encoded() {
     let plugin = load(CONFIG);
-    let request = passed(run(
+    let request = common::continued(common::viewer_request(
         &plugin,
         common::get("/api", &[("x-api-key", "spaced")]),
     ));
@@ -154,11 +126,14 @@ fn a_subject_that_is_not_a_plain_token_is_percent_encoded() {
 #[test]
 fn an_unknown_api_key_is_refused() {
     let plugin = load(CONFIG);
-    let response = refused(run(&plugin, common::get("/api", &[("x-api-key", "bad")])));
+    let response = common::answered(common::viewer_request(
+        &plugin,
+        common::get("/api", &[("x-api-key", "bad")]),
+    ));
     assert_invalid_token(&response, "unknown API key");
     // The key header decides even when a valid JWT is also present.
     let token = jwt(serde_json::json!({"sub": "carol", "aud": "my-api", "exp": now_secs() + 600}));
-    let response = refused(run(
+    let response = common::answered(common::viewer_request(
         &plugin,
         common::get(
             "/api",
@@ -171,12 +146,12 @@ fn an_unknown_api_key_is_refused() {
 #[test]
 fn a_forged_subject_header_is_removed() {
     let plugin = load(CONFIG);
-    let request = passed(run(
+    let request = common::continued(common::viewer_request(
         &plugin,
         common::get("/public/logo.png", &[("x-auth-subject", "admin")]),
     ));
     assert_eq!(common::header(&request.headers, "x-auth-subject"), None);
-    let request = passed(run(
+    let request = common::continued(common::viewer_request(
         &plugin,
         common::get(
             "/api",
@@ -200,7 +175,7 @@ fn a_valid_jwt_passes_with_its_subject() {
     let token = jwt(
         serde_json::json!({"sub": "carol", "aud": "my-api", "exp": 4_102_444_800_i64, "nbf": now_secs() - 60}),
     );
-    let request = passed(run(
+    let request = common::continued(common::viewer_request(
         &plugin,
         common::get("/api", &[("authorization", &bearer(&token))]),
     ));
@@ -217,7 +192,7 @@ fn a_valid_jwt_passes_with_its_subject() {
     let token = jwt(
         serde_json::json!({"sub": "dave", "aud": ["other", "my-api"], "exp": now_secs() + 600}),
     );
-    let request = passed(run(
+    let request = common::continued(common::viewer_request(
         &plugin,
         common::get("/api", &[("authorization", &format!("bearer {token}"))]),
     ));
@@ -232,7 +207,7 @@ fn leeway_tolerates_small_clock_skew() {
     let plugin = load(CONFIG);
     let now = now_secs();
     let token = jwt(serde_json::json!({"aud": "my-api", "exp": now - 5, "nbf": now + 5}));
-    let request = passed(run(
+    let request = common::continued(common::viewer_request(
         &plugin,
         common::get("/api", &[("authorization", &bearer(&token))]),
     ));
@@ -244,7 +219,7 @@ fn leeway_tolerates_small_clock_skew() {
 fn an_expired_jwt_is_refused() {
     let plugin = load(CONFIG);
     let token = jwt(serde_json::json!({"sub": "carol", "aud": "my-api", "exp": now_secs() - 120}));
-    let response = refused(run(
+    let response = common::answered(common::viewer_request(
         &plugin,
         common::get("/api", &[("authorization", &bearer(&token))]),
     ));
@@ -255,7 +230,7 @@ fn an_expired_jwt_is_refused() {
 fn a_jwt_without_expiry_is_refused() {
     let plugin = load(CONFIG);
     let token = jwt(serde_json::json!({"sub": "carol", "aud": "my-api"}));
-    let response = refused(run(
+    let response = common::answered(common::viewer_request(
         &plugin,
         common::get("/api", &[("authorization", &bearer(&token))]),
     ));
@@ -269,7 +244,7 @@ fn a_jwt_not_yet_valid_is_refused() {
     let token = jwt(
         serde_json::json!({"sub": "carol", "aud": "my-api", "exp": now + 7200, "nbf": now + 3600}),
     );
-    let response = refused(run(
+    let response = common::answered(common::viewer_request(
         &plugin,
         common::get("/api", &[("authorization", &bearer(&token))]),
     ));
@@ -285,7 +260,7 @@ fn a_jwt_for_another_audience_is_refused() {
         serde_json::json!({"aud": ["a", "b"], "exp": exp}),
         serde_json::json!({"exp": exp}),
     ] {
-        let response = refused(run(
+        let response = common::answered(common::viewer_request(
             &plugin,
             common::get("/api", &[("authorization", &bearer(&jwt(claims)))]),
         ));
@@ -302,7 +277,7 @@ fn a_bad_signature_is_refused() {
         &claims,
         "another-secret-of-at-least-32-bytes!!",
     );
-    let response = refused(run(
+    let response = common::answered(common::viewer_request(
         &plugin,
         common::get("/api", &[("authorization", &bearer(&forged))]),
     ));
@@ -313,7 +288,7 @@ fn a_bad_signature_is_refused() {
     let evil_claims = b64url(br#"{"sub":"admin","aud":"my-api","exp":4102444800}"#);
     let mut parts: Vec<&str> = good.split('.').collect();
     parts[1] = &evil_claims;
-    let response = refused(run(
+    let response = common::answered(common::viewer_request(
         &plugin,
         common::get("/api", &[("authorization", &bearer(&parts.join(".")))]),
     ));
@@ -329,7 +304,7 @@ fn algorithms_other_than_hs256_are_refused() {
         b64url(br#"{"alg":"none","typ":"JWT"}"#),
         b64url(claims.to_string().as_bytes())
     );
-    let response = refused(run(
+    let response = common::answered(common::viewer_request(
         &plugin,
         common::get("/api", &[("authorization", &bearer(&unsigned))]),
     ));
@@ -337,7 +312,7 @@ fn algorithms_other_than_hs256_are_refused() {
 
     // Signed with the right secret, but announcing another algorithm.
     let hs512 = sign(r#"{"alg":"HS512"}"#, &claims, SECRET);
-    let response = refused(run(
+    let response = common::answered(common::viewer_request(
         &plugin,
         common::get("/api", &[("authorization", &bearer(&hs512))]),
     ));
@@ -358,7 +333,7 @@ fn malformed_tokens_are_refused() {
         critical.as_str(),
         string_exp.as_str(),
     ] {
-        let response = refused(run(
+        let response = common::answered(common::viewer_request(
             &plugin,
             common::get("/api", &[("authorization", &bearer(token))]),
         ));
@@ -374,7 +349,10 @@ fn missing_credentials_get_a_bare_challenge() {
         vec![("authorization", "Basic YWxpY2U6c2VjcmV0")],
         vec![("authorization", "Bearer ")],
     ] {
-        let response = refused(run(&plugin, common::get("/api", &headers)));
+        let response = common::answered(common::viewer_request(
+            &plugin,
+            common::get("/api", &headers),
+        ));
         assert_eq!(response.status, 401);
         assert_eq!(
             common::header(&response.headers, "www-authenticate"),
@@ -394,9 +372,15 @@ fn missing_credentials_get_a_bare_challenge() {
 #[test]
 fn bypass_paths_need_no_credentials() {
     let plugin = load(CONFIG);
-    passed(run(&plugin, common::get("/public/logo.png", &[])));
-    passed(run(&plugin, common::get("/public/a/b?x=1", &[])));
-    passed(run(&plugin, common::get("/health", &[])));
+    common::continued(common::viewer_request(
+        &plugin,
+        common::get("/public/logo.png", &[]),
+    ));
+    common::continued(common::viewer_request(
+        &plugin,
+        common::get("/public/a/b?x=1", &[]),
+    ));
+    common::continued(common::viewer_request(&plugin, common::get("/health", &[])));
     // Exact paths are exact, prefixes need their slash, and dot segments or
     // encoded slashes never bypass.
     for path in [
@@ -407,7 +391,7 @@ fn bypass_paths_need_no_credentials() {
         "/public/%2e%2E/admin",
         "/public%2Fx",
     ] {
-        let response = refused(run(&plugin, common::get(path, &[])));
+        let response = common::answered(common::viewer_request(&plugin, common::get(path, &[])));
         assert_eq!(response.status, 401, "{path}");
     }
 }
@@ -415,7 +399,7 @@ fn bypass_paths_need_no_credentials() {
 #[test]
 fn strip_credentials_removes_the_credential_used() {
     let plugin = load(&CONFIG.replacen('{', r#"{"strip_credentials": true,"#, 1));
-    let request = passed(run(
+    let request = common::continued(common::viewer_request(
         &plugin,
         common::get(
             "/api",
@@ -433,7 +417,7 @@ fn strip_credentials_removes_the_credential_used() {
     );
 
     let token = jwt(serde_json::json!({"sub": "carol", "aud": "my-api", "exp": now_secs() + 600}));
-    let request = passed(run(
+    let request = common::continued(common::viewer_request(
         &plugin,
         common::get("/api", &[("authorization", &bearer(&token))]),
     ));
@@ -447,13 +431,13 @@ fn strip_credentials_removes_the_credential_used() {
 #[test]
 fn either_method_works_alone() {
     let api_keys_only = load(r#"{"kv_prefix": "apikey:"}"#);
-    passed(run(
+    common::continued(common::viewer_request(
         &api_keys_only,
         common::get("/", &[("x-api-key", "good")]),
     ));
     let token = jwt(serde_json::json!({"aud": "my-api", "exp": now_secs() + 600}));
     // Without a jwt section, a bearer token is no credential.
-    let response = refused(run(
+    let response = common::answered(common::viewer_request(
         &api_keys_only,
         common::get("/", &[("authorization", &bearer(&token))]),
     ));
@@ -465,11 +449,14 @@ fn either_method_works_alone() {
     let jwt_only = load(&format!(
         r#"{{"jwt": {{"secret": "{SECRET}", "audience": "my-api"}}}}"#
     ));
-    passed(run(
+    common::continued(common::viewer_request(
         &jwt_only,
         common::get("/", &[("authorization", &bearer(&token))]),
     ));
-    let response = refused(run(&jwt_only, common::get("/", &[("x-api-key", "good")])));
+    let response = common::answered(common::viewer_request(
+        &jwt_only,
+        common::get("/", &[("x-api-key", "good")]),
+    ));
     assert_eq!(
         common::header(&response.headers, "www-authenticate"),
         Some(r#"Bearer realm="parapet""#)

@@ -4,7 +4,7 @@ mod common;
 
 use std::sync::Arc;
 
-use parapet_host::{Flow, Plugin, Request, Response};
+use parapet_host::{Flow, Plugin, Request};
 
 /// The configuration from the plugin's documentation.
 const CONFIG: &str = r#"{
@@ -22,36 +22,9 @@ fn plugin() -> Arc<Plugin> {
     common::load("rewrite", CONFIG)
 }
 
-/// Runs `on-viewer-request` on `request` with `plugin` alone.
-fn run(plugin: &Arc<Plugin>, request: Request) -> Flow<Request> {
-    common::session().on_viewer_request(std::slice::from_ref(plugin), request)
-}
-
-/// The request the chain went on with; fails on an answer.
-fn continued(flow: Flow<Request>) -> Request {
-    match flow {
-        Flow::Continue(request) => request,
-        Flow::Respond(response) => panic!(
-            "expected the request to go on, got a {} answer",
-            response.status
-        ),
-    }
-}
-
-/// The answer the plugin gave; fails when the request went on.
-fn answered(flow: Flow<Request>) -> Response {
-    match flow {
-        Flow::Respond(response) => response,
-        Flow::Continue(request) => panic!(
-            "expected an answer, the request went on to {}",
-            request.path
-        ),
-    }
-}
-
 /// Status and `location` of a redirect answer.
 fn redirect(flow: Flow<Request>) -> (u16, String) {
-    let response = answered(flow);
+    let response = common::answered(flow);
     let location = common::header(&response.headers, "location")
         .expect("a location header")
         .to_string();
@@ -61,7 +34,7 @@ fn redirect(flow: Flow<Request>) -> (u16, String) {
 #[test]
 fn prefix_rewrite_changes_the_path_and_continues() {
     let plugin = plugin();
-    let request = continued(run(
+    let request = common::continued(common::viewer_request(
         &plugin,
         common::get("/old/a/b.html", &[("accept", "text/html")]),
     ));
@@ -77,13 +50,19 @@ fn prefix_rewrite_changes_the_path_and_continues() {
 #[test]
 fn rewrite_keeps_the_query_unless_the_target_sets_one() {
     let plugin = plugin();
-    let kept = continued(run(&plugin, common::get("/old/page?x=1&y=2", &[])));
+    let kept = common::continued(common::viewer_request(
+        &plugin,
+        common::get("/old/page?x=1&y=2", &[]),
+    ));
     assert_eq!(
         (kept.path.as_str(), kept.query.as_deref()),
         ("/new/page", Some("x=1&y=2"))
     );
 
-    let replaced = continued(run(&plugin, common::get("/search/shoes?page=3", &[])));
+    let replaced = common::continued(common::viewer_request(
+        &plugin,
+        common::get("/search/shoes?page=3", &[]),
+    ));
     assert_eq!(
         (replaced.path.as_str(), replaced.query.as_deref()),
         ("/find", Some("q=shoes"))
@@ -93,10 +72,16 @@ fn rewrite_keeps_the_query_unless_the_target_sets_one() {
 #[test]
 fn regex_rewrite_expands_named_captures() {
     let plugin = plugin();
-    let request = continued(run(&plugin, common::get("/u/alice", &[])));
+    let request = common::continued(common::viewer_request(
+        &plugin,
+        common::get("/u/alice", &[]),
+    ));
     assert_eq!(request.path, "/users/alice/profile");
     // The regex is anchored: a longer path does not match and passes unchanged.
-    let request = continued(run(&plugin, common::get("/u/alice/extra", &[])));
+    let request = common::continued(common::viewer_request(
+        &plugin,
+        common::get("/u/alice/extra", &[]),
+    ));
     assert_eq!(request.path, "/u/alice/extra");
 }
 
@@ -104,12 +89,18 @@ fn regex_rewrite_expands_named_captures() {
 fn regex_redirect_uses_capture_groups_and_the_status() {
     let plugin = plugin();
     assert_eq!(
-        redirect(run(&plugin, common::get("/blog/2024/hello-world", &[]))),
+        redirect(common::viewer_request(
+            &plugin,
+            common::get("/blog/2024/hello-world", &[])
+        )),
         (301, "/posts/hello-world?id=2024".to_string())
     );
     // The target sets a query: it replaces the request's.
     assert_eq!(
-        redirect(run(&plugin, common::get("/blog/7/x?utm=feed", &[]))),
+        redirect(common::viewer_request(
+            &plugin,
+            common::get("/blog/7/x?utm=feed", &[])
+        )),
         (301, "/posts/x?id=7".to_string())
     );
 }
@@ -118,15 +109,21 @@ fn regex_redirect_uses_capture_groups_and_the_status() {
 fn prefix_redirect_keeps_the_query_and_respects_segments() {
     let plugin = plugin();
     assert_eq!(
-        redirect(run(&plugin, common::get("/docs", &[]))),
+        redirect(common::viewer_request(&plugin, common::get("/docs", &[]))),
         (308, "/documentation".to_string())
     );
     assert_eq!(
-        redirect(run(&plugin, common::get("/docs/intro?lang=ja&v=2", &[]))),
+        redirect(common::viewer_request(
+            &plugin,
+            common::get("/docs/intro?lang=ja&v=2", &[])
+        )),
         (308, "/documentation/intro?lang=ja&v=2".to_string())
     );
     // `/docs` is a segment prefix: `/docsearch` is another path.
-    let request = continued(run(&plugin, common::get("/docsearch", &[])));
+    let request = common::continued(common::viewer_request(
+        &plugin,
+        common::get("/docsearch", &[]),
+    ));
     assert_eq!(request.path, "/docsearch");
 }
 
@@ -137,7 +134,7 @@ fn other_hosts_are_redirected_to_the_canonical_host() {
     request.authority = "www.Example.com".into();
     // The canonical redirect comes first and keeps the original path and query.
     assert_eq!(
-        redirect(run(&plugin, request)),
+        redirect(common::viewer_request(&plugin, request)),
         (301, "https://example.com/old/a?x=1".to_string())
     );
 
@@ -145,7 +142,7 @@ fn other_hosts_are_redirected_to_the_canonical_host() {
     request.scheme = "http".into();
     request.authority = "example.com:8080".into();
     assert_eq!(
-        redirect(run(&plugin, request)),
+        redirect(common::viewer_request(&plugin, request)),
         (301, "http://example.com/".to_string())
     );
 }
@@ -161,14 +158,14 @@ fn the_canonical_host_ignores_case_and_default_ports() {
         let mut request = common::get("/plain", &[]);
         request.scheme = scheme.into();
         request.authority = authority.into();
-        let request = continued(run(&plugin, request));
+        let request = common::continued(common::viewer_request(&plugin, request));
         assert_eq!(request.path, "/plain", "{scheme}://{authority}");
     }
     // A default port of the other scheme is not a default port.
     let mut request = common::get("/plain", &[]);
     request.authority = "example.com:80".into();
     assert_eq!(
-        redirect(run(&plugin, request)),
+        redirect(common::viewer_request(&plugin, request)),
         (301, "https://example.com/plain".to_string())
     );
 }
@@ -177,7 +174,7 @@ fn the_canonical_host_ignores_case_and_default_ports() {
 fn requests_no_rule_matches_pass_unchanged() {
     let plugin = plugin();
     let original = common::get("/elsewhere/old/x?old=1", &[("cookie", "a=b")]);
-    let request = continued(run(&plugin, original.clone()));
+    let request = common::continued(common::viewer_request(&plugin, original.clone()));
     assert_eq!(request, original);
 }
 
@@ -192,10 +189,10 @@ fn the_first_matching_rule_wins() {
             {"match": "prefix", "from": "/b/", "to": "/fourth/"}
         ]}"#,
     );
-    let request = continued(run(&plugin, common::get("/a/x", &[])));
+    let request = common::continued(common::viewer_request(&plugin, common::get("/a/x", &[])));
     assert_eq!(request.path, "/first/x");
     assert_eq!(
-        redirect(run(&plugin, common::get("/b/y", &[]))),
+        redirect(common::viewer_request(&plugin, common::get("/b/y", &[]))),
         (307, "/third/y".to_string())
     );
 }
@@ -208,7 +205,7 @@ fn without_a_canonical_host_any_host_is_served() {
     );
     let mut request = common::get("/old/x", &[]);
     request.authority = "cdn.example.net".into();
-    let request = continued(run(&plugin, request));
+    let request = common::continued(common::viewer_request(&plugin, request));
     assert_eq!(
         (request.authority.as_str(), request.path.as_str()),
         ("cdn.example.net", "/new/x")
@@ -300,7 +297,10 @@ fn redirects_may_point_to_absolute_urls() {
         r#"{"rules": [{"match": "prefix", "from": "/shop", "to": "https://shop.example.com", "redirect": 302}]}"#,
     );
     assert_eq!(
-        redirect(run(&plugin, common::get("/shop/cart?id=9", &[]))),
+        redirect(common::viewer_request(
+            &plugin,
+            common::get("/shop/cart?id=9", &[])
+        )),
         (302, "https://shop.example.com/cart?id=9".to_string())
     );
 }

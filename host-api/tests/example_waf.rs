@@ -10,11 +10,6 @@ use std::sync::{Arc, Mutex};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use parapet_host::{Flow, Plugin, PluginLimits, PluginOptions, Request, Response};
 
-/// Runs `request` through `plugin`'s `on-viewer-request`.
-fn run(plugin: &Arc<Plugin>, request: Request) -> Flow<Request> {
-    common::session().on_viewer_request(std::slice::from_ref(plugin), request)
-}
-
 /// A POST of `body` with `content_type` to `path_and_query`.
 fn post(path_and_query: &str, content_type: &str, body: impl AsRef<[u8]>) -> Request {
     let mut request = common::get(path_and_query, &[("content-type", content_type)]);
@@ -53,7 +48,7 @@ fn assert_blocks(plugin: &Arc<Plugin>, cases: Vec<(Request, &str)>) {
     for (request, expected) in cases {
         let what = format!("{} {}", request.method, request_line(&request));
         assert_eq!(
-            blocked_rule(run(plugin, request), &what),
+            blocked_rule(common::viewer_request(plugin, request), &what),
             expected,
             "{what}"
         );
@@ -63,7 +58,7 @@ fn assert_blocks(plugin: &Arc<Plugin>, cases: Vec<(Request, &str)>) {
 /// Asserts `request` goes on unchanged, body included.
 fn assert_passes(plugin: &Arc<Plugin>, request: Request) {
     let what = request_line(&request);
-    match run(plugin, request.clone()) {
+    match common::viewer_request(plugin, request.clone()) {
         Flow::Continue(after) => assert_eq!(after, request, "{what}: the request was changed"),
         Flow::Respond(response) => panic!(
             "{what}: blocked with {} by rule {:?}",
@@ -438,7 +433,7 @@ fn blocking_counts_waf_blocked() {
     let waf = common::load("waf", "{}");
     let (rule, blocked) = plugin_counter("waf_blocked", || {
         blocked_rule(
-            run(&waf, common::get("/search?q=<script>", &[])),
+            common::viewer_request(&waf, common::get("/search?q=<script>", &[])),
             "counted attack",
         )
     });
@@ -587,7 +582,7 @@ fn bodies_over_the_limit_are_not_seen_and_survive() {
         "application/json",
         r#"{"comment": "<script>alert(1)</script>"}"#,
     );
-    match run(&waf, big.clone()) {
+    match common::viewer_request(&waf, big.clone()) {
         Flow::Continue(after) => {
             assert_eq!(after.body, big.body, "the withheld body must be put back");
             assert_eq!(after, big);
@@ -597,7 +592,7 @@ fn bodies_over_the_limit_are_not_seen_and_survive() {
     // A body within the limit is inspected.
     let small = post("/comments", "text/plain", "<script>");
     assert_eq!(
-        blocked_rule(run(&waf, small), "small body"),
+        blocked_rule(common::viewer_request(&waf, small), "small body"),
         "xss-script-tag"
     );
 }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use parapet_host::{
-    EngineConfig, Plugin, PluginEngine, PluginLimits, PluginOptions, Request, RequestContext,
+    EngineConfig, Flow, Plugin, PluginEngine, PluginLimits, PluginOptions, Request, RequestContext,
     RequestSession, Response,
 };
 
@@ -135,5 +135,31 @@ pub fn refusal(name: &str, config: &str) -> String {
         Err(parapet_host::LoadError::Rejected(message)) => message,
         Err(other) => panic!("{name} {config}: expected a refusal by the plugin, got {other}"),
         Ok(_) => panic!("{name} {config}: the configuration was accepted"),
+    }
+}
+
+/// Runs `request` through `plugin`'s `on-viewer-request` in a fresh session.
+pub fn viewer_request(plugin: &Arc<Plugin>, request: Request) -> Flow<Request> {
+    session().on_viewer_request(std::slice::from_ref(plugin), request)
+}
+
+/// The message the chain went on with; fails the test on an answer.
+pub fn continued<T>(flow: Flow<T>) -> T {
+    match flow {
+        Flow::Continue(message) => message,
+        Flow::Respond(response) => panic!(
+            "expected the chain to go on, got a {} answer {:?}: {}",
+            response.status,
+            response.headers,
+            String::from_utf8_lossy(response.body.as_deref().unwrap_or_default())
+        ),
+    }
+}
+
+/// The answer a plugin gave; fails the test when the chain went on.
+pub fn answered<T: std::fmt::Debug>(flow: Flow<T>) -> Response {
+    match flow {
+        Flow::Respond(response) => response,
+        Flow::Continue(message) => panic!("expected an answer, the chain went on with {message:?}"),
     }
 }
