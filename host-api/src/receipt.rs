@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::bindings::Hook;
-use crate::session::total;
 
 /// Per-plugin, per-request accounting.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,6 +34,11 @@ impl PluginReceipt {
         }
     }
 
+    /// Time spent in hooks.
+    pub fn hook_time(&self) -> Duration {
+        self.hooks.iter().map(|(_, took)| *took).sum()
+    }
+
     /// Writes the receipt as a debug log line.
     pub(crate) fn log(&self, request_id: &str) {
         tracing::debug!(
@@ -43,7 +47,7 @@ impl PluginReceipt {
             request_id,
             instantiate_us = self.instantiate.as_micros() as u64,
             hooks = self.hooks.len(),
-            hook_us = total(&self.hooks).as_micros() as u64,
+            hook_us = self.hook_time().as_micros() as u64,
             peak_memory_bytes = self.peak_memory_bytes,
             host_calls = self.host_calls,
             trap = self.trap.as_deref().unwrap_or(""),

@@ -428,8 +428,3 @@ fn without_body(request: &Request) -> Request {
         body: None,
     }
 }
-
-/// Time spent in hooks, for receipts.
-pub(crate) fn total(hooks: &[(Hook, Duration)]) -> Duration {
-    hooks.iter().map(|(_, d)| *d).sum()
-}
