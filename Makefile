@@ -18,6 +18,7 @@ lint:
 	$(CARGO) fmt --all -- --check
 	cd examples && $(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --release -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --workspace --release
 	cd examples && $(CARGO) clippy --target wasm32-unknown-unknown --release -- -D warnings
 
 ## The wasm compiler for plugins (standard rustup target, else Debian fallback).
