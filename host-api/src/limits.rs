@@ -125,3 +125,26 @@ impl wasmtime::ResourceLimiter for Limiter {
         self.limits.instances
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_read_from_config_with_defaults_for_what_is_missing() {
+        let limits: PluginLimits =
+            serde_json::from_str(r#"{"hook_deadline_ms": 5, "memory_bytes": 1048576}"#).unwrap();
+        assert_eq!(limits.hook_deadline, Duration::from_millis(5));
+        assert_eq!(limits.memory_bytes, 1 << 20);
+        assert_eq!(
+            limits.launch_deadline,
+            PluginLimits::default().launch_deadline
+        );
+
+        let err = serde_json::from_str::<PluginLimits>(r#"{"hook_deadline": 5}"#).unwrap_err();
+        assert!(
+            err.to_string().starts_with("unknown field `hook_deadline`"),
+            "{err}"
+        );
+    }
+}

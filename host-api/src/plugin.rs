@@ -162,3 +162,19 @@ impl Plugin {
         self.policy
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::FailurePolicy;
+
+    #[test]
+    fn failure_policies_are_named_in_kebab_case() {
+        let open: FailurePolicy = serde_json::from_str(r#""fail-open""#).unwrap();
+        let closed: FailurePolicy = serde_json::from_str(r#""fail-closed""#).unwrap();
+        assert_eq!(
+            (open, closed),
+            (FailurePolicy::FailOpen, FailurePolicy::FailClosed)
+        );
+        assert!(serde_json::from_str::<FailurePolicy>(r#""closed""#).is_err());
+    }
+}
