@@ -1,0 +1,520 @@
+//! The edge's configuration file (TOML): where to listen, what to cache, and
+//! the distributions it serves with their behaviors and plugin chains.
+//!
+//! Loading is two steps: [`EdgeConfig::parse`] turns the text into types
+//! (unknown fields and wrong types are refused with the field's path), and
+//! [`EdgeConfig::validate`] checks what types cannot say (unique domains,
+//! plugin references, TTL order, ...), again naming the field.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use parapet_host::{FailurePolicy, PluginLimits};
+use serde::Deserialize;
+
+use crate::pattern::PathPattern;
+
+/// Why a configuration was refused: the file, the field and the reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// The file it came from, when it came from one.
+    pub file: Option<PathBuf>,
+    /// The field, e.g. `distribution[0].behavior[1].cache.min_ttl`.
+    pub field: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(file) = &self.file {
+            write!(f, "{}: ", file.display())?;
+        }
+        if self.field.is_empty() {
+            write!(f, "{}", self.reason)
+        } else {
+            write!(f, "{}: {}", self.field, self.reason)
+        }
+    }
+}
+
+impl ConfigError {
+    fn at(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError {
+            file: None,
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The whole configuration of one edge.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeConfig {
+    /// This point of presence.
+    pub pop: PopConfig,
+    /// Where viewers connect.
+    #[serde(rename = "listener")]
+    pub listeners: Vec<ListenerConfig>,
+    /// The admin API (metrics, health, purge).
+    pub admin: Option<AdminConfig>,
+    /// Cache sizes and limits.
+    #[serde(default)]
+    pub cache: CacheConfig,
+    /// A MaxMind-format database for plugins' client location.
+    pub geoip: Option<PathBuf>,
+    /// A regional shield that misses go to before the origin.
+    pub shield: Option<String>,
+    /// The other edges of this PoP (`host:port`), which share one cache.
+    #[serde(default)]
+    pub peers: Vec<String>,
+    /// What this edge serves.
+    #[serde(default, rename = "distribution")]
+    pub distributions: Vec<DistributionConfig>,
+}
+
+/// Identity and place of the point of presence.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PopConfig {
+    /// Short id, e.g. `fra1`; shown to plugins and in logs.
+    pub id: String,
+    /// Latitude in degrees.
+    pub latitude: Option<f64>,
+    /// Longitude in degrees.
+    pub longitude: Option<f64>,
+}
+
+/// One listening socket.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Address and port, e.g. `0.0.0.0:443`.
+    pub address: SocketAddr,
+    /// Terminate TLS (certificates chosen by SNI from the distributions).
+    #[serde(default)]
+    pub tls: bool,
+}
+
+/// The admin listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address and port, e.g. `127.0.0.1:9901`.
+    pub address: SocketAddr,
+    /// Bearer token for purge and prewarm; metrics and health need none.
+    pub token: Option<String>,
+    /// A file holding the token, instead of `token`.
+    pub token_file: Option<PathBuf>,
+}
+
+/// Cache sizes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Memory tier size in bytes.
+    pub memory_bytes: u64,
+    /// Directory of the disk tier; none means memory only.
+    pub disk_dir: Option<PathBuf>,
+    /// Disk tier size in bytes.
+    pub disk_bytes: u64,
+    /// Responses larger than this are served but not stored.
+    pub max_object_bytes: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            memory_bytes: 256 << 20,
+            disk_dir: None,
+            disk_bytes: 4 << 30,
+            max_object_bytes: 64 << 20,
+        }
+    }
+}
+
+/// A customer's site: the domains it answers for, its origins, plugins and
+/// behaviors.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistributionConfig {
+    /// Unique id.
+    pub id: String,
+    /// The customer that owns it.
+    pub customer: String,
+    /// Host names it serves: `www.example.com`, or `*.example.com` for any
+    /// one label in front of `example.com`.
+    pub domains: Vec<String>,
+    /// Where misses are fetched from, tried in order.
+    #[serde(rename = "origin")]
+    pub origins: Vec<OriginConfig>,
+    /// Certificate and key (PEM) for its domains on TLS listeners.
+    pub tls: Option<TlsConfig>,
+    /// The customer's key-value data for plugins: a JSON object of strings.
+    pub kv: Option<PathBuf>,
+    /// Plugins, referred to by name from the behaviors' chains.
+    #[serde(default, rename = "plugin")]
+    pub plugins: Vec<PluginConfig>,
+    /// Behaviors by path pattern, first match wins; one must be `*`.
+    #[serde(rename = "behavior")]
+    pub behaviors: Vec<BehaviorConfig>,
+}
+
+/// An origin server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OriginConfig {
+    /// Base URL, e.g. `https://origin.example.com` or `http://10.0.0.5:8080`.
+    pub url: String,
+    /// Extra CA certificates (PEM) to trust for this origin.
+    pub ca_file: Option<PathBuf>,
+    /// Connect timeout in milliseconds.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Time allowed for the response headers, in milliseconds.
+    #[serde(default = "default_read_timeout_ms")]
+    pub read_timeout_ms: u64,
+}
+
+fn default_connect_timeout_ms() -> u64 {
+    3_000
+}
+
+fn default_read_timeout_ms() -> u64 {
+    30_000
+}
+
+/// A certificate chain and its private key, PEM files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificate chain.
+    pub cert: PathBuf,
+    /// Private key.
+    pub key: PathBuf,
+}
+
+/// A plugin: a component with its configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// Name used in chains, logs and metrics.
+    pub name: String,
+    /// The `.wasm` component.
+    pub wasm: PathBuf,
+    /// Settings handed to the plugin as JSON.
+    #[serde(default = "empty_object")]
+    pub config: serde_json::Value,
+    /// What happens to a request when the plugin fails.
+    #[serde(default)]
+    pub failure: FailurePolicy,
+    /// Resource limits.
+    #[serde(default)]
+    pub limits: PluginLimits,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(Default::default())
+}
+
+/// How requests whose path matches `path` are handled.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BehaviorConfig {
+    /// Path pattern with `*` (any run of characters) and `?` (one
+    /// character), matched against the whole path, e.g. `/static/*`; `*`
+    /// is the default behavior.
+    pub path: String,
+    /// Cache policy.
+    #[serde(default)]
+    pub cache: CachePolicyConfig,
+    /// If set, only these client networks are served.
+    #[serde(default)]
+    pub ip_allow: Vec<IpNet>,
+    /// Client networks refused with 403.
+    #[serde(default)]
+    pub ip_deny: Vec<IpNet>,
+    /// If set, only these request headers reach the plugins and the origin.
+    pub request_headers_allow: Option<Vec<String>>,
+    /// Request headers removed before the plugins and the origin.
+    #[serde(default)]
+    pub request_headers_deny: Vec<String>,
+    /// Plugins run before the cache lookup, in order.
+    #[serde(default)]
+    pub viewer_request: Vec<String>,
+    /// Plugins run before a miss goes upstream.
+    #[serde(default)]
+    pub origin_request: Vec<String>,
+    /// Plugins run on the upstream's answer, before it is stored.
+    #[serde(default)]
+    pub origin_response: Vec<String>,
+    /// Plugins run before the response goes to the viewer.
+    #[serde(default)]
+    pub viewer_response: Vec<String>,
+}
+
+/// Cache policy of a behavior.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CachePolicyConfig {
+    /// Least time an object stays fresh, in seconds, whatever the origin says.
+    pub min_ttl: u64,
+    /// Freshness when the origin says nothing, in seconds.
+    pub default_ttl: u64,
+    /// Most time an object stays fresh, in seconds.
+    pub max_ttl: u64,
+    /// What distinguishes one cached object from another.
+    pub key: CacheKeyConfig,
+}
+
+impl Default for CachePolicyConfig {
+    fn default() -> Self {
+        CachePolicyConfig {
+            min_ttl: 0,
+            default_ttl: 86_400,
+            max_ttl: 31_536_000,
+            key: CacheKeyConfig::default(),
+        }
+    }
+}
+
+/// Which parts of a request make up its cache key (the path always does).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheKeyConfig {
+    /// Include the host.
+    pub host: bool,
+    /// Which query parameters to include.
+    pub query: QueryKey,
+    /// The parameters `query = "allow"` includes.
+    pub query_params: Vec<String>,
+    /// Request headers to include.
+    pub headers: Vec<String>,
+    /// Cookies to include.
+    pub cookies: Vec<String>,
+}
+
+impl Default for CacheKeyConfig {
+    fn default() -> Self {
+        CacheKeyConfig {
+            host: true,
+            query: QueryKey::All,
+            query_params: Vec::new(),
+            headers: Vec::new(),
+            cookies: Vec::new(),
+        }
+    }
+}
+
+/// Query parameters in the cache key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueryKey {
+    /// Every parameter.
+    All,
+    /// None.
+    None,
+    /// Only those in `query_params`.
+    Allow,
+}
+
+impl EdgeConfig {
+    /// Reads, parses and validates a configuration file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let in_file = |mut e: ConfigError| {
+            e.file = Some(path.to_path_buf());
+            e
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| in_file(ConfigError::at("", format!("cannot read: {e}"))))?;
+        let config = Self::parse(&text).map_err(in_file)?;
+        config.validate().map_err(in_file)?;
+        Ok(config)
+    }
+
+    /// Parses TOML text into a configuration, without validating it.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let deserializer =
+            toml::Deserializer::parse(text).map_err(|e| ConfigError::at("", e.to_string()))?;
+        serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let field = e.path().to_string();
+            let reason = e.into_inner().message().to_string();
+            ConfigError::at(if field == "." { String::new() } else { field }, reason)
+        })
+    }
+
+    /// Checks everything the types cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.pop.id.trim().is_empty() {
+            return Err(ConfigError::at("pop.id", "must not be empty"));
+        }
+        if self.listeners.is_empty() {
+            return Err(ConfigError::at(
+                "listener",
+                "at least one listener is needed",
+            ));
+        }
+        if let Some(admin) = &self.admin {
+            if admin.token.is_some() && admin.token_file.is_some() {
+                return Err(ConfigError::at(
+                    "admin",
+                    "set `token` or `token_file`, not both",
+                ));
+            }
+        }
+        if let Some(shield) = &self.shield {
+            check_url("shield", shield)?;
+        }
+        let mut ids = HashSet::new();
+        let mut domains = HashSet::new();
+        for (d, dist) in self.distributions.iter().enumerate() {
+            let at = |field: &str| format!("distribution[{d}].{field}");
+            if !ids.insert(dist.id.as_str()) {
+                return Err(ConfigError::at(
+                    at("id"),
+                    format!("`{}` is used by another distribution", dist.id),
+                ));
+            }
+            if dist.domains.is_empty() {
+                return Err(ConfigError::at(
+                    at("domains"),
+                    "at least one domain is needed",
+                ));
+            }
+            for (i, domain) in dist.domains.iter().enumerate() {
+                check_domain(domain)
+                    .map_err(|why| ConfigError::at(at(&format!("domains[{i}]")), why))?;
+                if !domains.insert(domain.to_ascii_lowercase()) {
+                    return Err(ConfigError::at(
+                        at(&format!("domains[{i}]")),
+                        format!("`{domain}` is served by another distribution"),
+                    ));
+                }
+            }
+            if dist.origins.is_empty() {
+                return Err(ConfigError::at(
+                    at("origin"),
+                    "at least one origin is needed",
+                ));
+            }
+            for (i, origin) in dist.origins.iter().enumerate() {
+                check_url(&at(&format!("origin[{i}].url")), &origin.url)?;
+            }
+            let mut plugins = HashSet::new();
+            for (i, plugin) in dist.plugins.iter().enumerate() {
+                if plugin.name.is_empty() || !plugins.insert(plugin.name.as_str()) {
+                    return Err(ConfigError::at(
+                        at(&format!("plugin[{i}].name")),
+                        format!("`{}` is empty or used by another plugin", plugin.name),
+                    ));
+                }
+            }
+            if !dist.behaviors.iter().any(|b| b.path == "*") {
+                return Err(ConfigError::at(
+                    at("behavior"),
+                    "a default behavior (`path = \"*\"`) is needed",
+                ));
+            }
+            for (b, behavior) in dist.behaviors.iter().enumerate() {
+                behavior.validate(&plugins).map_err(|mut e| {
+                    e.field = at(&format!("behavior[{b}].{}", e.field));
+                    e
+                })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl BehaviorConfig {
+    /// Checks the behavior; fields in errors are relative to it.
+    fn validate(&self, plugins: &HashSet<&str>) -> Result<(), ConfigError> {
+        PathPattern::new(&self.path).map_err(|why| ConfigError::at("path", why))?;
+        let ttl = &self.cache;
+        if ttl.min_ttl > ttl.default_ttl || ttl.default_ttl > ttl.max_ttl {
+            return Err(ConfigError::at(
+                "cache",
+                format!(
+                    "TTLs must satisfy min_ttl <= default_ttl <= max_ttl (got {} / {} / {})",
+                    ttl.min_ttl, ttl.default_ttl, ttl.max_ttl
+                ),
+            ));
+        }
+        if ttl.key.query == QueryKey::Allow && ttl.key.query_params.is_empty() {
+            return Err(ConfigError::at(
+                "cache.key.query_params",
+                "`query = \"allow\"` needs at least one parameter",
+            ));
+        }
+        let header_lists = [
+            ("cache.key.headers", Some(&ttl.key.headers)),
+            ("request_headers_allow", self.request_headers_allow.as_ref()),
+            ("request_headers_deny", Some(&self.request_headers_deny)),
+        ];
+        for (field, names) in header_lists {
+            for (i, name) in names.into_iter().flatten().enumerate() {
+                if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                    return Err(ConfigError::at(
+                        format!("{field}[{i}]"),
+                        format!("`{name}` is not a valid header name"),
+                    ));
+                }
+            }
+        }
+        let chains = [
+            ("viewer_request", &self.viewer_request),
+            ("origin_request", &self.origin_request),
+            ("origin_response", &self.origin_response),
+            ("viewer_response", &self.viewer_response),
+        ];
+        for (field, chain) in chains {
+            for (i, name) in chain.iter().enumerate() {
+                if !plugins.contains(name.as_str()) {
+                    return Err(ConfigError::at(
+                        format!("{field}[{i}]"),
+                        format!("no plugin named `{name}` in this distribution"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A host name or a `*.` wildcard of one.
+fn check_domain(domain: &str) -> Result<(), String> {
+    let name = domain.strip_prefix("*.").unwrap_or(domain);
+    let valid_label = |label: &str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    if name.len() > 253 || !name.split('.').all(valid_label) {
+        return Err(format!(
+            "`{domain}` is not a host name (or `*.` followed by one)"
+        ));
+    }
+    Ok(())
+}
+
+/// An absolute `http` or `https` URL with a host.
+fn check_url(field: &str, url: &str) -> Result<(), ConfigError> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| ConfigError::at(field, format!("`{url}` is not a URL: {e}")))?;
+    match (uri.scheme_str(), uri.host()) {
+        (Some("http" | "https"), Some(_)) => Ok(()),
+        _ => Err(ConfigError::at(
+            field,
+            format!("`{url}` must be an http:// or https:// URL with a host"),
+        )),
+    }
+}
