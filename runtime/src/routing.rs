@@ -1,0 +1,182 @@
+//! What the edge serves, compiled from a validated [`EdgeConfig`]: the
+//! distribution for a `Host`, the behavior for a path, and each behavior's
+//! plugin chains with the plugins loaded.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use parapet_host::{Chains, KvStore, Plugin, PluginEngine, PluginOptions};
+
+use crate::config::{BehaviorConfig, ConfigError, DistributionConfig, EdgeConfig};
+use crate::pattern::PathPattern;
+
+/// The distributions of one configuration, ready to route requests.
+pub struct Routes {
+    distributions: Vec<Distribution>,
+    /// Exact host name → distribution index.
+    exact: HashMap<String, usize>,
+    /// Parent of a `*.` wildcard domain → distribution index.
+    wildcard: HashMap<String, usize>,
+}
+
+/// A distribution with its behaviors compiled.
+pub struct Distribution {
+    /// Its configuration.
+    pub config: DistributionConfig,
+    /// Its behaviors, in match order.
+    pub behaviors: Vec<Behavior>,
+}
+
+/// A behavior with its pattern compiled and its plugins loaded.
+pub struct Behavior {
+    /// The path pattern.
+    pub pattern: PathPattern,
+    /// Its configuration.
+    pub config: BehaviorConfig,
+    /// The plugins of each hook.
+    pub chains: Chains,
+}
+
+impl Routes {
+    /// Validates and compiles `config`, loading every plugin with `engine`.
+    /// Relative paths (plugins, KV files) are resolved against `base_dir`,
+    /// the directory of the configuration file.
+    pub fn build(
+        config: &EdgeConfig,
+        base_dir: &Path,
+        engine: &Arc<PluginEngine>,
+    ) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let mut routes = Routes {
+            distributions: Vec::new(),
+            exact: HashMap::new(),
+            wildcard: HashMap::new(),
+        };
+        for (index, dist) in config.distributions.iter().enumerate() {
+            routes
+                .distributions
+                .push(Distribution::build(index, dist, base_dir, engine)?);
+            for domain in &dist.domains {
+                let domain = domain.to_ascii_lowercase();
+                match domain.strip_prefix("*.") {
+                    Some(parent) => routes.wildcard.insert(parent.to_string(), index),
+                    None => routes.exact.insert(domain, index),
+                };
+            }
+        }
+        Ok(routes)
+    }
+
+    /// The distribution serving `host` (a `Host` header or `:authority`,
+    /// with or without a port), if any.
+    pub fn distribution(&self, host: &str) -> Option<&Distribution> {
+        let name = host_name(host);
+        let index = self.exact.get(name.as_str()).or_else(|| {
+            let (_, parent) = name.split_once('.')?;
+            self.wildcard.get(parent)
+        })?;
+        self.distributions.get(*index)
+    }
+}
+
+impl Distribution {
+    fn build(
+        index: usize,
+        config: &DistributionConfig,
+        base_dir: &Path,
+        engine: &Arc<PluginEngine>,
+    ) -> Result<Self, ConfigError> {
+        let field = |name: String| format!("distribution[{index}].{name}");
+        let error = |name: String, reason: String| ConfigError {
+            file: None,
+            field: field(name),
+            reason,
+        };
+        let kv = match &config.kv {
+            Some(path) => KvStore::from_json_file(&base_dir.join(path))
+                .map_err(|e| error("kv".into(), e.to_string()))?,
+            None => KvStore::default(),
+        };
+        let kv = Arc::new(kv);
+        let mut plugins = HashMap::new();
+        for (i, plugin) in config.plugins.iter().enumerate() {
+            let path = base_dir.join(&plugin.wasm);
+            let bytes = std::fs::read(&path).map_err(|e| {
+                error(
+                    format!("plugin[{i}].wasm"),
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            let options = PluginOptions {
+                config: plugin.config.to_string(),
+                limits: plugin.limits,
+                policy: plugin.failure,
+                kv: kv.clone(),
+            };
+            let name = format!("{}/{}", config.id, plugin.name);
+            let loaded = Plugin::load(engine, &name, &bytes, options).map_err(|e| {
+                error(
+                    format!("plugin[{i}]"),
+                    format!("plugin `{}`: {e}", plugin.name),
+                )
+            })?;
+            plugins.insert(plugin.name.as_str(), Arc::new(loaded));
+        }
+        let chain = |names: &[String]| -> Vec<Arc<Plugin>> {
+            // `validate` has checked that every name is defined.
+            names
+                .iter()
+                .filter_map(|n| plugins.get(n.as_str()).cloned())
+                .collect()
+        };
+        let mut behaviors = Vec::new();
+        for (b, behavior) in config.behaviors.iter().enumerate() {
+            let pattern = PathPattern::new(&behavior.path)
+                .map_err(|why| error(format!("behavior[{b}].path"), why))?;
+            behaviors.push(Behavior {
+                pattern,
+                chains: Chains {
+                    on_viewer_request: chain(&behavior.viewer_request),
+                    on_origin_request: chain(&behavior.origin_request),
+                    on_origin_response: chain(&behavior.origin_response),
+                    on_viewer_response: chain(&behavior.viewer_response),
+                },
+                config: behavior.clone(),
+            });
+        }
+        Ok(Distribution {
+            config: config.clone(),
+            behaviors,
+        })
+    }
+
+    /// The first behavior whose pattern matches `path`; the default `*`
+    /// behavior when none of the others does.
+    pub fn behavior(&self, path: &str) -> Option<&Behavior> {
+        self.behaviors.iter().find(|b| b.pattern.matches(path))
+    }
+}
+
+/// The host name of a `Host` value: lower-case, without port or final dot.
+fn host_name(host: &str) -> String {
+    let name = match host.strip_prefix('[') {
+        // An IPv6 literal: `[::1]:8080`.
+        Some(rest) => rest.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _port)| name),
+    };
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_name;
+
+    #[test]
+    fn host_names_lose_port_case_and_final_dot() {
+        assert_eq!(host_name("WWW.Example.com:8080"), "www.example.com");
+        assert_eq!(host_name("example.com."), "example.com");
+        assert_eq!(host_name("[2001:db8::1]:443"), "2001:db8::1");
+        assert_eq!(host_name("localhost"), "localhost");
+    }
+}
