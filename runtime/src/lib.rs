@@ -8,5 +8,6 @@
 
 pub mod cache_key;
 pub mod config;
+pub mod guards;
 pub mod pattern;
 pub mod routing;
