@@ -12,20 +12,21 @@
 //! to the standard allocator.
 //!
 //! It is the global allocator of plugins built with the SDK's default
-//! `arena-allocator` feature; turn the feature off to use your own.
+//! `arena-allocator` feature; turn the feature off to use your own. (Off
+//! wasm32 this module is compiled for its tests only.)
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Size of the arena.
-pub const ARENA_BYTES: usize = 512 * 1024;
+const ARENA_BYTES: usize = 512 * 1024;
 
 #[repr(C, align(16))]
 struct Arena(UnsafeCell<[u8; ARENA_BYTES]>);
 
-// SAFETY: plugin instances are single-threaded; the arena is only reached
-// through `ArenaAllocator`, which hands out disjoint ranges.
+// SAFETY: the arena is only reached through `ArenaAllocator`, which hands out
+// disjoint ranges, claimed with compare-and-swap on `USED`.
 unsafe impl Sync for Arena {}
 
 static ARENA: Arena = Arena(UnsafeCell::new([0; ARENA_BYTES]));
@@ -33,67 +34,91 @@ static ARENA: Arena = Arena(UnsafeCell::new([0; ARENA_BYTES]));
 static USED: AtomicUsize = AtomicUsize::new(0);
 
 /// The arena allocator; see the module docs.
-pub struct ArenaAllocator;
+pub(crate) struct ArenaAllocator;
 
-fn base() -> usize {
-    ARENA.0.get() as usize
+/// The arena's first byte.
+fn base() -> *mut u8 {
+    ARENA.0.get().cast::<u8>()
 }
 
-fn in_arena(ptr: *mut u8) -> bool {
-    (base()..base() + ARENA_BYTES).contains(&(ptr as usize))
+/// The offset of `ptr` in the arena, if it points into it.
+fn offset_of(ptr: *mut u8) -> Option<usize> {
+    let offset = (ptr as usize).checked_sub(base() as usize)?;
+    (offset < ARENA_BYTES).then_some(offset)
 }
 
-/// Moves the end of the used region to `end` (an address) if it fits.
-fn bump_to(end: usize) -> bool {
-    let fits = end <= base() + ARENA_BYTES;
-    if fits {
-        USED.store(end - base(), Ordering::Relaxed);
+/// Moves `USED` from `from` to `to` if nobody moved it meanwhile.
+fn claim(from: usize, to: usize) -> bool {
+    USED.compare_exchange(from, to, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok()
+}
+
+/// Reserves `layout` in the arena; `None` when it does not fit.
+fn bump(layout: Layout) -> Option<*mut u8> {
+    loop {
+        let used = USED.load(Ordering::Acquire);
+        let misalign = (base() as usize + used) % layout.align();
+        let start = used.checked_add(if misalign == 0 {
+            0
+        } else {
+            layout.align() - misalign
+        })?;
+        let end = start
+            .checked_add(layout.size())
+            .filter(|end| *end <= ARENA_BYTES)?;
+        if claim(used, end) {
+            return Some(base().wrapping_add(start));
+        }
     }
-    fits
 }
 
-// SAFETY: every block handed out is inside the arena (disjoint from all live
-// blocks, since `USED` only moves back when the last block is freed) or comes
-// from `System` and is returned to it.
+// SAFETY: every block handed out is inside the arena and disjoint from all
+// live blocks (`USED` only moves back over the most recent block when it is
+// freed), or comes from `System` and is returned to it.
 unsafe impl GlobalAlloc for ArenaAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let start = (base() + USED.load(Ordering::Relaxed)).next_multiple_of(layout.align());
-        if bump_to(start + layout.size()) {
-            start as *mut u8
-        } else {
+        match bump(layout) {
+            Some(ptr) => ptr,
             // SAFETY: forwarded with the caller's layout.
-            unsafe { System.alloc(layout) }
+            None => unsafe { System.alloc(layout) },
         }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if !in_arena(ptr) {
+        match offset_of(ptr) {
+            // The most recent block gives its space back; others wait for
+            // the instance to be dropped.
+            Some(offset) => {
+                claim(offset + layout.size(), offset);
+            }
             // SAFETY: `ptr` came from `System.alloc` with this layout.
-            return unsafe { System.dealloc(ptr, layout) };
-        }
-        if ptr as usize + layout.size() == base() + USED.load(Ordering::Relaxed) {
-            USED.store(ptr as usize - base(), Ordering::Relaxed);
+            None => unsafe { System.dealloc(ptr, layout) },
         }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if !in_arena(ptr) {
+        let Some(offset) = offset_of(ptr) else {
             // SAFETY: `ptr` came from `System.alloc` with this layout.
             return unsafe { System.realloc(ptr, layout, new_size) };
-        }
-        let is_last = ptr as usize + layout.size() == base() + USED.load(Ordering::Relaxed);
-        if (is_last && bump_to(ptr as usize + new_size)) || (!is_last && new_size <= layout.size())
-        {
+        };
+        let end = offset + layout.size();
+        let new_end = offset.checked_add(new_size).filter(|e| *e <= ARENA_BYTES);
+        // The most recent block grows or shrinks in place.
+        if new_end.is_some_and(|new_end| claim(end, new_end)) {
             return ptr;
         }
-        // SAFETY: same alignment as the caller's layout, which was valid.
+        if new_size <= layout.size() {
+            return ptr;
+        }
+        // SAFETY: same alignment as the caller's valid layout, and a size
+        // the caller promises does not overflow `isize` when rounded.
         let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
         // SAFETY: a fresh block of `new_size` bytes; the old block stays valid
         // until it is freed below, and the two do not overlap.
         unsafe {
             let new = self.alloc(new_layout);
             if !new.is_null() {
-                std::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
+                std::ptr::copy_nonoverlapping(ptr, new, layout.size());
                 self.dealloc(ptr, layout);
             }
             new
@@ -101,7 +126,7 @@ unsafe impl GlobalAlloc for ArenaAllocator {
     }
 }
 
-#[cfg(all(target_arch = "wasm32", feature = "arena-allocator"))]
+#[cfg(target_arch = "wasm32")]
 #[global_allocator]
 static GLOBAL: ArenaAllocator = ArenaAllocator;
 
@@ -117,7 +142,7 @@ mod tests {
         // SAFETY: each block is used within its layout and freed once.
         unsafe {
             let p = a.alloc(small);
-            assert!(in_arena(p));
+            assert!(offset_of(p).is_some());
             assert_eq!(p as usize % 8, 0);
             let q = a.alloc(small);
             assert!(q as usize >= p as usize + 10, "blocks do not overlap");
@@ -137,13 +162,13 @@ mod tests {
             // padding before it stays used).
             let r = a.alloc(small);
             a.dealloc(r, small);
-            assert_eq!(USED.load(Ordering::Relaxed), r as usize - base());
+            assert_eq!(USED.load(Ordering::Relaxed), r as usize - base() as usize);
             assert_eq!(a.alloc(small), r);
 
             // Too big for what is left: served by the system allocator.
             let huge = Layout::from_size_align(ARENA_BYTES, 16).unwrap();
             let h = a.alloc(huge);
-            assert!(!h.is_null() && !in_arena(h));
+            assert!(!h.is_null() && offset_of(h).is_none());
             h.write_bytes(1, ARENA_BYTES);
             a.dealloc(h, huge);
         }

@@ -42,7 +42,8 @@
 //! crate-type = ["cdylib"]
 //! ```
 
-pub mod alloc;
+#[cfg(any(all(target_arch = "wasm32", feature = "arena-allocator"), test))]
+mod alloc;
 mod http;
 
 #[doc(hidden)]

@@ -4,6 +4,11 @@ wasmtime::component::bindgen!({
     path: "../wit",
     world: "plugin",
     additional_derives: [PartialEq],
+    // The OS random source can fail; that fails the plugin, not the host.
+    imports: {
+        "parapet:plugin/random.bytes": trappable,
+        "parapet:plugin/random.next-u64": trappable,
+    },
 });
 
 pub use parapet::plugin::client::Geo;

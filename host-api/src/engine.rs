@@ -1,6 +1,7 @@
 //! The shared Wasmtime engine: compilation settings, instance allocator, the
 //! linker with Parapet's host interfaces, and the epoch ticker.
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::bindings::Plugin as PluginWorld;
+use crate::limits::{MAX_CORE_INSTANCES, MAX_MEMORIES, MAX_TABLES};
 use crate::state::HostState;
 
 /// Linear memory kept mapped between uses of a pool slot, from its start:
@@ -86,9 +88,12 @@ impl PluginEngine {
         if let Allocator::Pooling { max_instances } = config.allocator {
             let mut pool = PoolingAllocationConfig::new();
             pool.total_component_instances(max_instances)
-                .total_core_instances(max_instances.saturating_mul(4))
-                .total_memories(max_instances.saturating_mul(2))
-                .total_tables(max_instances.saturating_mul(2))
+                .total_core_instances(max_instances.saturating_mul(MAX_CORE_INSTANCES as u32))
+                .total_memories(max_instances.saturating_mul(MAX_MEMORIES as u32))
+                .total_tables(max_instances.saturating_mul(MAX_TABLES as u32))
+                .max_core_instances_per_component(MAX_CORE_INSTANCES as u32)
+                .max_memories_per_component(MAX_MEMORIES as u32)
+                .max_tables_per_component(MAX_TABLES as u32)
                 .max_memory_size(config.max_memory_bytes)
                 .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
                 .table_keep_resident(64 << 10)
@@ -102,7 +107,11 @@ impl PluginEngine {
             .map_err(|e| EngineError(format!("linking host interfaces: {e:#}")))?;
 
         if let Some(dir) = &config.cache_dir {
-            std::fs::create_dir_all(dir)
+            // Owner-only: artifacts in it are loaded as native code.
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
                 .map_err(|e| EngineError(format!("creating cache dir {}: {e}", dir.display())))?;
         }
 
@@ -131,10 +140,12 @@ impl PluginEngine {
         })
     }
 
-    /// The number of epoch ticks that covers `deadline` (at least one).
+    /// The epoch deadline, in ticks from now, that covers `deadline`: one
+    /// more than its length in ticks, since the current tick may be nearly
+    /// over.
     pub(crate) fn ticks_for(&self, deadline: Duration) -> u64 {
         let tick = self.config.epoch_tick.as_nanos().max(1);
-        (deadline.as_nanos().div_ceil(tick)).max(1) as u64
+        u64::try_from(deadline.as_nanos().div_ceil(tick)).map_or(u64::MAX, |t| t.saturating_add(1))
     }
 }
 

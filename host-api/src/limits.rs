@@ -4,6 +4,16 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+/// Most core instances, memories and tables one plugin instance may have:
+/// the pool reserves this much per plugin, so a plugin cannot take more than
+/// its share. A Rust plugin has three core instances, one memory and one
+/// table.
+pub const MAX_CORE_INSTANCES: usize = 16;
+/// See [`MAX_CORE_INSTANCES`].
+pub const MAX_MEMORIES: usize = 2;
+/// See [`MAX_CORE_INSTANCES`].
+pub const MAX_TABLES: usize = 4;
+
 /// Limits applied to each instance of one plugin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -20,7 +30,8 @@ pub struct PluginLimits {
     pub memory_bytes: usize,
     /// Largest table an instance may grow to, in elements.
     pub table_elements: usize,
-    /// Most core instances, tables and memories a plugin component may create.
+    /// Most core instances a plugin component may create (at most
+    /// [`MAX_CORE_INSTANCES`]).
     pub instances: usize,
     /// Largest request or response body handed to the plugin; larger bodies
     /// reach it as `none`.
@@ -118,11 +129,11 @@ impl wasmtime::ResourceLimiter for Limiter {
     }
 
     fn tables(&self) -> usize {
-        self.limits.instances
+        MAX_TABLES
     }
 
     fn memories(&self) -> usize {
-        self.limits.instances
+        MAX_MEMORIES
     }
 }
 

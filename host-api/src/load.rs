@@ -2,6 +2,7 @@
 //! on-disk artifact cache, world and import checks, and `on-launch`.
 
 use std::hash::{Hash, Hasher};
+use std::io::Write;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
@@ -32,6 +33,9 @@ pub enum LoadError {
     /// Imports are allowed but types or exports do not match the world.
     #[error("not a {WIT_PACKAGE} plugin: {0}")]
     WrongWorld(String),
+    /// The plugin's limits are outside what the engine allows.
+    #[error("invalid limits: {0}")]
+    Limits(String),
     /// The plugin's configuration is not JSON.
     #[error("plugin configuration is not valid JSON: {0}")]
     ConfigNotJson(String),
@@ -65,7 +69,20 @@ pub(crate) fn check(engine: &PluginEngine, bytes: &[u8]) -> Result<Checked, Load
         });
     }
     let digest = content_hash(bytes);
-    let (component, from_cache) = compile_cached(engine, bytes, &digest)?;
+    let artifact = engine
+        .config
+        .cache_dir
+        .as_ref()
+        .map(|dir| dir.join(format!("{digest}-{}.cwasm", engine_key(engine))));
+    let cached = artifact
+        .as_deref()
+        .and_then(|path| load_artifact(engine, path));
+    let from_cache = cached.is_some();
+    let component = match cached {
+        Some(component) => component,
+        None => Component::new(&engine.engine, bytes)
+            .map_err(|e| LoadError::Invalid(format!("{e:#}")))?,
+    };
 
     let ty = component.component_type();
     for (name, item) in ty.imports(&engine.engine) {
@@ -80,6 +97,13 @@ pub(crate) fn check(engine: &PluginEngine, bytes: &[u8]) -> Result<Checked, Load
         .instantiate_pre(&component)
         .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
     let pre = PluginPre::new(instance_pre).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+
+    // Only a component that passed every check is worth keeping.
+    if let (Some(path), false) = (&artifact, from_cache) {
+        if let Err(e) = store_artifact(&component, path) {
+            tracing::warn!(path = %path.display(), error = %e, "could not cache compiled plugin");
+        }
+    }
     Ok(Checked {
         pre,
         digest,
@@ -87,50 +111,56 @@ pub(crate) fn check(engine: &PluginEngine, bytes: &[u8]) -> Result<Checked, Load
     })
 }
 
-/// Compiles `bytes`, or loads the artifact an earlier run cached.
-fn compile_cached(
-    engine: &PluginEngine,
-    bytes: &[u8],
-    digest: &str,
-) -> Result<(Component, bool), LoadError> {
-    let compile =
-        || Component::new(&engine.engine, bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")));
-    let Some(dir) = &engine.config.cache_dir else {
-        return Ok((compile()?, false));
-    };
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+/// A stable digest of the engine's compilation settings, so that an artifact
+/// is only reused by an engine that can run it.
+fn engine_key(engine: &PluginEngine) -> String {
+    /// Feeds `Hash` output into SHA-256 (std's hashers are not stable
+    /// across Rust releases).
+    struct Sha256Hasher(Sha256);
+    impl Hasher for Sha256Hasher {
+        fn write(&mut self, bytes: &[u8]) {
+            self.0.update(bytes);
+        }
+        fn finish(&self) -> u64 {
+            unreachable!("only the SHA-256 digest is read")
+        }
+    }
+    let mut hasher = Sha256Hasher(Sha256::new());
     engine
         .engine
         .precompile_compatibility_hash()
         .hash(&mut hasher);
-    let path = dir.join(format!("{digest}-{:016x}.cwasm", hasher.finish()));
-
-    if path.exists() {
-        // SAFETY: the cache directory holds only artifacts this engine wrote
-        // (named by content hash and engine settings); Wasmtime also checks
-        // the artifact's engine compatibility before using it.
-        match unsafe { Component::deserialize_file(&engine.engine, &path) } {
-            Ok(component) => return Ok((component, true)),
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "cached plugin artifact unusable; recompiling")
-            }
-        }
-    }
-    let component = compile()?;
-    if let Err(e) = component
-        .serialize()
-        .map_err(|e| e.to_string())
-        .and_then(|a| write_atomic(&path, &a))
-    {
-        tracing::warn!(path = %path.display(), error = %e, "could not cache compiled plugin");
-    }
-    Ok((component, false))
+    hex::encode(&hasher.0.finalize()[..8])
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(|e| e.to_string())?;
-    std::fs::rename(&tmp, path).map_err(|e| e.to_string())
+/// The cached artifact at `path`, if there is a usable one.
+fn load_artifact(engine: &PluginEngine, path: &Path) -> Option<Component> {
+    if !path.exists() {
+        return None;
+    }
+    // SAFETY: the cache directory is the operator's, created owner-only by
+    // the engine, and holds only artifacts this engine wrote, named by
+    // content hash and engine settings; Wasmtime also checks an artifact's
+    // engine compatibility before using it.
+    match unsafe { Component::deserialize_file(&engine.engine, path) } {
+        Ok(component) => Some(component),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cached plugin artifact unusable; recompiling");
+            None
+        }
+    }
+}
+
+/// Writes `component`'s artifact to `path` through a temporary file, so a
+/// reader never sees a partial artifact.
+fn store_artifact(component: &Component, path: &Path) -> Result<(), String> {
+    let artifact = component.serialize().map_err(|e| e.to_string())?;
+    let dir = path.parent().ok_or("artifact path has no directory")?;
+    let mut file = tempfile::NamedTempFile::new_in(dir).map_err(|e| e.to_string())?;
+    file.write_all(&artifact).map_err(|e| e.to_string())?;
+    file.as_file().sync_all().map_err(|e| e.to_string())?;
+    file.persist(path).map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 impl PluginEngine {

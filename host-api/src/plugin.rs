@@ -9,11 +9,11 @@ use wasmtime::Store;
 
 use crate::bindings::{Hook, PluginPre};
 use crate::engine::PluginEngine;
+use crate::failure::describe_failure;
 use crate::kv::KvStore;
-use crate::limits::{Limiter, PluginLimits};
+use crate::limits::{Limiter, PluginLimits, MAX_CORE_INSTANCES};
 use crate::load::{check, LoadError};
 use crate::metrics::PluginMetrics;
-use crate::session::describe_failure;
 use crate::state::{HostState, PluginIdentity, RequestContext};
 
 /// What happens to a request when a plugin fails (traps, overruns its
@@ -21,10 +21,12 @@ use crate::state::{HostState, PluginIdentity, RequestContext};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FailurePolicy {
-    /// Skip the plugin for the rest of the request, log, and go on.
-    #[default]
+    /// Skip the plugin for the rest of the request, log, and go on. Only for
+    /// plugins whose absence is harmless: a skipped auth or WAF plugin lets
+    /// requests through.
     FailOpen,
-    /// Answer 503 with the request id.
+    /// Answer 503 with the request id (the default).
+    #[default]
     FailClosed,
 }
 
@@ -63,6 +65,35 @@ impl std::fmt::Debug for Plugin {
     }
 }
 
+/// Refuses limits the engine cannot honour.
+fn check_limits(engine: &PluginEngine, limits: &PluginLimits) -> Result<(), LoadError> {
+    let engine_max = engine.config.max_memory_bytes;
+    if limits.memory_bytes > engine_max {
+        return Err(LoadError::Limits(format!(
+            "memory_bytes {} is above the engine's maximum of {engine_max}",
+            limits.memory_bytes
+        )));
+    }
+    if limits.instances > MAX_CORE_INSTANCES {
+        return Err(LoadError::Limits(format!(
+            "instances {} is above the maximum of {MAX_CORE_INSTANCES}",
+            limits.instances
+        )));
+    }
+    let tick = engine.config.epoch_tick;
+    for (name, deadline) in [
+        ("hook_deadline_ms", limits.hook_deadline),
+        ("launch_deadline_ms", limits.launch_deadline),
+    ] {
+        if deadline < tick {
+            return Err(LoadError::Limits(format!(
+                "{name} must be at least the engine's tick of {tick:?}"
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl Plugin {
     /// Checks, compiles (or loads from the artifact cache) and launches a
     /// plugin. `name` identifies it in logs and metrics.
@@ -79,6 +110,7 @@ impl Plugin {
         };
         serde_json::from_str::<serde::de::IgnoredAny>(&config)
             .map_err(|e| LoadError::ConfigNotJson(e.to_string()))?;
+        check_limits(engine, &options.limits)?;
         let checked = check(engine, bytes)?;
         let name: Arc<str> = name.into();
         let plugin = Plugin {
@@ -87,6 +119,7 @@ impl Plugin {
                 name,
                 config: config.into(),
                 kv: options.kv,
+                metric_names: Default::default(),
             }),
             pre: checked.pre,
             limits: options.limits,
@@ -129,6 +162,7 @@ impl Plugin {
             request,
             hook,
             host_calls: 0,
+            log_lines: 0,
             limiter: Limiter::new(self.limits),
         };
         let mut store = Store::new(&self.engine.engine, state);

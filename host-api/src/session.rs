@@ -3,14 +3,15 @@
 //! receipt kept per plugin.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use wasmtime::{Store, Trap};
+use wasmtime::Store;
 
 use crate::bindings::{
     CacheOverride, Hook, Plugin as PluginWorld, Request, RequestAction, Response, ResponseAction,
 };
-use crate::limits::LimitExceeded;
+use crate::failure::describe_failure;
+use crate::output::{check_request, check_response};
 use crate::plugin::{FailurePolicy, Plugin};
 use crate::receipt::PluginReceipt;
 use crate::state::{HostState, RequestContext};
@@ -73,6 +74,10 @@ enum Slot {
     },
     /// Failed earlier in this request; skipped from then on.
     Failed,
+    /// Could not be instantiated (the instance pool is exhausted): the host
+    /// lacks capacity, so the request fails closed whatever the policy says,
+    /// lest an auth or WAF plugin be skipped under load.
+    NoInstance,
 }
 
 struct Entry {
@@ -139,9 +144,11 @@ impl RequestSession {
             chain,
             Hook::OnOriginResponse,
             response,
-            |bindings, store, response| {
-                let outcome = bindings.call_on_origin_response(store, &request, response)?;
-                if let ResponseAction::Continue(_) = outcome.action {
+            |bindings, store, response, body_limit| {
+                let mut outcome = bindings.call_on_origin_response(store, &request, response)?;
+                if let ResponseAction::Continue(next) = &mut outcome.action {
+                    // Only a response that passes the checks may change caching.
+                    check_response(next, body_limit)?;
                     cache.cacheable = outcome.cache.cacheable.or(cache.cacheable);
                     cache.ttl_seconds = outcome.cache.ttl_seconds.or(cache.ttl_seconds);
                 }
@@ -164,7 +171,9 @@ impl RequestSession {
             chain,
             Hook::OnViewerResponse,
             response,
-            |bindings, store, response| bindings.call_on_viewer_response(store, &request, response),
+            |bindings, store, response, _| {
+                bindings.call_on_viewer_response(store, &request, response)
+            },
         )
     }
 
@@ -174,22 +183,27 @@ impl RequestSession {
         hook: Hook,
         request: Request,
     ) -> Flow<Request> {
-        self.run_chain(chain, hook, request, |bindings, store, request| {
-            let action = match hook {
-                Hook::OnOriginRequest => bindings.call_on_origin_request(store, request)?,
-                _ => bindings.call_on_viewer_request(store, request)?,
-            };
-            Ok(match action {
-                RequestAction::Continue(next) => {
-                    check_headers(&next.headers)?;
-                    Flow::Continue(next)
-                }
-                RequestAction::Respond(answer) => {
-                    check_response(&answer)?;
-                    Flow::Respond(answer)
-                }
-            })
-        })
+        self.run_chain(
+            chain,
+            hook,
+            request,
+            |bindings, store, request, body_limit| {
+                let action = match hook {
+                    Hook::OnOriginRequest => bindings.call_on_origin_request(store, request)?,
+                    _ => bindings.call_on_viewer_request(store, request)?,
+                };
+                Ok(match action {
+                    RequestAction::Continue(mut next) => {
+                        check_request(&mut next, body_limit)?;
+                        Flow::Continue(next)
+                    }
+                    RequestAction::Respond(mut answer) => {
+                        check_response(&mut answer, body_limit)?;
+                        Flow::Respond(answer)
+                    }
+                })
+            },
+        )
     }
 
     fn response_chain(
@@ -201,20 +215,26 @@ impl RequestSession {
             &PluginWorld,
             &mut Store<HostState>,
             &Response,
+            usize,
         ) -> wasmtime::Result<ResponseAction>,
     ) -> Flow<Response> {
-        self.run_chain(chain, hook, response, |bindings, store, response| {
-            Ok(match call(bindings, store, response)? {
-                ResponseAction::Continue(next) => {
-                    check_response(&next)?;
-                    Flow::Continue(next)
-                }
-                ResponseAction::Respond(answer) => {
-                    check_response(&answer)?;
-                    Flow::Respond(answer)
-                }
-            })
-        })
+        self.run_chain(
+            chain,
+            hook,
+            response,
+            |bindings, store, response, body_limit| {
+                Ok(match call(bindings, store, response, body_limit)? {
+                    ResponseAction::Continue(mut next) => {
+                        check_response(&mut next, body_limit)?;
+                        Flow::Continue(next)
+                    }
+                    ResponseAction::Respond(mut answer) => {
+                        check_response(&mut answer, body_limit)?;
+                        Flow::Respond(answer)
+                    }
+                })
+            },
+        )
     }
 
     /// Passes `message` through `chain`, one `call` per plugin, until one
@@ -225,15 +245,21 @@ impl RequestSession {
         chain: &[Arc<Plugin>],
         hook: Hook,
         mut message: T,
-        mut call: impl FnMut(&PluginWorld, &mut Store<HostState>, &T) -> wasmtime::Result<Flow<T>>,
+        mut call: impl FnMut(
+            &PluginWorld,
+            &mut Store<HostState>,
+            &T,
+            usize,
+        ) -> wasmtime::Result<Flow<T>>,
     ) -> Flow<T> {
         for plugin in chain {
             let withheld = match message.body() {
                 Some(body) if body.len() > plugin.limits.max_body_bytes => message.body().take(),
                 _ => None,
             };
+            let body_limit = plugin.limits.max_body_bytes;
             match self.run(plugin, hook, |bindings, store| {
-                call(bindings, store, &message)
+                call(bindings, store, &message, body_limit)
             }) {
                 Ok(Flow::Continue(mut next)) => {
                     if next.body().is_none() {
@@ -279,8 +305,14 @@ impl RequestSession {
         let failure = Failure {
             policy: plugin.policy,
         };
-        let Slot::Live { store, bindings } = &mut entry.slot else {
-            return Err(failure);
+        let (store, bindings) = match &mut entry.slot {
+            Slot::Live { store, bindings } => (store, bindings),
+            Slot::Failed => return Err(failure),
+            Slot::NoInstance => {
+                return Err(Failure {
+                    policy: FailurePolicy::FailClosed,
+                })
+            }
         };
         store.data_mut().hook = hook;
         store.set_epoch_deadline(plugin.engine.ticks_for(plugin.limits.hook_deadline));
@@ -308,11 +340,14 @@ impl RequestSession {
         plugin.metrics.instantiated(entry.receipt.instantiate);
         match instantiated {
             Ok(bindings) => entry.slot = Slot::Live { store, bindings },
-            Err(error) => entry.fail(
-                hook,
-                describe_failure(&error, plugin.limits.hook_deadline),
-                &self.context.request_id,
-            ),
+            Err(error) => {
+                let reason = format!(
+                    "cannot instantiate: {}",
+                    describe_failure(&error, plugin.limits.hook_deadline)
+                );
+                entry.fail(hook, reason, &self.context.request_id);
+                entry.slot = Slot::NoInstance;
+            }
         }
         entry
     }
@@ -365,56 +400,6 @@ impl Drop for RequestSession {
             receipt.log(&self.context.request_id);
         }
     }
-}
-
-/// Says precisely why a plugin call failed.
-pub(crate) fn describe_failure(error: &wasmtime::Error, deadline: Duration) -> String {
-    if let Some(limit) = error.downcast_ref::<LimitExceeded>() {
-        return limit.to_string();
-    }
-    if let Some(invalid) = error.downcast_ref::<InvalidOutput>() {
-        return invalid.to_string();
-    }
-    match error.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => format!("deadline exceeded: ran longer than {deadline:?}"),
-        Some(Trap::StackOverflow) => "stack overflow (too deep recursion)".into(),
-        Some(Trap::UnreachableCodeReached) => {
-            "the plugin aborted (a panic or `unreachable`)".into()
-        }
-        Some(Trap::MemoryOutOfBounds) => "out-of-bounds memory access".into(),
-        Some(trap) => format!("trap: {trap}"),
-        None => format!("{error:#}"),
-    }
-}
-
-/// A plugin returned a message the edge cannot send.
-#[derive(Debug, thiserror::Error)]
-enum InvalidOutput {
-    #[error("the plugin returned an invalid status code {0}")]
-    Status(u16),
-    #[error("the plugin returned an invalid header name {0:?}")]
-    HeaderName(String),
-    #[error("the plugin returned an invalid value for header {0:?}")]
-    HeaderValue(String),
-}
-
-fn check_response(response: &Response) -> Result<(), InvalidOutput> {
-    if !(100..=599).contains(&response.status) {
-        return Err(InvalidOutput::Status(response.status));
-    }
-    check_headers(&response.headers)
-}
-
-fn check_headers(headers: &[(String, String)]) -> Result<(), InvalidOutput> {
-    for (name, value) in headers {
-        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-            return Err(InvalidOutput::HeaderName(name.clone()));
-        }
-        if http::HeaderValue::from_str(value).is_err() {
-            return Err(InvalidOutput::HeaderValue(name.clone()));
-        }
-    }
-    Ok(())
 }
 
 fn without_body(request: &Request) -> Request {

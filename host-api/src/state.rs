@@ -1,7 +1,8 @@
 //! Per-store host state and the host side of every `parapet:plugin` import.
 
+use std::collections::HashSet;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::bindings::parapet::plugin::{
@@ -12,9 +13,13 @@ use crate::geo::GeoDb;
 use crate::kv::KvStore;
 use crate::limits::Limiter;
 
-/// Longest log line or metric name a plugin may write; longer ones are cut.
+/// Longest log line a plugin may write; longer ones are cut.
 const MAX_LOG_BYTES: usize = 4096;
+/// Log lines one instance (one request) may write; the rest are dropped.
+const MAX_LOG_LINES: u32 = 64;
+/// Longest metric name, and most distinct names, a plugin may use.
 const MAX_METRIC_NAME_BYTES: usize = 64;
+const MAX_METRIC_NAMES: usize = 32;
 /// Most random bytes one `random.bytes` call returns.
 const MAX_RANDOM_BYTES: u32 = 1024;
 
@@ -37,6 +42,28 @@ pub(crate) struct PluginIdentity {
     pub(crate) name: Arc<str>,
     pub(crate) config: Arc<str>,
     pub(crate) kv: Arc<KvStore>,
+    /// Metric names the plugin has used, across requests.
+    pub(crate) metric_names: Mutex<HashSet<String>>,
+}
+
+impl PluginIdentity {
+    /// Whether `name` may be recorded: `[a-z0-9_]`, not too long, and one of
+    /// the first [`MAX_METRIC_NAMES`] names this plugin used. Keeps a plugin
+    /// from growing the edge's metric series without bound.
+    fn admits_metric(&self, name: &str) -> bool {
+        let well_formed = !name.is_empty()
+            && name.len() <= MAX_METRIC_NAME_BYTES
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !well_formed {
+            return false;
+        }
+        let Ok(mut names) = self.metric_names.lock() else {
+            return false;
+        };
+        names.contains(name) || (names.len() < MAX_METRIC_NAMES && names.insert(name.to_string()))
+    }
 }
 
 /// The data of one plugin instance's store.
@@ -45,6 +72,7 @@ pub(crate) struct HostState {
     pub(crate) request: Arc<RequestContext>,
     pub(crate) hook: Hook,
     pub(crate) host_calls: u64,
+    pub(crate) log_lines: u32,
     pub(crate) limiter: Limiter,
 }
 
@@ -64,23 +92,35 @@ impl types::Host for HostState {}
 impl log::Host for HostState {
     fn write(&mut self, level: Level, message: String) {
         self.host_calls += 1;
-        let message = truncate(&message, MAX_LOG_BYTES);
+        self.log_lines += 1;
         let (plugin, request_id, hook) = (
             &*self.plugin.name,
             &self.request.request_id,
             self.hook.name(),
         );
+        if self.log_lines > MAX_LOG_LINES {
+            if self.log_lines == MAX_LOG_LINES + 1 {
+                tracing::warn!(target: "plugin", plugin, request_id, hook, "log limit of {MAX_LOG_LINES} lines reached; dropping the rest");
+            }
+            return;
+        }
+        // Debug formatting escapes line breaks: a plugin cannot forge lines.
+        let message = truncate(&message, MAX_LOG_BYTES);
         match level {
             Level::Trace => {
-                tracing::trace!(target: "plugin", plugin, request_id, hook, "{message}")
+                tracing::trace!(target: "plugin", plugin, request_id, hook, "{message:?}")
             }
             Level::Debug => {
-                tracing::debug!(target: "plugin", plugin, request_id, hook, "{message}")
+                tracing::debug!(target: "plugin", plugin, request_id, hook, "{message:?}")
             }
-            Level::Info => tracing::info!(target: "plugin", plugin, request_id, hook, "{message}"),
-            Level::Warn => tracing::warn!(target: "plugin", plugin, request_id, hook, "{message}"),
+            Level::Info => {
+                tracing::info!(target: "plugin", plugin, request_id, hook, "{message:?}")
+            }
+            Level::Warn => {
+                tracing::warn!(target: "plugin", plugin, request_id, hook, "{message:?}")
+            }
             Level::Error => {
-                tracing::error!(target: "plugin", plugin, request_id, hook, "{message}")
+                tracing::error!(target: "plugin", plugin, request_id, hook, "{message:?}")
             }
         }
     }
@@ -139,39 +179,62 @@ impl clock::Host for HostState {
 }
 
 impl random::Host for HostState {
-    fn bytes(&mut self, len: u32) -> Vec<u8> {
+    fn bytes(&mut self, len: u32) -> wasmtime::Result<Vec<u8>> {
         self.host_calls += 1;
         let mut buf = vec![0; len.min(MAX_RANDOM_BYTES) as usize];
-        // The OS random source failing is not recoverable in any useful way.
-        getrandom::fill(&mut buf).expect("OS random source failed");
-        buf
+        getrandom::fill(&mut buf)
+            .map_err(|e| wasmtime::Error::msg(format!("OS random source failed: {e}")))?;
+        Ok(buf)
     }
 
-    fn next_u64(&mut self) -> u64 {
+    fn next_u64(&mut self) -> wasmtime::Result<u64> {
         self.host_calls += 1;
-        getrandom::u64().expect("OS random source failed")
+        getrandom::u64().map_err(|e| wasmtime::Error::msg(format!("OS random source failed: {e}")))
     }
 }
 
 impl metrics::Host for HostState {
     fn counter_add(&mut self, name: String, value: u64) {
         self.host_calls += 1;
-        let name = truncate(&name, MAX_METRIC_NAME_BYTES).to_string();
-        ::metrics::counter!("parapet_plugin_counter_total", "plugin" => self.plugin.name.to_string(), "name" => name)
-            .increment(value);
+        if self.plugin.admits_metric(&name) {
+            ::metrics::counter!("parapet_plugin_counter_total", "plugin" => self.plugin.name.clone(), "name" => name)
+                .increment(value);
+        }
     }
 
     fn histogram_record(&mut self, name: String, value: f64) {
         self.host_calls += 1;
-        let name = truncate(&name, MAX_METRIC_NAME_BYTES).to_string();
-        ::metrics::histogram!("parapet_plugin_histogram", "plugin" => self.plugin.name.to_string(), "name" => name)
-            .record(value);
+        if value.is_finite() && self.plugin.admits_metric(&name) {
+            ::metrics::histogram!("parapet_plugin_histogram", "plugin" => self.plugin.name.clone(), "name" => name)
+                .record(value);
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::truncate;
+    use super::*;
+
+    #[test]
+    fn metric_names_are_checked_and_bounded_per_plugin() {
+        let plugin = PluginIdentity {
+            name: "p".into(),
+            config: "{}".into(),
+            kv: Default::default(),
+            metric_names: Default::default(),
+        };
+        assert!(plugin.admits_metric("requests_total"));
+        assert!(!plugin.admits_metric("Bad-Name"));
+        assert!(!plugin.admits_metric(&"a".repeat(65)));
+        for i in 1..MAX_METRIC_NAMES {
+            assert!(plugin.admits_metric(&format!("m{i}")));
+        }
+        assert!(!plugin.admits_metric("one_too_many"));
+        assert!(
+            plugin.admits_metric("requests_total"),
+            "known names keep working"
+        );
+    }
 
     #[test]
     fn truncate_keeps_char_boundaries() {

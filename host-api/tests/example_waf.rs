@@ -108,7 +108,10 @@ fn blocks_sql_injection_in_the_query() {
             ),
             (common::get("/item?id=1+or+1%3D1", &[]), "sqli-tautology"),
             (
-                common::get("/search?q=1 UNION/**/SELECT password FROM users", &[]),
+                common::get(
+                    "/search?q=1%20UNION/**/SELECT%20password%20FROM%20users",
+                    &[],
+                ),
                 "sqli-union-select",
             ),
             (
@@ -127,7 +130,7 @@ fn blocks_sql_injection_in_the_query() {
             ),
             (common::get("/login?user=admin%27--", &[]), "sqli-comment"),
             (
-                common::get("/item?id=1;DROP TABLE users", &[]),
+                common::get("/item?id=1;DROP%20TABLE%20users", &[]),
                 "sqli-stacked-query",
             ),
             (
@@ -450,7 +453,7 @@ fn detect_mode_logs_and_lets_attacks_through() {
     let waf = common::load("waf", r#"{"mode": "detect"}"#);
     let logs = Arc::new(Mutex::new(Vec::new()));
     let attack = common::get(
-        "/search?q=1 UNION SELECT password FROM users",
+        "/search?q=1+UNION+SELECT+password+FROM+users",
         &[("user-agent", "curl/8.0")],
     );
     let ((), detected) = plugin_counter("waf_detected", || {
@@ -557,7 +560,7 @@ fn disabled_rule_sets_do_not_block() {
     assert_passes(
         &none,
         common::get(
-            "/search?q=1 UNION SELECT 1&x=<script>",
+            "/search?q=1+UNION+SELECT+1&x=<script>",
             &[("user-agent", "sqlmap/1.7")],
         ),
     );

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{get, header, load, load_with, response, session};
+use metrics_util::debugging::DebugValue;
 use parapet_host::{
     Allocator, EngineConfig, FailurePolicy, Flow, GeoDb, Hook, KvStore, LoadError, Plugin,
     PluginEngine, PluginLimits, PluginOptions, RequestSession,
@@ -36,13 +37,20 @@ fn assert_next_request_works() {
 /// Runs `mode` fail-open and fail-closed; returns the fail-open trap reason.
 fn misbehave(mode: &str) -> String {
     let open = testbed(mode, FailurePolicy::FailOpen);
-    let mut s = session();
     let request = get("/x?y=1", &[("accept", "*/*")]);
-    assert_eq!(
-        s.on_viewer_request(std::slice::from_ref(&open), request.clone()),
-        Flow::Continue(request.clone())
-    );
-    let reason = s.receipts()[0].trap.clone().expect("a trap reason");
+    let run_open = || {
+        let mut s = session();
+        assert_eq!(
+            s.on_viewer_request(std::slice::from_ref(&open), request.clone()),
+            Flow::Continue(request.clone()),
+            "a failed fail-open plugin leaves the request as it was"
+        );
+        s.receipts()[0].trap.clone().expect("a trap reason")
+    };
+    let reason = run_open();
+    // The same plugin, on a fresh instance from the same pre-instance (and
+    // maybe the same pool slot), fails the same way: nothing carried over.
+    assert_eq!(run_open(), reason);
 
     let closed = testbed(mode, FailurePolicy::FailClosed);
     let mut s = session();
@@ -76,7 +84,10 @@ fn infinite_loop_is_stopped_at_its_deadline() {
     let started = Instant::now();
     let flow = session().on_viewer_request(&[plugin], get("/", &[]));
     let elapsed = started.elapsed();
-    assert!(matches!(flow, Flow::Continue(_)));
+    assert!(
+        matches!(flow, Flow::Respond(ref r) if r.status == 503),
+        "fail-closed by default"
+    );
     assert!(
         elapsed >= Duration::from_millis(50),
         "stopped early: {elapsed:?}"
@@ -125,6 +136,105 @@ fn header_injection_from_a_plugin_is_a_failure() {
         misbehave("bad-header"),
         "the plugin returned an invalid value for header \"x-bad\""
     );
+}
+
+#[test]
+fn request_line_smuggling_from_a_plugin_is_a_failure() {
+    let reason = misbehave("bad-path");
+    assert!(
+        reason.starts_with("the plugin returned an invalid path or query"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn cache_overrides_apply_only_from_valid_responses() {
+    let request = get("/", &[]);
+    let cache = load("testbed", r#"{"mode":"cache"}"#);
+    let probe = load("testbed", "{}");
+    let out = session().on_origin_response(&[cache, probe], &request, response(200, &[]));
+    assert_eq!(
+        out.cache.ttl_seconds,
+        Some(123),
+        "set by the first plugin, kept by the second"
+    );
+    assert_eq!(out.cache.cacheable, None);
+
+    let bad = testbed("bad-header", FailurePolicy::FailOpen);
+    let out = session().on_origin_response(&[bad], &request, response(200, &[("etag", "\"1\"")]));
+    assert_eq!(
+        out.cache.ttl_seconds, None,
+        "a rejected response changes no caching"
+    );
+    assert_eq!(
+        out.flow,
+        Flow::Continue(response(200, &[("etag", "\"1\"")]))
+    );
+}
+
+#[test]
+fn an_exhausted_instance_pool_fails_closed_even_for_fail_open_plugins() {
+    let engine = Arc::new(
+        PluginEngine::new(EngineConfig {
+            allocator: Allocator::Pooling { max_instances: 2 },
+            ..Default::default()
+        })
+        .unwrap(),
+    );
+    let bytes = common::component("testbed");
+    let open = || {
+        let options = PluginOptions {
+            policy: FailurePolicy::FailOpen,
+            limits: common::relaxed_limits(),
+            ..Default::default()
+        };
+        Arc::new(Plugin::load(&engine, "t", &bytes, options).unwrap())
+    };
+    let chain = [open(), open(), open()];
+    let mut s = session();
+    match s.on_viewer_request(&chain, get("/", &[])) {
+        Flow::Respond(r) => assert_eq!(r.status, 503),
+        other => panic!("a plugin was skipped for lack of capacity: {other:?}"),
+    }
+    let trap = s.receipts()[2].trap.clone().unwrap();
+    assert!(trap.starts_with("cannot instantiate"), "{trap}");
+    drop(s);
+    // Capacity comes back when requests end.
+    let mut s = session();
+    assert!(matches!(
+        s.on_viewer_request(&chain[..2], get("/", &[])),
+        Flow::Continue(_)
+    ));
+}
+
+#[test]
+fn limits_the_engine_cannot_honour_are_refused() {
+    let too_big = PluginOptions {
+        limits: PluginLimits {
+            memory_bytes: 1 << 30,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let err =
+        Plugin::load(&common::engine(), "t", &common::component("noop"), too_big).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "invalid limits: memory_bytes {} is above the engine's maximum of {}",
+            1 << 30,
+            64 << 20
+        )
+    );
+    let zero = PluginOptions {
+        limits: PluginLimits {
+            hook_deadline: Duration::ZERO,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let err = Plugin::load(&common::engine(), "t", &common::component("noop"), zero).unwrap_err();
+    assert!(matches!(err, LoadError::Limits(_)), "{err}");
 }
 
 #[test]
@@ -318,9 +428,18 @@ fn other_requests_keep_working_while_a_plugin_spins() {
             ..Default::default()
         },
     );
-    let spinning =
-        std::thread::spawn(move || session().on_viewer_request(&[spinner], get("/", &[])));
     let probe = load("testbed", "{}");
+    let ready = Arc::new(std::sync::Barrier::new(2));
+    let spinning = {
+        let ready = ready.clone();
+        std::thread::spawn(move || {
+            ready.wait();
+            session().on_viewer_request(&[spinner], get("/", &[]))
+        })
+    };
+    ready.wait();
+    // Give the spinner time to enter its hook; it spins for 300 ms.
+    std::thread::sleep(Duration::from_millis(30));
     let started = Instant::now();
     for _ in 0..20 {
         let Flow::Continue(req) =
@@ -335,7 +454,14 @@ fn other_requests_keep_working_while_a_plugin_spins() {
         "normal requests were held up: {:?}",
         started.elapsed()
     );
-    assert!(matches!(spinning.join().unwrap(), Flow::Continue(_)));
+    assert!(
+        !spinning.is_finished(),
+        "the spinner was still running meanwhile"
+    );
+    match spinning.join().unwrap() {
+        Flow::Respond(r) => assert_eq!(r.status, 503, "fail-closed by default"),
+        other => panic!("{other:?}"),
+    }
 }
 
 fn load_bytes(bytes: &[u8]) -> LoadError {
@@ -455,23 +581,44 @@ fn receipts_become_metrics() {
         let _ = s.on_viewer_request(&[panicky, probe], get("/", &[]));
         drop(s);
     });
-    let names: Vec<String> = snapshotter
-        .snapshot()
-        .into_vec()
-        .into_iter()
-        .map(|(key, ..)| key.key().name().to_string())
-        .collect();
+    let snapshot = snapshotter.snapshot().into_vec();
+    let counter = |name: &str, labels: &[(&str, &str)]| {
+        snapshot.iter().find_map(|(key, _, _, value)| {
+            let key = key.key();
+            let labelled = labels
+                .iter()
+                .all(|(k, v)| key.labels().any(|l| l.key() == *k && l.value() == *v));
+            match value {
+                DebugValue::Counter(n) if key.name() == name && labelled => Some(*n),
+                _ => None,
+            }
+        })
+    };
+    assert_eq!(
+        counter(
+            "parapet_plugin_traps_total",
+            &[("plugin", "testbed"), ("hook", "on-viewer-request")]
+        ),
+        Some(1),
+        "the panic is counted once, under its hook"
+    );
+    assert_eq!(
+        counter("parapet_plugin_counter_total", &[("name", "probes")]),
+        Some(1),
+        "the probe's own counter"
+    );
+    let host_calls = counter("parapet_plugin_host_calls_total", &[]).unwrap();
+    assert!(host_calls >= 11, "{host_calls}");
     for expected in [
         "parapet_plugin_instantiate_seconds",
         "parapet_plugin_hook_seconds",
-        "parapet_plugin_traps_total",
         "parapet_plugin_peak_memory_bytes",
-        "parapet_plugin_host_calls_total",
-        "parapet_plugin_counter_total",
     ] {
         assert!(
-            names.iter().any(|n| n == expected),
-            "{expected} missing from {names:?}"
+            snapshot
+                .iter()
+                .any(|(key, ..)| key.key().name() == expected),
+            "{expected} missing"
         );
     }
 }

@@ -6,14 +6,17 @@
 //! - `recursion`: recurses without end (the stack limit must stop it);
 //! - `panic`: panics;
 //! - `reject`: refuses its configuration in `on-launch`;
-//! - `bad-header`: returns a header value with a line break;
+//! - `bad-header`: returns a header value with a line break (and, in
+//!   `on-origin-response`, a cache override that must not take effect);
+//! - `bad-path`: returns a request line that would smuggle a header;
+//! - `cache`: overrides the TTL to 123 s in `on-origin-response`;
 //! - `probe` (default): reports what the host interfaces return, in
 //!   `x-probe-*` request headers, and counts calls in a global.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use parapet_sdk::{
-    client, context, export_plugin, kv, log, metrics, random, Plugin, Request, RequestAction,
+    client, CacheOverride, context, export_plugin, kv, log, metrics, random, Plugin, Request, RequestAction,
     Response, ResponseAction,
 };
 use serde::Deserialize;
@@ -81,6 +84,7 @@ impl Plugin for Testbed {
             }
             "panic" => panic!("testbed asked to panic"),
             "bad-header" => request.set_header("x-bad", "a\r\nset-cookie: injected=1"),
+            "bad-path" => request.path = "/a HTTP/1.1\r\nHost: evil".into(),
             _ => {
                 log::info("probe running");
                 metrics::counter_add("probes", 1);
@@ -118,6 +122,18 @@ impl Plugin for Testbed {
             }
         }
         RequestAction::Continue(request)
+    }
+
+    fn on_origin_response(&mut self, _request: &Request, mut response: Response, cache: &mut CacheOverride) -> ResponseAction {
+        match self.mode.as_str() {
+            "cache" => cache.ttl_seconds = Some(123),
+            "bad-header" => {
+                cache.ttl_seconds = Some(999);
+                response.set_header("x-bad", "a\r\nb");
+            }
+            _ => {}
+        }
+        ResponseAction::Continue(response)
     }
 
     fn on_viewer_response(&mut self, _request: &Request, mut response: Response) -> ResponseAction {
