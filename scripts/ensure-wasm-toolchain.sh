@@ -20,7 +20,7 @@ standard() {
 }
 
 debian() {
-  if [ -x /usr/bin/rustc ] && [ -d /usr/lib/rustlib/src/rust ] && [ -x /usr/lib/llvm-19/bin/wasm-ld ]; then
+  if [ -x /usr/bin/rustc ] && [ -x /usr/bin/cargo ] && [ -d /usr/lib/rustlib/src/rust ] && [ -x /usr/lib/llvm-19/bin/wasm-ld ]; then
     echo "wasm toolchain: Debian rustc-web + rust-web-src + lld-19 (installed)"
     return 0
   fi

@@ -19,6 +19,19 @@ fn sdk_dependency() -> String {
 const LIB_RS: &str = r#"//! A Parapet plugin. Build it with `parapet plugin build`.
 
 use parapet_sdk::{export_plugin, log, Plugin, Request, RequestAction, Response, ResponseAction};
+use serde::Deserialize;
+
+/// The plugin's settings, e.g. `{"greeting": "hi there"}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    #[serde(default = "default_greeting")]
+    greeting: String,
+}
+
+fn default_greeting() -> String {
+    "hello".into()
+}
 
 /// Adds a response header and answers `/hello` itself.
 struct MyPlugin {
@@ -26,10 +39,10 @@ struct MyPlugin {
 }
 
 impl Plugin for MyPlugin {
+    /// Runs at launch (an error refuses the plugin) and once per request.
     fn new(config: &str) -> Result<Self, String> {
-        // The configuration is JSON; a real plugin would use serde_json.
-        let greeting = if config.contains("\"greeting\"") { config.to_string() } else { "hello".to_string() };
-        Ok(MyPlugin { greeting })
+        let config: Config = serde_json::from_str(config).map_err(|e| format!("invalid config: {e}"))?;
+        Ok(MyPlugin { greeting: config.greeting })
     }
 
     fn on_viewer_request(&mut self, request: Request) -> RequestAction {
@@ -76,6 +89,8 @@ crate-type = ["cdylib"]
 
 [dependencies]
 {sdk}
+serde = {{ version = "1", features = ["derive"] }}
+serde_json = "1"
 
 [profile.release]
 opt-level = "s"

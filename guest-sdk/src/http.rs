@@ -96,7 +96,7 @@ impl Response {
         self
     }
 
-    /// A redirect to `location` with `status` (301, 302, 307 or 308).
+    /// A redirect to `location` with `status` (use 301, 302, 307 or 308).
     pub fn redirect(status: u16, location: &str) -> Self {
         Response::new(status).with_header("location", location)
     }

@@ -17,9 +17,13 @@
 //! }
 //!
 //! impl Plugin for Ping {
+//!     /// Accepts only an empty configuration; real plugins parse theirs
+//!     /// with serde_json.
 //!     fn new(config: &str) -> Result<Self, String> {
-//!         let tag = if config.trim() == "{}" { "pong".to_string() } else { config.to_string() };
-//!         Ok(Ping { tag })
+//!         if config.trim() != "{}" {
+//!             return Err("this plugin takes no settings".into());
+//!         }
+//!         Ok(Ping { tag: "pong".into() })
 //!     }
 //!
 //!     fn on_viewer_request(&mut self, mut request: Request) -> RequestAction {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use metrics::{Counter, Histogram};
 
 use crate::bindings::Hook;
+use crate::failure::FailureKind;
 use crate::receipt::PluginReceipt;
 
 /// Every hook, indexed by `hook as usize`.
@@ -22,7 +23,7 @@ const HOOKS: [Hook; 5] = [
 pub(crate) struct PluginMetrics {
     instantiate: Histogram,
     hook_seconds: [Histogram; 5],
-    traps: [Counter; 5],
+    traps: [[Counter; FailureKind::ALL.len()]; 5],
     peak_memory: Histogram,
     host_calls: Counter,
 }
@@ -37,7 +38,12 @@ impl PluginMetrics {
                 metrics::histogram!("parapet_plugin_hook_seconds", "plugin" => plugin.clone(), "hook" => hook.name())
             }),
             traps: HOOKS.map(|hook| {
-                metrics::counter!("parapet_plugin_traps_total", "plugin" => plugin.clone(), "hook" => hook.name())
+                FailureKind::ALL.map(|kind| {
+                    metrics::counter!(
+                        "parapet_plugin_traps_total",
+                        "plugin" => plugin.clone(), "hook" => hook.name(), "reason" => kind.label()
+                    )
+                })
             }),
             peak_memory: metrics::histogram!("parapet_plugin_peak_memory_bytes", "plugin" => plugin.clone()),
             host_calls: metrics::counter!("parapet_plugin_host_calls_total", "plugin" => plugin),
@@ -54,9 +60,9 @@ impl PluginMetrics {
         self.hook_seconds[hook as usize].record(took.as_secs_f64());
     }
 
-    /// The plugin failed in `hook`.
-    pub(crate) fn trapped(&self, hook: Hook) {
-        self.traps[hook as usize].increment(1);
+    /// The plugin failed in `hook` for a reason of `kind`.
+    pub(crate) fn trapped(&self, hook: Hook, kind: FailureKind) {
+        self.traps[hook as usize][kind as usize].increment(1);
     }
 
     /// The request is over: record what the instance used.

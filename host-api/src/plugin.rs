@@ -143,15 +143,14 @@ impl Plugin {
         let mut store = self.new_store(context, Hook::OnLaunch);
         store.set_epoch_deadline(self.engine.ticks_for(self.limits.launch_deadline));
         let bindings = self.pre.instantiate(&mut store).map_err(|e| {
-            LoadError::LaunchFailed(describe_failure(&e, self.limits.launch_deadline))
+            LoadError::LaunchFailed(describe_failure(&e, self.limits.launch_deadline).message)
         })?;
         match bindings.call_on_launch(&mut store, &self.identity.config) {
             Ok(Ok(())) => Ok(()),
             Ok(Err(message)) => Err(LoadError::Rejected(message)),
-            Err(e) => Err(LoadError::LaunchFailed(describe_failure(
-                &e,
-                self.limits.launch_deadline,
-            ))),
+            Err(e) => Err(LoadError::LaunchFailed(
+                describe_failure(&e, self.limits.launch_deadline).message,
+            )),
         }
     }
 

@@ -10,7 +10,7 @@ use wasmtime::Store;
 use crate::bindings::{
     CacheOverride, Hook, Plugin as PluginWorld, Request, RequestAction, Response, ResponseAction,
 };
-use crate::failure::describe_failure;
+use crate::failure::{describe_failure, FailureKind, FailureReason};
 use crate::output::{check_request, check_response};
 use crate::plugin::{FailurePolicy, Plugin};
 use crate::receipt::PluginReceipt;
@@ -341,10 +341,11 @@ impl RequestSession {
         match instantiated {
             Ok(bindings) => entry.slot = Slot::Live { store, bindings },
             Err(error) => {
-                let reason = format!(
-                    "cannot instantiate: {}",
-                    describe_failure(&error, plugin.limits.hook_deadline)
-                );
+                let cause = describe_failure(&error, plugin.limits.hook_deadline);
+                let reason = FailureReason {
+                    kind: FailureKind::Instantiate,
+                    message: format!("cannot instantiate: {}", cause.message),
+                };
                 entry.fail(hook, reason, &self.context.request_id);
                 entry.slot = Slot::NoInstance;
             }
@@ -380,14 +381,14 @@ impl Entry {
         receipt
     }
 
-    fn fail(&mut self, hook: Hook, reason: String, request_id: &str) {
+    fn fail(&mut self, hook: Hook, reason: FailureReason, request_id: &str) {
         tracing::warn!(
             plugin = %self.plugin.identity.name, hook = hook.name(), request_id, policy = ?self.plugin.policy,
-            "plugin failed: {reason}"
+            reason = reason.kind.label(), "plugin failed: {}", reason.message
         );
-        self.plugin.metrics.trapped(hook);
+        self.plugin.metrics.trapped(hook, reason.kind);
         self.receipt = self.receipt();
-        self.receipt.trap = Some(reason);
+        self.receipt.trap = Some(reason.message);
         self.slot = Slot::Failed;
     }
 }
