@@ -12,7 +12,11 @@ use parapet_host::{Flow, Plugin, PluginLimits, PluginOptions, Request, Response}
 
 /// A POST of `body` with `content_type` to `path_and_query`.
 fn post(path_and_query: &str, content_type: &str, body: impl AsRef<[u8]>) -> Request {
-    let mut request = common::get(path_and_query, &[("content-type", content_type)]);
+    let length = body.as_ref().len().to_string();
+    let mut request = common::get(
+        path_and_query,
+        &[("content-type", content_type), ("content-length", &length)],
+    );
     request.method = "POST".into();
     request.body = Some(body.as_ref().to_vec());
     request
@@ -568,23 +572,37 @@ fn disabled_rule_sets_do_not_block() {
 
 #[test]
 fn bodies_over_the_limit_are_not_seen_and_survive() {
-    let limits = PluginLimits {
-        max_body_bytes: 16,
-        ..common::relaxed_limits()
+    let load = |config: &str| {
+        common::load_with(
+            "waf",
+            PluginOptions {
+                config: config.into(),
+                limits: PluginLimits {
+                    max_body_bytes: 16,
+                    ..common::relaxed_limits()
+                },
+                ..Default::default()
+            },
+        )
     };
-    let waf = common::load_with(
-        "waf",
-        PluginOptions {
-            config: "{}".into(),
-            limits,
-            ..Default::default()
-        },
-    );
     let big = post(
         "/comments",
         "application/json",
         r#"{"comment": "<script>alert(1)</script>"}"#,
     );
+    // By default a body the WAF could not see is refused...
+    match common::viewer_request(&load("{}"), big.clone()) {
+        Flow::Respond(r) => {
+            assert_eq!(r.status, 413);
+            assert_eq!(
+                common::header(&r.headers, "x-waf-rule"),
+                Some("body-not-inspected")
+            );
+        }
+        other => panic!("an uninspected body went through: {other:?}"),
+    }
+    // ...and with `allow` it goes on, untouched.
+    let waf = load(r#"{"uninspected_bodies": "allow"}"#);
     match common::viewer_request(&waf, big.clone()) {
         Flow::Continue(after) => {
             assert_eq!(after.body, big.body, "the withheld body must be put back");

@@ -16,8 +16,8 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use parapet_sdk::{
-    client, CacheOverride, context, export_plugin, kv, log, metrics, random, Plugin, Request, RequestAction,
-    Response, ResponseAction,
+    client, context, export_plugin, kv, log, metrics, random, CacheOverride, Plugin, Request,
+    RequestAction, Response, ResponseAction,
 };
 use serde::Deserialize;
 
@@ -124,7 +124,12 @@ impl Plugin for Testbed {
         RequestAction::Continue(request)
     }
 
-    fn on_origin_response(&mut self, _request: &Request, mut response: Response, cache: &mut CacheOverride) -> ResponseAction {
+    fn on_origin_response(
+        &mut self,
+        _request: &Request,
+        mut response: Response,
+        cache: &mut CacheOverride,
+    ) -> ResponseAction {
         match self.mode.as_str() {
             "cache" => cache.ttl_seconds = Some(123),
             "bad-header" => {
