@@ -57,12 +57,10 @@ fn claim(from: usize, to: usize) -> bool {
 fn bump(layout: Layout) -> Option<*mut u8> {
     loop {
         let used = USED.load(Ordering::Acquire);
-        let misalign = (base() as usize + used) % layout.align();
-        let start = used.checked_add(if misalign == 0 {
-            0
-        } else {
-            layout.align() - misalign
-        })?;
+        // Alignments are powers of two: round the address up with a mask.
+        let mask = layout.align() - 1;
+        let address = (base() as usize).checked_add(used)?.checked_add(mask)? & !mask;
+        let start = address - base() as usize;
         let end = start
             .checked_add(layout.size())
             .filter(|end| *end <= ARENA_BYTES)?;

@@ -47,14 +47,25 @@ fn shown(s: &str) -> String {
 }
 
 /// Checks a request a plugin continued with, lower-casing header names.
-pub(crate) fn check_request(request: &mut Request, body_limit: usize) -> Result<(), InvalidOutput> {
-    http::Method::from_bytes(request.method.as_bytes())
-        .map_err(|_| InvalidOutput::Method(shown(&request.method)))?;
-    if !matches!(request.scheme.as_str(), "http" | "https") {
+/// Request-line fields the plugin returned unchanged from `input` (which the
+/// host built) are not parsed again.
+pub(crate) fn check_request(
+    request: &mut Request,
+    input: &Request,
+    body_limit: usize,
+) -> Result<(), InvalidOutput> {
+    if request.method != input.method
+        && http::Method::from_bytes(request.method.as_bytes()).is_err()
+    {
+        return Err(InvalidOutput::Method(shown(&request.method)));
+    }
+    if request.scheme != input.scheme && !matches!(request.scheme.as_str(), "http" | "https") {
         return Err(InvalidOutput::Scheme(shown(&request.scheme)));
     }
     let authority = &request.authority;
-    if authority.contains('@') || http::uri::Authority::from_str(authority).is_err() {
+    if *authority != input.authority
+        && (authority.contains('@') || http::uri::Authority::from_str(authority).is_err())
+    {
         return Err(InvalidOutput::Authority(shown(authority)));
     }
     // What a request line may carry (as hyper accepts from viewers): no
@@ -97,15 +108,28 @@ fn check_headers(headers: &mut [(String, String)]) -> Result<(), InvalidOutput> 
         return Err(InvalidOutput::HeadersTooLarge(bytes));
     }
     for (name, value) in headers {
-        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        if name.is_empty() || !name.bytes().all(is_name_byte) {
             return Err(InvalidOutput::HeaderName(shown(name)));
         }
-        if http::HeaderValue::from_str(value).is_err() {
+        if !value.bytes().all(is_value_byte) {
             return Err(InvalidOutput::HeaderValue(shown(name)));
         }
         name.make_ascii_lowercase();
     }
     Ok(())
+}
+
+/// A byte of a header name (an RFC 9110 token), as the `http` crate accepts
+/// them; checked here because building an `http::HeaderName` allocates, on
+/// every header of every hook call. A test compares the two byte by byte.
+fn is_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// A byte of a header value as the `http` crate accepts them: visible
+/// characters, space, tab and obs-text; no other control bytes.
+fn is_value_byte(b: u8) -> bool {
+    (b >= b' ' && b != 0x7f) || b == b'\t'
 }
 
 fn check_body(body: Option<&[u8]>, body_limit: usize) -> Result<(), InvalidOutput> {
@@ -132,9 +156,11 @@ mod tests {
         }
     }
 
+    /// Checks `r` as a plugin's output for a GET of `/` on example.com.
     fn check(r: Request) -> Result<Request, String> {
+        let input = request("GET", "example.com", "/", None);
         let mut r = r;
-        check_request(&mut r, 0)
+        check_request(&mut r, &input, 0)
             .map(|()| r)
             .map_err(|e| e.to_string())
     }
@@ -166,6 +192,23 @@ mod tests {
             check(ftp).unwrap_err(),
             "the plugin returned scheme \"ftp\"; only http and https are allowed"
         );
+    }
+
+    #[test]
+    fn header_bytes_are_judged_as_the_http_crate_does() {
+        for b in 0..=255u8 {
+            let name = [b'x', b];
+            assert_eq!(
+                is_name_byte(b),
+                http::HeaderName::from_bytes(&name).is_ok(),
+                "name byte {b:#x}"
+            );
+            assert_eq!(
+                is_value_byte(b),
+                http::HeaderValue::from_bytes(&[b'v', b]).is_ok(),
+                "value byte {b:#x}"
+            );
+        }
     }
 
     #[test]

@@ -194,7 +194,7 @@ impl RequestSession {
                 };
                 Ok(match action {
                     RequestAction::Continue(mut next) => {
-                        check_request(&mut next, body_limit)?;
+                        check_request(&mut next, request, body_limit)?;
                         Flow::Continue(next)
                     }
                     RequestAction::Respond(mut answer) => {
