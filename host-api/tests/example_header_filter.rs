@@ -272,11 +272,5 @@ fn invalid_configs_are_refused_at_load() {
             "invalid header-filter config",
         ),
     ];
-    for (config, expected) in cases {
-        let message = common::refusal("header-filter", config);
-        assert!(
-            message.contains(expected),
-            "config {config}: {message:?} should contain {expected:?}"
-        );
-    }
+    common::assert_refusals("header-filter", &cases);
 }

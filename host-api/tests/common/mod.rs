@@ -163,3 +163,15 @@ pub fn answered<T: std::fmt::Debug>(flow: Flow<T>) -> Response {
         Flow::Continue(message) => panic!("expected an answer, the chain went on with {message:?}"),
     }
 }
+
+/// Asserts that example plugin `name` refuses each config with a message
+/// containing the expected text.
+pub fn assert_refusals(name: &str, cases: &[(&str, &str)]) {
+    for (config, expected) in cases {
+        let message = refusal(name, config);
+        assert!(
+            message.contains(expected),
+            "config {config}: {message:?} should contain {expected:?}"
+        );
+    }
+}
