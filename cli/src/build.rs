@@ -4,10 +4,9 @@
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use parapet_host::{EngineConfig, PluginEngine};
+use parapet_host::PluginEngine;
 use serde::Deserialize;
 
 use crate::toolchain::Toolchain;
@@ -91,10 +90,7 @@ pub fn build(dir: &Path, out: &Path) -> Result<Vec<Built>> {
         bail!("no plugin was built: a plugin crate needs `[lib] crate-type = [\"cdylib\"]`");
     }
 
-    let engine = Arc::new(PluginEngine::new(EngineConfig {
-        allocator: parapet_host::Allocator::OnDemand,
-        ..Default::default()
-    })?);
+    let engine = PluginEngine::validator()?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let mut built = Vec::new();
     for (name, core) in cores {

@@ -92,10 +92,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Plugin(PluginCommand::Check { file }) => {
             let bytes = std::fs::read(&file)
                 .map_err(|e| anyhow::anyhow!("reading {}: {e}", file.display()))?;
-            let engine = parapet_host::PluginEngine::new(parapet_host::EngineConfig {
-                allocator: parapet_host::Allocator::OnDemand,
-                ..Default::default()
-            })?;
+            let engine = parapet_host::PluginEngine::validator()?;
             let digest = engine
                 .validate(&bytes)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;

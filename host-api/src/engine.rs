@@ -140,6 +140,15 @@ impl PluginEngine {
         })
     }
 
+    /// An engine for checking components only (uploads, builds): on-demand
+    /// allocation, so it reserves no instance pool.
+    pub fn validator() -> Result<Self, EngineError> {
+        Self::new(EngineConfig {
+            allocator: Allocator::OnDemand,
+            ..Default::default()
+        })
+    }
+
     /// The epoch deadline, in ticks from now, that covers `deadline`: one
     /// more than its length in ticks, since the current tick may be nearly
     /// over.

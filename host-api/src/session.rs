@@ -86,11 +86,6 @@ struct Entry {
     receipt: PluginReceipt,
 }
 
-/// A plugin failed during a hook.
-struct Failure {
-    policy: FailurePolicy,
-}
-
 /// The plugin instances and receipts of one request. Dropping it drops the
 /// instances and publishes the receipts (metrics and a debug log line).
 pub struct RequestSession {
@@ -268,11 +263,11 @@ impl RequestSession {
                     message = next;
                 }
                 Ok(Flow::Respond(answer)) => return Flow::Respond(answer),
-                Err(failure) => {
+                Err(policy) => {
                     if withheld.is_some() {
                         *message.body() = withheld;
                     }
-                    if failure.policy == FailurePolicy::FailClosed {
+                    if policy == FailurePolicy::FailClosed {
                         return Flow::Respond(self.failure_response());
                     }
                 }
@@ -283,13 +278,13 @@ impl RequestSession {
 
     /// Runs one hook of `plugin` on this request's instance of it, making the
     /// instance on first use. A failure poisons the instance for the rest of
-    /// the request.
+    /// the request; the error is the policy to apply.
     fn run<R>(
         &mut self,
         plugin: &Arc<Plugin>,
         hook: Hook,
         call: impl FnOnce(&PluginWorld, &mut Store<HostState>) -> wasmtime::Result<R>,
-    ) -> Result<R, Failure> {
+    ) -> Result<R, FailurePolicy> {
         let index = match self
             .entries
             .iter()
@@ -302,17 +297,10 @@ impl RequestSession {
             }
         };
         let entry = &mut self.entries[index];
-        let failure = Failure {
-            policy: plugin.policy,
-        };
         let (store, bindings) = match &mut entry.slot {
             Slot::Live { store, bindings } => (store, bindings),
-            Slot::Failed => return Err(failure),
-            Slot::NoInstance => {
-                return Err(Failure {
-                    policy: FailurePolicy::FailClosed,
-                })
-            }
+            Slot::Failed => return Err(plugin.policy),
+            Slot::NoInstance => return Err(FailurePolicy::FailClosed),
         };
         store.data_mut().hook = hook;
         store.set_epoch_deadline(plugin.engine.ticks_for(plugin.limits.hook_deadline));
@@ -324,7 +312,7 @@ impl RequestSession {
         result.map_err(|error| {
             let reason = describe_failure(&error, plugin.limits.hook_deadline);
             entry.fail(hook, reason, &self.context.request_id);
-            failure
+            plugin.policy
         })
     }
 
