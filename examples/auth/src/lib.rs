@@ -51,7 +51,10 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
-use parapet_sdk::{export_plugin, kv, log, metrics, Plugin, Request, RequestAction, Response};
+use parapet_sdk::{
+    export_plugin, kv, log, metrics, PathPattern, PathPatternError, Plugin, Request, RequestAction,
+    Response,
+};
 use percent_encoding::{percent_encode, AsciiSet, CONTROLS};
 use serde::Deserialize;
 use sha2::Sha256;
@@ -101,21 +104,6 @@ fn default_leeway() -> u32 {
 struct ApiKeys {
     header: String,
     kv_prefix: String,
-}
-
-/// A bypass pattern: an exact path or a prefix (`/public/*`).
-enum PathPattern {
-    Exact(String),
-    Prefix(String),
-}
-
-impl PathPattern {
-    fn matches(&self, path: &str) -> bool {
-        match self {
-            PathPattern::Exact(p) => path == p,
-            PathPattern::Prefix(p) => path.starts_with(p.as_str()),
-        }
-    }
 }
 
 /// The `auth` plugin, built from a validated configuration.
@@ -241,17 +229,14 @@ fn is_plain_path(path: &str) -> bool {
         .any(|segment| segment == "." || segment == "..")
 }
 
+/// Parses a `bypass_paths` entry.
 fn parse_pattern(pattern: &str) -> Result<PathPattern, String> {
-    if !pattern.starts_with('/') {
-        return Err(format!("bypass_paths: {pattern:?} must start with `/`"));
-    }
-    match pattern.find('*') {
-        None => Ok(PathPattern::Exact(pattern.to_string())),
-        Some(i) if i == pattern.len() - 1 => Ok(PathPattern::Prefix(pattern[..i].to_string())),
-        Some(_) => Err(format!(
-            "bypass_paths: {pattern:?} may have `*` only at its end"
-        )),
-    }
+    PathPattern::parse(pattern).map_err(|e| match e {
+        PathPatternError::NotAbsolute => format!("bypass_paths: {pattern:?} must start with `/`"),
+        PathPatternError::StarNotAtEnd => {
+            format!("bypass_paths: {pattern:?} may have `*` only at its end")
+        }
+    })
 }
 
 /// The token of an `authorization: Bearer <token>` header, if it has one.

@@ -65,7 +65,10 @@ mod rules;
 
 use std::collections::HashSet;
 
-use parapet_sdk::{context, export_plugin, log, metrics, Plugin, Request, RequestAction, Response};
+use parapet_sdk::{
+    context, export_plugin, log, metrics, PathPattern, PathPatternError, Plugin, Request,
+    RequestAction, Response,
+};
 use serde::Deserialize;
 
 use normalize::{decode, normalize, normalize_pattern, Subject};
@@ -146,34 +149,16 @@ struct CustomRule {
     targets: Vec<Target>,
 }
 
-/// An `allow_paths` entry.
-enum PathPattern {
-    /// The path must be exactly this.
-    Exact(String),
-    /// The path must start with this (the entry ended with `*`).
-    Prefix(String),
-}
-
-impl PathPattern {
-    fn parse(pattern: &str) -> Result<Self, String> {
-        if !pattern.starts_with('/') {
-            return Err(format!("allow_paths entry {pattern:?} must start with `/`"));
+/// Parses an `allow_paths` entry.
+fn allow_path(pattern: &str) -> Result<PathPattern, String> {
+    PathPattern::parse(pattern).map_err(|e| match e {
+        PathPatternError::NotAbsolute => {
+            format!("allow_paths entry {pattern:?} must start with `/`")
         }
-        match pattern.find('*') {
-            None => Ok(PathPattern::Exact(pattern.to_string())),
-            Some(i) if i == pattern.len() - 1 => Ok(PathPattern::Prefix(pattern[..i].to_string())),
-            Some(_) => Err(format!(
-                "allow_paths entry {pattern:?} may contain `*` only at the end"
-            )),
+        PathPatternError::StarNotAtEnd => {
+            format!("allow_paths entry {pattern:?} may contain `*` only at the end")
         }
-    }
-
-    fn matches(&self, path: &str) -> bool {
-        match self {
-            PathPattern::Exact(p) => path == p,
-            PathPattern::Prefix(p) => path.starts_with(p.as_str()),
-        }
-    }
+    })
 }
 
 /// Where a rule matched, for the log.
@@ -255,7 +240,7 @@ impl Waf {
         let allow_paths = config
             .allow_paths
             .iter()
-            .map(|p| PathPattern::parse(p))
+            .map(|p| allow_path(p))
             .collect::<Result<_, _>>()?;
         Ok(Waf {
             mode: config.mode,
