@@ -234,9 +234,10 @@ fn paths_outside_the_test_are_untouched() {
 fn wildcards_match_any_run_of_characters() {
     let plugin = common::load(
         "ab-test",
-        r#"{"paths": ["/shop/*/sale*", "/exact"], "variants": [{"name": "v", "weight": 1, "prefix": "/v"}]}"#,
+        r#"{"paths": ["/shop/*/sale*", "/exact", "/v?/page"], "variants": [{"name": "v", "weight": 1, "prefix": "/v"}]}"#,
     );
     for path in [
+        "/v2/page",
         "/shop/shoes/sale",
         "/shop/a/b/sale-2024/x",
         "/shop//sale",
@@ -254,6 +255,7 @@ fn wildcards_match_any_run_of_characters() {
         "/exact/more",
         "/exac",
         "/x/shop/a/sale",
+        "/v10/page",
     ] {
         let run = run(&plugin, common::get(path, &[]));
         assert_eq!(

@@ -14,8 +14,9 @@
 //! ```
 //!
 //! - `cookie` (default `ab_bucket`): the cookie that remembers the variant.
-//! - `paths` (default `["*"]`): the request paths in the test; `*` matches
-//!   any run of characters, `/` included.
+//! - `paths` (default `["*"]`): the request paths in the test, with the
+//!   edge's behavior-pattern rules: `*` matches any run of characters, `/`
+//!   included, and `?` exactly one.
 //! - `variants`: at least one; `name` is unique and cookie-safe, `weight`
 //!   the share of new viewers it gets (weights need not add up to 100 but must
 //!   not all be 0), `prefix` (default `""`: none) is put before the path of
@@ -39,6 +40,7 @@ use parapet_sdk::{
     export_plugin, random, CacheOverride, Plugin, Request, RequestAction, Response, ResponseAction,
 };
 use serde::Deserialize;
+use wildmatch::WildMatch;
 
 /// The request header naming the variant, and the `vary` entry for it.
 const VARIANT_HEADER: &str = "x-ab-variant";
@@ -164,38 +166,6 @@ fn is_cookie_value_byte(b: u8) -> bool {
     matches!(b, 0x21 | 0x23..=0x2B | 0x2D..=0x3A | 0x3C..=0x5B | 0x5D..=0x7E)
 }
 
-/// Whether `path` matches `pattern`, where `*` matches any run of
-/// characters. Backtracks only to the last `*` seen, so it takes at most
-/// `O(len(pattern) * len(path))` steps.
-fn wildcard_match(pattern: &str, path: &str) -> bool {
-    let (pattern, path) = (pattern.as_bytes(), path.as_bytes());
-    let (mut p, mut s) = (0, 0);
-    // Where the last `*` was, and the path position it currently stands for.
-    let mut star: Option<(usize, usize)> = None;
-    while s < path.len() {
-        match pattern.get(p) {
-            Some(b'*') => {
-                star = Some((p, s));
-                p += 1;
-            }
-            Some(&c) if c == path[s] => {
-                p += 1;
-                s += 1;
-            }
-            _ => match star {
-                // Let the last `*` swallow one more byte and retry.
-                Some((star_p, star_s)) => {
-                    star = Some((star_p, star_s + 1));
-                    p = star_p + 1;
-                    s = star_s + 1;
-                }
-                None => return false,
-            },
-        }
-    }
-    pattern[p..].iter().all(|&c| c == b'*')
-}
-
 /// The variant this request is in.
 struct Assignment {
     /// Index in `AbTest::variants`.
@@ -268,7 +238,7 @@ impl Plugin for AbTest {
         if !self
             .paths
             .iter()
-            .any(|pattern| wildcard_match(pattern, &request.path))
+            .any(|pattern| WildMatch::new(pattern).matches(&request.path))
         {
             return RequestAction::Continue(request);
         }
