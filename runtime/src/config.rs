@@ -72,6 +72,11 @@ pub struct EdgeConfig {
     /// The other edges of this PoP (`host:port`), which share one cache.
     #[serde(default)]
     pub peers: Vec<String>,
+    /// This edge's own `host:port` as its peers know it; needed with `peers`.
+    pub peer_address: Option<String>,
+    /// Connection limits and timeouts of the viewer side.
+    #[serde(default)]
+    pub server: ServerConfig,
     /// What this edge serves.
     #[serde(default, rename = "distribution")]
     pub distributions: Vec<DistributionConfig>,
@@ -90,7 +95,7 @@ pub struct PopConfig {
 }
 
 /// One listening socket.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerConfig {
     /// Address and port, e.g. `0.0.0.0:443`.
@@ -112,8 +117,36 @@ pub struct AdminConfig {
     pub token_file: Option<PathBuf>,
 }
 
-/// Cache sizes.
+/// Limits and timeouts of viewer connections.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Time a viewer has to send a request's headers, in milliseconds.
+    pub header_timeout_ms: u64,
+    /// Largest request head (request line and headers) in bytes; larger
+    /// ones are answered 431.
+    pub max_header_bytes: usize,
+    /// On SIGTERM, how long in-flight requests may take to finish, in
+    /// milliseconds.
+    pub shutdown_grace_ms: u64,
+    /// How long a request waits for another request fetching the same
+    /// object before it goes upstream itself, in milliseconds.
+    pub collapse_wait_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            header_timeout_ms: 10_000,
+            max_header_bytes: 32 << 10,
+            shutdown_grace_ms: 10_000,
+            collapse_wait_ms: 10_000,
+        }
+    }
+}
+
+/// Cache sizes.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CacheConfig {
     /// Memory tier size in bytes.
@@ -124,6 +157,9 @@ pub struct CacheConfig {
     pub disk_bytes: u64,
     /// Responses larger than this are served but not stored.
     pub max_object_bytes: u64,
+    /// Whether an edge keeps its own copy of what it fetched from the peer
+    /// that owns a key.
+    pub store_peer_copies: bool,
 }
 
 impl Default for CacheConfig {
@@ -133,6 +169,7 @@ impl Default for CacheConfig {
             disk_dir: None,
             disk_bytes: 4 << 30,
             max_object_bytes: 64 << 20,
+            store_peer_copies: false,
         }
     }
 }
@@ -146,8 +183,9 @@ pub struct DistributionConfig {
     pub id: String,
     /// The customer that owns it.
     pub customer: String,
-    /// Host names it serves: `www.example.com`, or `*.example.com` for any
-    /// one label in front of `example.com`.
+    /// Host names it serves: `www.example.com`, `*.example.com` for any
+    /// one label in front of `example.com`, or `*` for any host that no
+    /// other distribution serves.
     pub domains: Vec<String>,
     /// Where misses are fetched from, tried in order.
     #[serde(rename = "origin")]
@@ -263,8 +301,10 @@ pub struct BehaviorConfig {
 pub struct CachePolicyConfig {
     /// Least time an object stays fresh, in seconds, whatever the origin says.
     pub min_ttl: u64,
-    /// Freshness when the origin says nothing, in seconds.
-    pub default_ttl: u64,
+    /// Freshness when the origin gives none (no `max-age`, `s-maxage` or
+    /// `Expires`), in seconds; unset, RFC 9111 applies (a heuristic from
+    /// `Last-Modified`, else stale at once).
+    pub default_ttl: Option<u64>,
     /// Most time an object stays fresh, in seconds.
     pub max_ttl: u64,
     /// What distinguishes one cached object from another.
@@ -275,7 +315,7 @@ impl Default for CachePolicyConfig {
     fn default() -> Self {
         CachePolicyConfig {
             min_ttl: 0,
-            default_ttl: 86_400,
+            default_ttl: None,
             max_ttl: 31_536_000,
             key: CacheKeyConfig::default(),
         }
@@ -369,6 +409,12 @@ impl EdgeConfig {
         if let Some(shield) = &self.shield {
             check_url("shield", shield)?;
         }
+        if !self.peers.is_empty() && self.peer_address.is_none() {
+            return Err(ConfigError::at(
+                "peer_address",
+                "needed with `peers`: this edge's own host:port as its peers know it",
+            ));
+        }
         let mut ids = HashSet::new();
         let mut domains = HashSet::new();
         for (d, dist) in self.distributions.iter().enumerate() {
@@ -435,12 +481,16 @@ impl BehaviorConfig {
     fn validate(&self, plugins: &HashSet<&str>) -> Result<(), ConfigError> {
         PathPattern::new(&self.path).map_err(|why| ConfigError::at("path", why))?;
         let ttl = &self.cache;
-        if ttl.min_ttl > ttl.default_ttl || ttl.default_ttl > ttl.max_ttl {
+        let default = ttl.default_ttl.unwrap_or(ttl.min_ttl);
+        if ttl.min_ttl > default || default > ttl.max_ttl {
             return Err(ConfigError::at(
                 "cache",
                 format!(
                     "TTLs must satisfy min_ttl <= default_ttl <= max_ttl (got {} / {} / {})",
-                    ttl.min_ttl, ttl.default_ttl, ttl.max_ttl
+                    ttl.min_ttl,
+                    ttl.default_ttl
+                        .map_or_else(|| "unset".to_string(), |d| d.to_string()),
+                    ttl.max_ttl
                 ),
             ));
         }
@@ -487,6 +537,9 @@ impl BehaviorConfig {
 
 /// A host name or a `*.` wildcard of one.
 fn check_domain(domain: &str) -> Result<(), String> {
+    if domain == "*" {
+        return Ok(()); // any host no other distribution serves
+    }
     let name = domain.strip_prefix("*.").unwrap_or(domain);
     let valid_label = |label: &str| {
         !label.is_empty()

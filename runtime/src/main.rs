@@ -1,44 +1,237 @@
 //! `parapet-edge`: the Parapet PoP server.
-//!
-//! Serving is being built (issue 3); today the binary checks a configuration
-//! the way the server will load it: parsed, validated, and every plugin
-//! compiled and launched.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use parapet_edge::config::EdgeConfig;
+use notify::Watcher;
+use parapet_edge::config::{
+    AdminConfig, BehaviorConfig, CacheConfig, DistributionConfig, EdgeConfig, ListenerConfig,
+    OriginConfig, PopConfig,
+};
+use parapet_edge::edge::Edge;
 use parapet_edge::routing::Routes;
+use parapet_edge::{launch, LaunchOptions};
 use parapet_host::{EngineConfig, PluginEngine};
+use tokio::signal::unix::{signal, SignalKind};
 
-/// The Parapet edge server (PoP): a caching reverse proxy running Wasm plugins.
+/// The Parapet edge server (PoP): a caching reverse proxy running Wasm
+/// plugins.
+///
+/// Run it with a configuration file (see examples/edge.toml), or in front of
+/// one origin for any Host with the default RFC 9111 cache policy:
+///
+///   parapet-edge --listen 127.0.0.1:8080 --origin http://127.0.0.1:8081
+///
+/// SIGHUP (or a change to the file) reloads the configuration; SIGTERM
+/// stops accepting and lets requests in flight finish.
 #[derive(Parser)]
-#[command(name = "parapet-edge", version, about)]
+#[command(name = "parapet-edge", version, verbatim_doc_comment)]
 struct Cli {
-    /// Check the configuration file (syntax, fields, plugins) and exit: 0
+    /// The configuration file (TOML).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["listen", "check_config"])]
+    config: Option<PathBuf>,
+    /// Check a configuration file (syntax, fields, plugins) and exit: 0
     /// when it is valid, 1 with the file, field and reason when it is not.
     #[arg(long, value_name = "FILE")]
-    check_config: PathBuf,
+    check_config: Option<PathBuf>,
+    /// Without a file: the address to serve viewers on.
+    #[arg(long, value_name = "ADDR", requires = "origin")]
+    listen: Option<SocketAddr>,
+    /// Without a file: the origin to fetch misses from.
+    #[arg(long, value_name = "URL", requires = "listen")]
+    origin: Option<String>,
+    /// Without a file: the admin address (/metrics, /healthz, purge).
+    #[arg(long, value_name = "ADDR", requires = "listen")]
+    admin: Option<SocketAddr>,
+    /// Without a file: the admin bearer token (else $PARAPET_ADMIN_TOKEN).
+    #[arg(long, env = "PARAPET_ADMIN_TOKEN", hide_env_values = true, requires = "admin")]
+    admin_token: Option<String>,
+    /// Without a file: keep a disk tier in this directory.
+    #[arg(long, value_name = "DIR", requires = "listen")]
+    cache_dir: Option<PathBuf>,
+    /// Without a file: the memory tier size in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 256, requires = "listen")]
+    memory_mib: u64,
+    /// Log each request as a JSON line (`PARAPET_ACCESS_LOG=off` turns it
+    /// off).
+    #[arg(long, env = "PARAPET_ACCESS_LOG", default_value = "on", value_parser = ["on", "off"])]
+    access_log: String,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match check(&cli.check_config) {
-        Ok(summary) => {
-            println!(
-                "{}: configuration ok ({summary})",
-                cli.check_config.display()
-            );
-            ExitCode::SUCCESS
+    if let Some(path) = &cli.check_config {
+        return match check(path) {
+            Ok(summary) => {
+                println!("{}: configuration ok ({summary})", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("parapet-edge: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("parapet-edge: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
         }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("parapet-edge: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_env_filter(filter)
+        .init();
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let (config, config_path) = match (&cli.config, &cli.listen, &cli.origin) {
+        (Some(path), _, _) => (EdgeConfig::from_file(path)?, Some(path.clone())),
+        (None, Some(listen), Some(origin)) => (single_origin(&cli, *listen, origin)?, None),
+        _ => anyhow::bail!("give --config FILE, or --listen ADDR --origin URL (see --help)"),
+    };
+    let running = launch(LaunchOptions {
+        config,
+        config_path: config_path.clone(),
+        access_log: cli.access_log == "on",
+    })
+    .await?;
+    tracing::info!(
+        listeners = ?running.listeners,
+        admin = ?running.admin,
+        pop = %running.edge.pop_id,
+        "parapet-edge serving"
+    );
+    let _watcher = match &config_path {
+        Some(path) => Some(watch_config(path, running.edge.clone())?),
+        None => None,
+    };
+    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => reload(&running.edge, "SIGHUP").await,
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+        }
+    }
+    tracing::info!("shutting down: no new connections; finishing requests in flight");
+    running.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn reload(edge: &Arc<Edge>, cause: &str) {
+    match edge.reload().await {
+        Ok(()) => tracing::info!(cause, "configuration reloaded"),
+        Err(e) => {
+            metrics::counter!("parapet_config_reloads_total", "result" => "refused").increment(1);
+            tracing::error!(cause, error = %e, "configuration refused; the running one stays");
+        }
+    }
+}
+
+/// Reloads when the configuration file changes (editors often replace
+/// the file, so its directory is watched). Changes within 300 ms are
+/// taken as one.
+fn watch_config(path: &Path, edge: Arc<Edge>) -> anyhow::Result<notify::RecommendedWatcher> {
+    let (changed, mut changes) = tokio::sync::mpsc::channel::<()>(1);
+    let name = path.file_name().map(|n| n.to_os_string());
+    let mut watcher =
+        notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            let Ok(event) = event else { return };
+            let ours = event.paths.iter().any(|p| p.file_name() == name.as_deref());
+            if ours && (event.kind.is_modify() || event.kind.is_create()) {
+                let _ = changed.try_send(());
+            }
+        })
+        .context("starting the configuration file watcher")?;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    watcher
+        .watch(dir, notify::RecursiveMode::NonRecursive)
+        .with_context(|| format!("watching {}", dir.display()))?;
+    tokio::spawn(async move {
+        while changes.recv().await.is_some() {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            while changes.try_recv().is_ok() {}
+            reload(&edge, "file changed").await;
+        }
+    });
+    Ok(watcher)
+}
+
+/// The configuration of `--listen --origin`: one distribution for any
+/// host, the default behavior, RFC 9111 caching.
+fn single_origin(cli: &Cli, listen: SocketAddr, origin: &str) -> anyhow::Result<EdgeConfig> {
+    let behavior: BehaviorConfig = toml::from_str("path = \"*\"")?;
+    let config = EdgeConfig {
+        pop: PopConfig {
+            id: "local".into(),
+            latitude: None,
+            longitude: None,
+        },
+        listeners: vec![ListenerConfig {
+            address: listen,
+            tls: false,
+        }],
+        admin: cli.admin.map(|address| AdminConfig {
+            address,
+            token: cli.admin_token.clone(),
+            token_file: None,
+        }),
+        cache: CacheConfig {
+            memory_bytes: cli.memory_mib << 20,
+            disk_dir: cli.cache_dir.clone(),
+            ..CacheConfig::default()
+        },
+        geoip: None,
+        shield: None,
+        peers: Vec::new(),
+        peer_address: None,
+        server: Default::default(),
+        distributions: vec![DistributionConfig {
+            id: "default".into(),
+            customer: "local".into(),
+            domains: vec!["*".into()],
+            origins: vec![OriginConfig {
+                url: origin.to_string(),
+                ca_file: None,
+                connect_timeout_ms: 3_000,
+                read_timeout_ms: 30_000,
+            }],
+            tls: None,
+            kv: None,
+            plugins: Vec::new(),
+            behaviors: vec![behavior],
+        }],
+    };
+    config.validate().context("--origin")?;
+    Ok(config)
 }
 
 /// Loads `path` as the server would; returns a one-line summary.

@@ -18,6 +18,8 @@ pub struct Routes {
     exact: HashMap<String, usize>,
     /// Parent of a `*.` wildcard domain → distribution index.
     wildcard: HashMap<String, usize>,
+    /// The distribution with the `*` domain, serving any other host.
+    any: Option<usize>,
 }
 
 /// A distribution with its behaviors compiled.
@@ -52,6 +54,7 @@ impl Routes {
             distributions: Vec::new(),
             exact: HashMap::new(),
             wildcard: HashMap::new(),
+            any: None,
         };
         for (index, dist) in config.distributions.iter().enumerate() {
             routes
@@ -59,6 +62,10 @@ impl Routes {
                 .push(Distribution::build(index, dist, base_dir, engine)?);
             for domain in &dist.domains {
                 let domain = domain.to_ascii_lowercase();
+                if domain == "*" {
+                    routes.any = Some(index);
+                    continue;
+                }
                 match domain.strip_prefix("*.") {
                     Some(parent) => routes.wildcard.insert(parent.to_string(), index),
                     None => routes.exact.insert(domain, index),
@@ -71,12 +78,29 @@ impl Routes {
     /// The distribution serving `host` (a `Host` header or `:authority`,
     /// with or without a port), if any.
     pub fn distribution(&self, host: &str) -> Option<&Distribution> {
+        self.find(host).map(|(_, dist)| dist)
+    }
+
+    /// Like [`Routes::distribution`], with the distribution's index.
+    pub fn find(&self, host: &str) -> Option<(usize, &Distribution)> {
         let name = host_name(host);
-        let index = self.exact.get(name.as_str()).or_else(|| {
-            let (_, parent) = name.split_once('.')?;
-            self.wildcard.get(parent)
-        })?;
-        self.distributions.get(*index)
+        let index = *self
+            .exact
+            .get(name.as_str())
+            .or_else(|| {
+                let (_, parent) = name.split_once('.')?;
+                self.wildcard.get(parent)
+            })
+            .or(self.any.as_ref())?;
+        Some((index, self.distributions.get(index)?))
+    }
+
+    /// The distribution at `index`, as [`Routes::find`] returned it.
+    ///
+    /// # Panics
+    /// If `index` did not come from this `Routes`.
+    pub fn distribution_at(&self, index: usize) -> &Distribution {
+        &self.distributions[index]
     }
 }
 
@@ -154,12 +178,17 @@ impl Distribution {
     /// The first behavior whose pattern matches `path`; the default `*`
     /// behavior when none of the others does.
     pub fn behavior(&self, path: &str) -> Option<&Behavior> {
-        self.behaviors.iter().find(|b| b.pattern.matches(path))
+        self.behaviors.get(self.behavior_index(path)?)
+    }
+
+    /// The index of [`Distribution::behavior`]'s answer.
+    pub fn behavior_index(&self, path: &str) -> Option<usize> {
+        self.behaviors.iter().position(|b| b.pattern.matches(path))
     }
 }
 
 /// The host name of a `Host` value: lower-case, without port or final dot.
-fn host_name(host: &str) -> String {
+pub fn host_name(host: &str) -> String {
     let name = match host.strip_prefix('[') {
         // An IPv6 literal: `[::1]:8080`.
         Some(rest) => rest.split(']').next().unwrap_or_default(),

@@ -1,0 +1,246 @@
+//! The admin listener: `/healthz` and Prometheus `/metrics` for anyone who
+//! can reach it; purge, prewarm and reload behind the bearer token.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::cache::Selector;
+use crate::edge::Edge;
+use crate::proxy::{self, Connection};
+use crate::upstream::empty;
+
+/// The process-wide Prometheus recorder (installed on first use).
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets(&[
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ])
+            .expect("the bucket list is not empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        // Another recorder installed first (tests embedding several
+        // edges): this one's handle still renders what it records.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
+/// Serves the admin API on `socket` until `stopped`.
+pub async fn serve(socket: TcpListener, edge: Arc<Edge>, mut stopped: watch::Receiver<bool>) {
+    prometheus();
+    let app = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(render_metrics))
+        .route("/purge", post(purge))
+        .route("/prewarm", post(prewarm))
+        .route("/reload", post(reload))
+        .with_state(edge);
+    let shutdown = async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    if let Err(e) = axum::serve(socket, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
+        tracing::error!(error = %e, "admin listener failed");
+    }
+}
+
+async fn healthz(State(edge): State<Arc<Edge>>) -> Response {
+    if edge.draining.load(Ordering::Relaxed) {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+    } else {
+        (StatusCode::OK, "ok\n").into_response()
+    }
+}
+
+async fn render_metrics(State(edge): State<Arc<Edge>>) -> Response {
+    let stats = edge.cache.stats();
+    metrics::gauge!("parapet_cache_bytes", "tier" => "memory").set(stats.memory_bytes as f64);
+    metrics::gauge!("parapet_cache_entries", "tier" => "memory").set(stats.memory_entries as f64);
+    metrics::gauge!("parapet_cache_disk_written_bytes").set(stats.disk_written_bytes as f64);
+    metrics::gauge!("parapet_cache_objects").set(stats.objects as f64);
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        prometheus().render(),
+    )
+        .into_response()
+}
+
+/// Refuses a request without the right bearer token.
+fn authorize(edge: &Edge, headers: &HeaderMap) -> Result<(), Response> {
+    let Some(expected) = edge.snapshot().admin_token.clone() else {
+        return Err((
+            StatusCode::FORBIDDEN,
+            Json(json!({"error": "no admin token is configured; purge, prewarm and reload are off"})),
+        )
+            .into_response());
+    };
+    let given = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => Ok(()),
+        _ => Err((
+            StatusCode::UNAUTHORIZED,
+            [("www-authenticate", "Bearer")],
+            Json(json!({"error": "a valid bearer token is required"})),
+        )
+            .into_response()),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A purge: exactly one of `url`, `prefix`, `tag`, `distribution`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PurgeRequest {
+    url: Option<String>,
+    prefix: Option<String>,
+    tag: Option<String>,
+    distribution: Option<String>,
+    /// Mark stale instead of deleting.
+    #[serde(default)]
+    soft: bool,
+}
+
+async fn purge(
+    State(edge): State<Arc<Edge>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(denied) = authorize(&edge, &headers) {
+        return denied;
+    }
+    let request: PurgeRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(e) => return bad_request(format!("invalid purge request: {e}")),
+    };
+    let selectors: Vec<Selector> = [
+        request.url.map(|u| Selector::Url(url_key(&u))),
+        request.prefix.map(|p| Selector::Prefix(url_key(&p))),
+        request.tag.map(Selector::Tag),
+        request.distribution.map(Selector::Distribution),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let [selector] = selectors.as_slice() else {
+        return bad_request(
+            "give exactly one of `url`, `prefix`, `tag` or `distribution`".to_string(),
+        );
+    };
+    let purged = edge.cache.purge(selector, request.soft).await;
+    metrics::counter!("parapet_purged_objects_total", "kind" => if request.soft { "soft" } else { "hard" })
+        .increment(purged as u64);
+    Json(json!({"purged": purged, "soft": request.soft})).into_response()
+}
+
+/// `http://Host/path` or `host/path` as the index keeps URLs: host
+/// lower-case without port, then the path.
+fn url_key(url: &str) -> String {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .unwrap_or(url);
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    format!("{}{path}", crate::routing::host_name(host))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PrewarmRequest {
+    urls: Vec<String>,
+}
+
+/// Fetches each URL through the edge, as a viewer would, so it is cached.
+async fn prewarm(
+    State(edge): State<Arc<Edge>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(denied) = authorize(&edge, &headers) {
+        return denied;
+    }
+    let request: PrewarmRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(e) => return bad_request(format!("invalid prewarm request: {e}")),
+    };
+    let connection = Arc::new(Connection {
+        client: SocketAddr::from(([127, 0, 0, 1], 0)),
+        tls: false,
+        server_name: None,
+    });
+    let mut warmed = 0;
+    let mut failed = Vec::new();
+    for url in &request.urls {
+        let Ok(uri) = url.parse::<http::Uri>() else {
+            failed.push(json!({"url": url, "error": "not a URL"}));
+            continue;
+        };
+        let Some(authority) = uri.authority().cloned() else {
+            failed.push(json!({"url": url, "error": "the URL has no host"}));
+            continue;
+        };
+        let mut viewer_request = http::Request::new(empty());
+        *viewer_request.uri_mut() = uri.path_and_query().map_or_else(
+            || http::Uri::from_static("/"),
+            |p| p.as_str().parse().unwrap_or_else(|_| http::Uri::from_static("/")),
+        );
+        if let Ok(host) = http::HeaderValue::from_str(authority.as_str()) {
+            viewer_request.headers_mut().insert(http::header::HOST, host);
+        }
+        let response = proxy::handle(edge.clone(), connection.clone(), viewer_request).await;
+        let status = response.status();
+        let cache = response
+            .headers()
+            .get("x-cache")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        // Read the body so the stored copy completes.
+        let _ = http_body_util::BodyExt::collect(response.into_body()).await;
+        if status.is_success() && matches!(cache.as_str(), "MISS" | "HIT" | "EXPIRED" | "REVALIDATED") {
+            warmed += 1;
+        } else {
+            failed.push(json!({"url": url, "status": status.as_u16(), "cache": cache}));
+        }
+    }
+    Json(json!({"warmed": warmed, "failed": failed})).into_response()
+}
+
+async fn reload(State(edge): State<Arc<Edge>>, headers: HeaderMap) -> Response {
+    if let Err(denied) = authorize(&edge, &headers) {
+        return denied;
+    }
+    match edge.reload().await {
+        Ok(()) => Json(json!({"reloaded": true})).into_response(),
+        Err(e) => {
+            metrics::counter!("parapet_config_reloads_total", "result" => "refused").increment(1);
+            bad_request(format!("configuration refused, the running one stays: {e}"))
+        }
+    }
+}
+
+fn bad_request(message: String) -> Response {
+    (StatusCode::BAD_REQUEST, Json(json!({"error": message}))).into_response()
+}

@@ -1,0 +1,263 @@
+//! The edge cache: a foyer hybrid cache (memory tier, then a disk tier that
+//! survives restarts) of [`Entry`] values by cache key, an index of what is
+//! stored for purges (by URL, prefix, surrogate key, distribution), and the
+//! flights that collapse concurrent misses.
+
+pub mod flights;
+pub mod freshness;
+mod index;
+pub mod object;
+pub mod respond;
+
+use std::sync::{Arc, Mutex};
+
+use foyer::{
+    BlockEngineConfig, DeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder,
+    HybridCacheEntry, HybridCachePolicy, RecoverMode,
+};
+use http::HeaderMap;
+
+use crate::config::CacheConfig;
+use flights::Flights;
+use index::Index;
+pub use index::Selector;
+use object::{variant_key, CachedObject, Entry};
+
+/// Errors opening the cache.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open the cache{}: {reason}", dir.as_ref().map(|d| format!(" in {d}")).unwrap_or_default())]
+pub struct CacheError {
+    dir: Option<String>,
+    reason: String,
+}
+
+/// Room a block needs beyond its largest object (foyer's block header).
+const BLOCK_OVERHEAD: u64 = 64 << 10;
+/// Smallest disk block.
+const MIN_BLOCK: u64 = 16 << 20;
+
+/// The cache of one edge.
+pub struct Cache {
+    store: HybridCache<String, Entry>,
+    index: Mutex<Index>,
+    flights: Arc<Flights>,
+    max_object_bytes: u64,
+}
+
+/// A stored object found for a request.
+pub struct Hit {
+    /// The key it is stored under (the variant's, for a `Vary` response).
+    pub storage_key: String,
+    entry: HybridCacheEntry<String, Entry>,
+}
+
+impl Hit {
+    /// The object.
+    pub fn object(&self) -> &CachedObject {
+        match self.entry.value() {
+            Entry::Object(object) => object,
+            Entry::Variants(_) => unreachable!("lookup returns objects only"),
+        }
+    }
+}
+
+/// Counts for metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheStats {
+    /// Bytes in the memory tier.
+    pub memory_bytes: u64,
+    /// Entries in the memory tier.
+    pub memory_entries: u64,
+    /// Bytes written to the disk tier in all.
+    pub disk_written_bytes: u64,
+    /// Objects the index knows of.
+    pub objects: u64,
+}
+
+impl Cache {
+    /// Opens the cache: memory only, or memory and the disk tier in
+    /// `config.disk_dir`, whose objects from earlier runs are recovered.
+    pub async fn open(config: &CacheConfig) -> Result<Arc<Self>, CacheError> {
+        let dir = config.disk_dir.as_deref();
+        let error = |reason: String| CacheError {
+            dir: dir.map(|d| d.display().to_string()),
+            reason,
+        };
+        let builder = HybridCacheBuilder::new()
+            .with_name("parapet")
+            .with_policy(HybridCachePolicy::WriteOnInsertion)
+            .memory(config.memory_bytes as usize)
+            .with_weighter(|key: &String, entry: &Entry| key.len() + entry_weight(entry))
+            .storage();
+        let store = match dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).map_err(|e| error(e.to_string()))?;
+                let block = block_size(config.max_object_bytes);
+                if config.disk_bytes < 2 * block {
+                    return Err(error(format!(
+                        "disk_bytes ({}) must hold at least two blocks of {block} bytes \
+                         (the block size follows max_object_bytes)",
+                        config.disk_bytes
+                    )));
+                }
+                let device = FsDeviceBuilder::new(dir)
+                    .with_capacity(config.disk_bytes as usize)
+                    .build()
+                    .map_err(|e| error(e.to_string()))?;
+                builder
+                    .with_engine_config(
+                        BlockEngineConfig::new(device)
+                            .with_block_size(block as usize)
+                            .with_tombstone_log(true),
+                    )
+                    .with_recover_mode(RecoverMode::Quiet)
+                    .build()
+                    .await
+            }
+            None => builder.build().await,
+        }
+        .map_err(|e| error(e.to_string()))?;
+        let index = match dir {
+            Some(dir) => Index::open(&dir.join("index.journal")).map_err(error)?,
+            None => Index::default(),
+        };
+        Ok(Arc::new(Cache {
+            store,
+            index: Mutex::new(index),
+            flights: Flights::new(),
+            max_object_bytes: config.max_object_bytes,
+        }))
+    }
+
+    /// Largest body stored.
+    pub fn max_object_bytes(&self) -> u64 {
+        self.max_object_bytes
+    }
+
+    /// The flights of concurrent misses.
+    pub fn flights(&self) -> &Arc<Flights> {
+        &self.flights
+    }
+
+    /// The object stored for `key` that matches `request`'s `Vary` fields.
+    pub async fn lookup(&self, key: &str, request: &HeaderMap) -> Option<Hit> {
+        let entry = self.get(key).await?;
+        let storage_key = match entry.value() {
+            Entry::Object(_) => {
+                return Some(Hit {
+                    storage_key: key.to_string(),
+                    entry,
+                })
+            }
+            Entry::Variants(vary) => variant_key(key, vary, request),
+        };
+        let entry = self.get(&storage_key).await?;
+        matches!(entry.value(), Entry::Object(_)).then_some(Hit { storage_key, entry })
+    }
+
+    async fn get(&self, key: &str) -> Option<HybridCacheEntry<String, Entry>> {
+        match self.store.get(&key.to_string()).await {
+            Ok(entry) => entry,
+            Err(e) => {
+                tracing::warn!(error = %e, "cache read failed; treated as a miss");
+                None
+            }
+        }
+    }
+
+    /// Stores `object` for `key`; `vary` is the response's `Vary` fields
+    /// (empty when it has none) and `request` the headers it was fetched
+    /// for.
+    pub fn store(&self, key: &str, vary: &[String], request: &HeaderMap, object: CachedObject) {
+        let storage_key = if vary.is_empty() {
+            key.to_string()
+        } else {
+            self.store
+                .insert(key.to_string(), Entry::Variants(vary.to_vec()));
+            variant_key(key, vary, request)
+        };
+        self.replace(&storage_key, object);
+    }
+
+    /// Replaces the object under `storage_key` (a refreshed copy).
+    pub fn replace(&self, storage_key: &str, object: CachedObject) {
+        self.lock_index().insert(storage_key, &object.meta);
+        self.store
+            .insert(storage_key.to_string(), Entry::Object(Box::new(object)));
+    }
+
+    /// Purges what `selector` selects: removed (`soft == false`) or marked
+    /// stale. Returns the number of objects affected.
+    pub async fn purge(&self, selector: &Selector, soft: bool) -> usize {
+        let keys = self.lock_index().select(selector);
+        let mut affected = 0;
+        for key in keys {
+            let Some(entry) = self.get(&key).await else {
+                self.lock_index().remove(&key);
+                continue;
+            };
+            let Entry::Object(object) = entry.value() else {
+                continue;
+            };
+            affected += 1;
+            if soft {
+                let mut stale = (**object).clone();
+                stale.invalidated = true;
+                self.store.insert(key, Entry::Object(Box::new(stale)));
+            } else {
+                self.store.remove(&key);
+                self.lock_index().remove(&key);
+            }
+        }
+        affected
+    }
+
+    /// Waits until everything inserted so far is on disk.
+    pub async fn flush(&self) {
+        self.store.storage().wait().await;
+    }
+
+    /// Sizes for metrics.
+    pub fn stats(&self) -> CacheStats {
+        let memory = self.store.memory();
+        CacheStats {
+            memory_bytes: memory.usage() as u64,
+            memory_entries: memory.entries() as u64,
+            disk_written_bytes: self.store.statistics().disk_write_bytes() as u64,
+            objects: self.lock_index().len() as u64,
+        }
+    }
+
+    fn lock_index(&self) -> std::sync::MutexGuard<'_, Index> {
+        self.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Closes the cache, waiting for pending disk writes.
+    pub async fn close(&self) {
+        if let Err(e) = self.store.close().await {
+            tracing::warn!(error = %e, "closing the cache");
+        }
+    }
+}
+
+/// The disk block size for objects up to `max_object_bytes`.
+fn block_size(max_object_bytes: u64) -> u64 {
+    let needed = max_object_bytes + BLOCK_OVERHEAD;
+    needed.div_ceil(1 << 20).max(MIN_BLOCK >> 20) << 20
+}
+
+fn entry_weight(entry: &Entry) -> usize {
+    match entry {
+        Entry::Object(object) => {
+            std::mem::size_of::<CachedObject>()
+                + object.body.len()
+                + object
+                    .headers
+                    .iter()
+                    .map(|(n, v)| n.as_str().len() + v.len() + 32)
+                    .sum::<usize>()
+                + 512
+        }
+        Entry::Variants(names) => names.iter().map(|n| n.len() + 24).sum::<usize>() + 32,
+    }
+}

@@ -1,0 +1,179 @@
+//! What the cache stores: a response with its RFC 9111 policy, freshness
+//! windows and purge metadata, or the list of `Vary` fields of a URL whose
+//! variants are stored under their own keys.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use http_cache_semantics::CachePolicy;
+use serde::{Deserialize, Serialize};
+
+/// A cache entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Entry {
+    /// A stored response.
+    Object(Box<CachedObject>),
+    /// The response for this key varies on these request fields (lower-case
+    /// names); each variant is stored under [`variant_key`].
+    Variants(Vec<String>),
+}
+
+/// A stored response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CachedObject {
+    /// Status code.
+    #[serde(with = "http_serde::status_code")]
+    pub status: StatusCode,
+    /// The headers a viewer gets (hop-by-hop and cache-targeted fields
+    /// removed).
+    #[serde(with = "http_serde::header_map")]
+    pub headers: HeaderMap,
+    /// The whole body.
+    pub body: Bytes,
+    /// The RFC 9111 policy, for the age and revalidation.
+    pub policy: CachePolicy,
+    /// When it was stored or last revalidated (milliseconds since the
+    /// epoch).
+    pub stored_at_ms: u64,
+    /// Freshness from `stored_at_ms`, in milliseconds.
+    pub ttl_ms: u64,
+    /// `stale-while-revalidate` window after the TTL, in milliseconds.
+    pub stale_while_revalidate_ms: u64,
+    /// `stale-if-error` window after the TTL, in milliseconds.
+    pub stale_if_error_ms: u64,
+    /// Marked stale by a light purge.
+    pub invalidated: bool,
+    /// What purges select it by.
+    pub meta: PurgeMeta,
+}
+
+/// What purges select an object by.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurgeMeta {
+    /// The distribution that stored it.
+    pub distribution: String,
+    /// Host and path, e.g. `www.example.com/img/a.png` (with `?query`
+    /// when it has one).
+    pub url: String,
+    /// `Surrogate-Key` tags.
+    pub tags: Vec<String>,
+}
+
+/// How an object may be used now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Usability {
+    /// Fresh: serve it.
+    Fresh,
+    /// Stale but inside `stale-while-revalidate`: serve it and refresh in
+    /// the background.
+    StaleWhileRevalidate,
+    /// Stale: revalidate first (it may still be served if the upstream
+    /// fails within `stale-if-error`).
+    Stale,
+}
+
+impl CachedObject {
+    /// How the object may be used at `now`.
+    pub fn usability(&self, now: SystemTime) -> Usability {
+        let age = self.resident_ms(now);
+        if !self.invalidated && age < self.ttl_ms {
+            Usability::Fresh
+        } else if self.invalidated || age < self.ttl_ms + self.stale_while_revalidate_ms {
+            // A light purge asks for a refresh but lets the old copy be
+            // served meanwhile.
+            Usability::StaleWhileRevalidate
+        } else {
+            Usability::Stale
+        }
+    }
+
+    /// Whether it may stand in for an upstream error at `now`.
+    pub fn usable_on_error(&self, now: SystemTime) -> bool {
+        self.resident_ms(now) < self.ttl_ms + self.stale_if_error_ms
+    }
+
+    /// The `Age` to send: what the upstream said plus the time stored.
+    pub fn age(&self, now: SystemTime) -> Duration {
+        self.policy.age(now)
+    }
+
+    /// Body size in bytes.
+    pub fn size(&self) -> usize {
+        self.body.len()
+    }
+
+    fn resident_ms(&self, now: SystemTime) -> u64 {
+        millis(now).saturating_sub(self.stored_at_ms)
+    }
+}
+
+/// Milliseconds since the epoch.
+pub fn millis(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The key of one variant of `key`: the values of the `vary` fields in
+/// `request` appended in order.
+pub fn variant_key(key: &str, vary: &[String], request: &HeaderMap) -> String {
+    let mut out = String::with_capacity(key.len() + 32);
+    out.push_str(key);
+    for name in vary {
+        out.push('\u{2}');
+        let values = request.get_all(name.as_str());
+        for (i, value) in values.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&String::from_utf8_lossy(value.as_bytes()));
+        }
+    }
+    out
+}
+
+/// The `Vary` field names of a response (lower-case), or `None` for
+/// `Vary: *`, which matches no later request.
+pub fn vary_fields(headers: &HeaderMap) -> Option<Vec<String>> {
+    let mut names = Vec::new();
+    for value in headers.get_all(http::header::VARY) {
+        for name in String::from_utf8_lossy(value.as_bytes()).split(',') {
+            let name = name.trim().to_ascii_lowercase();
+            if name == "*" {
+                return None;
+            }
+            if !name.is_empty() && !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    Some(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variants_differ_by_the_vary_fields_only() {
+        let mut a = HeaderMap::new();
+        a.insert("accept-encoding", "gzip".parse().unwrap());
+        a.insert("user-agent", "x".parse().unwrap());
+        let mut b = a.clone();
+        b.insert("user-agent", "y".parse().unwrap());
+        let vary = vec!["accept-encoding".to_string()];
+        assert_eq!(variant_key("k", &vary, &a), variant_key("k", &vary, &b));
+        b.insert("accept-encoding", "br".parse().unwrap());
+        assert_ne!(variant_key("k", &vary, &a), variant_key("k", &vary, &b));
+    }
+
+    #[test]
+    fn vary_fields_are_lower_case_and_star_means_none() {
+        let mut h = HeaderMap::new();
+        h.append("vary", "Accept-Encoding, Accept".parse().unwrap());
+        h.append("vary", "accept".parse().unwrap());
+        assert_eq!(vary_fields(&h).unwrap(), ["accept-encoding", "accept"]);
+        h.insert("vary", "*".parse().unwrap());
+        assert_eq!(vary_fields(&h), None);
+    }
+}

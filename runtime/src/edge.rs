@@ -1,0 +1,180 @@
+//! The edge's shared state: the configuration snapshot requests are served
+//! under (swapped atomically on reload), the cache, the upstream client and
+//! the plugin engine.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use parapet_host::{GeoDb, PluginEngine};
+
+use crate::cache::Cache;
+use crate::config::{ConfigError, EdgeConfig};
+use crate::peers::PeerRing;
+use crate::routing::Routes;
+use crate::tls::{Certificates, SniResolver};
+use crate::upstream::Upstream;
+
+/// One configuration, compiled: what a request is served under from start
+/// to end, even if a reload happens meanwhile.
+pub struct Snapshot {
+    /// The configuration.
+    pub config: EdgeConfig,
+    /// Distributions and behaviors with their plugins loaded.
+    pub routes: Routes,
+    /// The peers sharing this PoP's cache, if any.
+    pub peers: Option<PeerRing>,
+    /// Bearer token of the admin API's purge and prewarm.
+    pub admin_token: Option<String>,
+    /// Certificates for TLS listeners.
+    certificates: Option<Certificates>,
+}
+
+impl Snapshot {
+    /// Compiles `config`, loading plugins, certificates and the admin token;
+    /// relative paths are resolved against `base_dir`.
+    pub fn build(
+        config: EdgeConfig,
+        base_dir: &Path,
+        engine: &Arc<PluginEngine>,
+    ) -> Result<Self, ConfigError> {
+        let routes = Routes::build(&config, base_dir, engine)?;
+        let certificates = Some(Certificates::load(&config, base_dir)?);
+        let peers = config
+            .peer_address
+            .as_ref()
+            .filter(|_| !config.peers.is_empty())
+            .map(|me| PeerRing::new(me.clone(), &config.peers));
+        let admin_token = match &config.admin {
+            Some(admin) => match (&admin.token, &admin.token_file) {
+                (Some(token), _) => Some(token.clone()),
+                (None, Some(file)) => {
+                    let path = base_dir.join(file);
+                    let token = std::fs::read_to_string(&path).map_err(|e| ConfigError {
+                        file: None,
+                        field: "admin.token_file".into(),
+                        reason: format!("cannot read {}: {e}", path.display()),
+                    })?;
+                    Some(token.trim().to_string())
+                }
+                (None, None) => None,
+            },
+            None => None,
+        };
+        Ok(Snapshot {
+            config,
+            routes,
+            peers,
+            admin_token,
+            certificates,
+        })
+    }
+}
+
+/// Everything the edge's tasks share.
+pub struct Edge {
+    snapshot: ArcSwap<Snapshot>,
+    /// The cache.
+    pub cache: Arc<Cache>,
+    /// Pooled upstream connections.
+    pub upstream: Arc<Upstream>,
+    /// The plugin engine.
+    pub engine: Arc<PluginEngine>,
+    /// Client location for plugins.
+    pub geo: Option<Arc<GeoDb>>,
+    /// This PoP's id.
+    pub pop_id: Arc<str>,
+    /// Certificates of the TLS listeners.
+    pub tls: Arc<SniResolver>,
+    /// Whether each request is logged.
+    pub access_log: bool,
+    /// Set on shutdown: health checks fail so balancers stop sending.
+    pub draining: AtomicBool,
+    /// The configuration file, for reloads.
+    pub config_path: Option<PathBuf>,
+    next_request: AtomicU64,
+}
+
+impl Edge {
+    /// An edge serving `snapshot`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        mut snapshot: Snapshot,
+        cache: Arc<Cache>,
+        engine: Arc<PluginEngine>,
+        geo: Option<Arc<GeoDb>>,
+        config_path: Option<PathBuf>,
+        access_log: bool,
+    ) -> Arc<Self> {
+        let certificates = snapshot.certificates.take().unwrap_or_default();
+        Arc::new(Edge {
+            pop_id: snapshot.config.pop.id.as_str().into(),
+            snapshot: ArcSwap::from_pointee(snapshot),
+            cache,
+            upstream: Upstream::new(),
+            engine,
+            geo,
+            tls: SniResolver::new(certificates),
+            access_log,
+            draining: AtomicBool::new(false),
+            config_path,
+            next_request: AtomicU64::new(0),
+        })
+    }
+
+    /// The configuration requests are served under now.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Serves `snapshot` from now on; requests in progress finish under the
+    /// one they started with.
+    pub fn apply(&self, mut snapshot: Snapshot) {
+        if let Some(certificates) = snapshot.certificates.take() {
+            self.tls.replace(certificates);
+        }
+        self.snapshot.store(Arc::new(snapshot));
+    }
+
+    /// Rereads the configuration file and applies it. A configuration that
+    /// does not load leaves the running one in place.
+    pub async fn reload(self: &Arc<Self>) -> Result<(), ConfigError> {
+        let Some(path) = self.config_path.clone() else {
+            return Err(ConfigError {
+                file: None,
+                field: String::new(),
+                reason: "the edge runs without a configuration file".into(),
+            });
+        };
+        let engine = self.engine.clone();
+        let built = tokio::task::spawn_blocking(move || {
+            let config = EdgeConfig::from_file(&path)?;
+            let base_dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+            Snapshot::build(config, &base_dir, &engine).map_err(|mut e| {
+                e.file = Some(path.clone());
+                e
+            })
+        })
+        .await
+        .map_err(|e| ConfigError {
+            file: None,
+            field: String::new(),
+            reason: format!("the reload task failed: {e}"),
+        })??;
+        let old = self.snapshot();
+        if old.config.listeners != built.config.listeners || old.config.cache != built.config.cache
+        {
+            tracing::warn!("listener and cache changes apply at the next restart");
+        }
+        self.apply(built);
+        metrics::counter!("parapet_config_reloads_total", "result" => "ok").increment(1);
+        Ok(())
+    }
+
+    /// A new request id: the PoP, a counter and the process id.
+    pub fn request_id(&self) -> String {
+        let n = self.next_request.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{:x}-{n:x}", self.pop_id, std::process::id())
+    }
+}

@@ -1,0 +1,188 @@
+//! Header rules of a proxy: hop-by-hop fields removed in both directions,
+//! `Via` and `X-Forwarded-For` added upstream, cache-targeted fields
+//! (`CDN-Cache-Control`, `Surrogate-Control`, `Surrogate-Key`) kept from
+//! viewers, and conversion to and from the plugins' header lists.
+
+use std::net::IpAddr;
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+
+/// Fields that describe one connection, never forwarded (RFC 9110 7.6.1).
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Fields meant for this cache only: honoured, then removed before the
+/// response reaches the viewer.
+pub const CACHE_TARGETED: [&str; 3] = ["cdn-cache-control", "surrogate-control", "surrogate-key"];
+
+/// Removes hop-by-hop fields, including those named in `Connection`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Prepares a viewer's request headers for upstream: hop-by-hop fields
+/// removed, `X-Forwarded-For` extended with the client, `X-Forwarded-Proto`
+/// set, and this hop added to `Via`.
+pub fn forward_request_headers(headers: &mut HeaderMap, client: IpAddr, scheme: &str, pop: &str) {
+    strip_hop_by_hop(headers);
+    let client = match client {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(client, IpAddr::V4),
+        v4 => v4,
+    };
+    let forwarded_for = match headers.get("x-forwarded-for").map(HeaderValue::to_str) {
+        Some(Ok(previous)) => format!("{previous}, {client}"),
+        _ => client.to_string(),
+    };
+    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+        headers.insert("x-forwarded-for", value);
+    }
+    if !headers.contains_key("x-forwarded-proto") {
+        headers.insert("x-forwarded-proto", HeaderValue::from_static(scheme_value(scheme)));
+    }
+    append_via(headers, pop);
+}
+
+fn scheme_value(scheme: &str) -> &'static str {
+    if scheme == "https" {
+        "https"
+    } else {
+        "http"
+    }
+}
+
+/// Appends this edge to `Via` (`1.1 parapet-<pop>`).
+pub fn append_via(headers: &mut HeaderMap, pop: &str) {
+    let hop = format!("1.1 parapet-{pop}");
+    let value = match headers.get(http::header::VIA).map(HeaderValue::to_str) {
+        Some(Ok(previous)) => format!("{previous}, {hop}"),
+        _ => hop,
+    };
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        headers.insert(http::header::VIA, value);
+    }
+}
+
+/// Whether `Via` already passed through this edge: a forwarding loop.
+pub fn via_contains(headers: &HeaderMap, pop: &str) -> bool {
+    let hop = format!("parapet-{pop}");
+    headers
+        .get_all(http::header::VIA)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|entry| entry.split_whitespace().nth(1) == Some(hop.as_str()))
+}
+
+/// Removes what a viewer must not see of an upstream response: hop-by-hop
+/// and cache-targeted fields.
+pub fn strip_for_viewer(headers: &mut HeaderMap) {
+    strip_hop_by_hop(headers);
+    for name in CACHE_TARGETED {
+        headers.remove(name);
+    }
+}
+
+/// Headers as the plugins see them: lower-case names, values as text
+/// (bytes that are not UTF-8 are replaced).
+pub fn to_plugin(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_string(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
+
+/// A plugin's header list back as a map, without framing and hop-by-hop
+/// fields (the edge frames messages itself). The host has validated names
+/// and values; anything that still does not parse is dropped.
+pub fn from_plugin(headers: &[(String, String)]) -> HeaderMap {
+    let mut map = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            map.append(name, value);
+        }
+    }
+    strip_hop_by_hop(&mut map);
+    map.remove(http::header::CONTENT_LENGTH);
+    map
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (n, v) in pairs {
+            map.append(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn hop_by_hop_fields_and_those_connection_names_go() {
+        let mut h = map(&[
+            ("connection", "close, x-secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("accept", "*/*"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("accept"));
+    }
+
+    #[test]
+    fn forwarding_extends_xff_and_via_and_detects_loops() {
+        let mut h = map(&[("x-forwarded-for", "198.51.100.7"), ("via", "1.1 shield")]);
+        forward_request_headers(&mut h, "::ffff:192.0.2.1".parse().unwrap(), "https", "fra1");
+        assert_eq!(h["x-forwarded-for"], "198.51.100.7, 192.0.2.1");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["via"], "1.1 shield, 1.1 parapet-fra1");
+        assert!(via_contains(&h, "fra1"));
+        assert!(!via_contains(&h, "fra"));
+    }
+
+    #[test]
+    fn plugin_headers_lose_framing() {
+        let h = from_plugin(&[
+            ("content-length".into(), "5".into()),
+            ("transfer-encoding".into(), "chunked".into()),
+            ("x-ok".into(), "yes".into()),
+        ]);
+        assert_eq!(h.len(), 1);
+        assert_eq!(h["x-ok"], "yes");
+    }
+}

@@ -1,0 +1,208 @@
+//! The viewer listeners: TCP accept loops, TLS with SNI certificates, and
+//! hyper serving HTTP/1.1 and HTTP/2 (by ALPN over TLS, by prior knowledge
+//! in plain text) under the configured header size and time limits, with a
+//! bounded graceful shutdown.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+use crate::admin;
+use crate::config::ServerConfig;
+use crate::edge::Edge;
+use crate::proxy::{self, Connection};
+use crate::upstream::BoxError;
+
+/// A started edge: its bound addresses and the means to stop it.
+pub struct Running {
+    /// The viewer listeners' addresses, in configuration order.
+    pub listeners: Vec<SocketAddr>,
+    /// The admin listener's address.
+    pub admin: Option<SocketAddr>,
+    /// The shared state.
+    pub edge: Arc<Edge>,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+/// Binds every listener of the edge's configuration and starts serving.
+pub async fn start(edge: Arc<Edge>) -> anyhow::Result<Running> {
+    let snapshot = edge.snapshot();
+    let (stop, stopped) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    let mut listeners = Vec::new();
+    for listener in &snapshot.config.listeners {
+        let socket = TcpListener::bind(listener.address)
+            .await
+            .with_context(|| format!("cannot listen on {}", listener.address))?;
+        listeners.push(socket.local_addr()?);
+        let tls = listener
+            .tls
+            .then(|| TlsAcceptor::from(crate::tls::server_config(edge.tls.clone())));
+        tasks.spawn(accept_loop(
+            socket,
+            tls,
+            edge.clone(),
+            snapshot.config.server.clone(),
+            stopped.clone(),
+        ));
+    }
+    let admin = match &snapshot.config.admin {
+        Some(config) => {
+            let socket = TcpListener::bind(config.address)
+                .await
+                .with_context(|| format!("cannot listen on {} (admin)", config.address))?;
+            let address = socket.local_addr()?;
+            tasks.spawn(admin::serve(socket, edge.clone(), stopped.clone()));
+            Some(address)
+        }
+        None => None,
+    };
+    Ok(Running {
+        listeners,
+        admin,
+        edge,
+        stop,
+        tasks,
+    })
+}
+
+impl Running {
+    /// Stops accepting, lets in-flight requests finish within the grace
+    /// period, then returns.
+    pub async fn shutdown(mut self) {
+        self.edge.draining.store(true, Ordering::Relaxed);
+        self.stop.send_replace(true);
+        while self.tasks.join_next().await.is_some() {}
+        self.edge.cache.close().await;
+    }
+}
+
+async fn accept_loop(
+    socket: TcpListener,
+    tls: Option<TlsAcceptor>,
+    edge: Arc<Edge>,
+    limits: ServerConfig,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let graceful = GracefulShutdown::new();
+    let builder = Arc::new(http_builder(&limits));
+    loop {
+        let (stream, client) = tokio::select! {
+            accepted = socket.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off a little.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stopped.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let connection = ConnectionTask {
+            edge: edge.clone(),
+            builder: builder.clone(),
+            watcher: graceful.watcher(),
+            client,
+            handshake_timeout: Duration::from_millis(limits.header_timeout_ms),
+        };
+        match &tls {
+            Some(acceptor) => {
+                tokio::spawn(connection.serve_tls(stream, acceptor.clone()));
+            }
+            None => {
+                connection.serve(stream, false, None);
+            }
+        }
+    }
+    drop(socket);
+    let grace = Duration::from_millis(limits.shutdown_grace_ms);
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!(?grace, "shutdown grace period over; closing remaining connections");
+    }
+}
+
+fn http_builder(limits: &ServerConfig) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_millis(limits.header_timeout_ms))
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(limits.max_header_bytes as u32)
+        .max_concurrent_streams(256);
+    builder
+}
+
+/// One accepted connection.
+struct ConnectionTask {
+    edge: Arc<Edge>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: Watcher,
+    client: SocketAddr,
+    handshake_timeout: Duration,
+}
+
+impl ConnectionTask {
+    async fn serve_tls(self, stream: TcpStream, acceptor: TlsAcceptor) {
+        match tokio::time::timeout(self.handshake_timeout, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => {
+                let server_name = tls.get_ref().1.server_name().map(str::to_string);
+                self.serve(tls, true, server_name);
+            }
+            Ok(Err(e)) => tracing::debug!(client = %self.client, error = %e, "TLS handshake failed"),
+            Err(_) => tracing::debug!(client = %self.client, "TLS handshake timed out"),
+        }
+    }
+
+    fn serve<I>(self, io: I, tls: bool, server_name: Option<String>)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let connection = Arc::new(Connection {
+            client: self.client,
+            tls,
+            server_name,
+        });
+        let edge = self.edge;
+        let service = service_fn(move |request: http::Request<Incoming>| {
+            let edge = edge.clone();
+            let connection = connection.clone();
+            async move {
+                let request = request.map(|body| body.map_err(|e| -> BoxError { Box::new(e) }).boxed());
+                Ok::<_, Infallible>(proxy::handle(edge, connection, request).await)
+            }
+        });
+        let served = self
+            .builder
+            .serve_connection(TokioIo::new(io), service)
+            .into_owned();
+        let served = self.watcher.watch(served);
+        let client = self.client;
+        tokio::spawn(async move {
+            if let Err(e) = served.await {
+                tracing::debug!(client = %client, error = %e, "connection ended with an error");
+            }
+        });
+    }
+}

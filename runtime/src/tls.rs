@@ -1,0 +1,140 @@
+//! TLS termination: the certificate for each connection is chosen by SNI
+//! from the distributions' PEM files; a configuration reload swaps the
+//! certificates without touching open connections.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+
+use crate::config::{ConfigError, EdgeConfig};
+
+/// Certificates by host name, as one configuration names them.
+#[derive(Debug, Default)]
+pub struct Certificates {
+    exact: HashMap<String, Arc<CertifiedKey>>,
+    /// Parent of a `*.` domain → its certificate.
+    wildcard: HashMap<String, Arc<CertifiedKey>>,
+    /// Certificate of the `*` distribution, for any other name.
+    any: Option<Arc<CertifiedKey>>,
+}
+
+impl Certificates {
+    /// Loads the certificate of every distribution that has one. Relative
+    /// paths are resolved against `base_dir`.
+    pub fn load(config: &EdgeConfig, base_dir: &Path) -> Result<Self, ConfigError> {
+        let mut certificates = Certificates::default();
+        for (d, dist) in config.distributions.iter().enumerate() {
+            let Some(tls) = &dist.tls else { continue };
+            let key = certified_key(&base_dir.join(&tls.cert), &base_dir.join(&tls.key))
+                .map_err(|reason| ConfigError {
+                    file: None,
+                    field: format!("distribution[{d}].tls"),
+                    reason,
+                })?;
+            for domain in &dist.domains {
+                let domain = domain.to_ascii_lowercase();
+                if domain == "*" {
+                    certificates.any = Some(key.clone());
+                    continue;
+                }
+                match domain.strip_prefix("*.") {
+                    Some(parent) => certificates.wildcard.insert(parent.to_string(), key.clone()),
+                    None => certificates.exact.insert(domain, key.clone()),
+                };
+            }
+        }
+        Ok(certificates)
+    }
+
+    /// The certificate for `server_name`.
+    fn find(&self, server_name: &str) -> Option<Arc<CertifiedKey>> {
+        let name = server_name.trim_end_matches('.').to_ascii_lowercase();
+        self.exact.get(&name).cloned().or_else(|| {
+            let (_, parent) = name.split_once('.')?;
+            self.wildcard.get(parent).cloned()
+        })
+        .or_else(|| self.any.clone())
+    }
+}
+
+/// The resolver the TLS listeners keep for their lifetime; reloads replace
+/// what it resolves from.
+#[derive(Debug)]
+pub struct SniResolver {
+    certificates: ArcSwap<Certificates>,
+}
+
+impl SniResolver {
+    /// A resolver over `certificates`.
+    pub fn new(certificates: Certificates) -> Arc<Self> {
+        Arc::new(SniResolver {
+            certificates: ArcSwap::from_pointee(certificates),
+        })
+    }
+
+    /// Serves `certificates` to new handshakes from now on.
+    pub fn replace(&self, certificates: Certificates) {
+        self.certificates.store(Arc::new(certificates));
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        // No SNI, or a name no distribution serves: the handshake fails
+        // (`unrecognised_name`), as there is no right certificate to show.
+        self.certificates.load().find(hello.server_name()?)
+    }
+}
+
+/// A rustls server configuration resolving certificates with `resolver`,
+/// offering h2 and HTTP/1.1 by ALPN.
+pub fn server_config(resolver: Arc<SniResolver>) -> Arc<rustls::ServerConfig> {
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("the ring provider supports the default protocol versions")
+    .with_no_client_auth()
+    .with_cert_resolver(resolver);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+/// Reads the certificates of a PEM file.
+pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let pem = read(path)?;
+    let certs = rustls_pemfile::certs(&mut pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no certificate in the file", path.display()));
+    }
+    Ok(certs)
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+fn certified_key(cert: &PathBuf, key: &PathBuf) -> Result<Arc<CertifiedKey>, String> {
+    let certs = read_certs(cert)?;
+    let pem = read(key)?;
+    let key_der: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut pem.as_slice())
+        .map_err(|e| format!("{}: {e}", key.display()))?
+        .ok_or_else(|| format!("{}: no private key in the file", key.display()))?;
+    let provider = rustls::crypto::ring::default_provider();
+    let signing = provider
+        .key_provider
+        .load_private_key(key_der)
+        .map_err(|e| format!("{}: {e}", key.display()))?;
+    let certified = CertifiedKey::new(certs, signing);
+    certified
+        .keys_match()
+        .map_err(|e| format!("{} does not match {}: {e}", key.display(), cert.display()))?;
+    Ok(Arc::new(certified))
+}
