@@ -168,7 +168,7 @@ impl Default for CacheConfig {
             memory_bytes: 256 << 20,
             disk_dir: None,
             disk_bytes: 4 << 30,
-            max_object_bytes: 64 << 20,
+            max_object_bytes: 32 << 20,
             store_peer_copies: false,
         }
     }

@@ -619,6 +619,8 @@ impl Exchange {
             let mut headers = headers.clone();
             if hop == Hop::Peer {
                 headers.insert(PEER_HEADER, HeaderValue::from_static("1"));
+            } else {
+                headers.remove(PEER_HEADER);
             }
             let Some(this_body) = body.take() else { break };
             let replay = match &this_body {

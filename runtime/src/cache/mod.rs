@@ -100,6 +100,7 @@ impl Cache {
                         config.disk_bytes
                     )));
                 }
+                check_layout(dir, block, config.disk_bytes).map_err(error)?;
                 let device = FsDeviceBuilder::new(dir)
                     .with_capacity(config.disk_bytes as usize)
                     .build()
@@ -108,6 +109,11 @@ impl Cache {
                     .with_engine_config(
                         BlockEngineConfig::new(device)
                             .with_block_size(block as usize)
+                            // Writes beyond the buffers are dropped silently:
+                            // room for two largest objects in flight, and a
+                            // queue of twice that.
+                            .with_buffer_pool_size(2 * block as usize)
+                            .with_submit_queue_size_threshold(4 * block as usize)
                             .with_tombstone_log(true),
                     )
                     .with_recover_mode(RecoverMode::Quiet)
@@ -238,6 +244,32 @@ impl Cache {
             tracing::warn!(error = %e, "closing the cache");
         }
     }
+}
+
+/// Makes sure the disk tier in `dir` was written with this block size and
+/// capacity: foyer cannot reopen a directory with other settings, so one
+/// with another layout is emptied (its objects are lost, with a warning).
+fn check_layout(dir: &std::path::Path, block: u64, capacity: u64) -> Result<(), String> {
+    let path = dir.join("layout");
+    let layout = format!("parapet-cache v1 block={block} capacity={capacity}\n");
+    match std::fs::read_to_string(&path) {
+        Ok(found) if found == layout => return Ok(()),
+        Ok(found) => {
+            tracing::warn!(
+                dir = %dir.display(),
+                was = found.trim(),
+                now = layout.trim(),
+                "the cache layout changed (max_object_bytes or disk_bytes); emptying the disk tier"
+            );
+            for entry in std::fs::read_dir(dir).map_err(|e| e.to_string())?.flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_file()) {
+                    std::fs::remove_file(entry.path()).map_err(|e| e.to_string())?;
+                }
+            }
+        }
+        Err(_) => {}
+    }
+    std::fs::write(&path, layout).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// The disk block size for objects up to `max_object_bytes`.
