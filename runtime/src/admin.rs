@@ -83,13 +83,13 @@ async fn render_metrics(State(edge): State<Arc<Edge>>) -> Response {
 }
 
 /// Refuses a request without the right bearer token.
-fn authorize(edge: &Edge, headers: &HeaderMap) -> Result<(), Response> {
+fn authorize(edge: &Edge, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let Some(expected) = edge.snapshot().admin_token.clone() else {
-        return Err((
+        return Err(Box::new((
             StatusCode::FORBIDDEN,
             Json(json!({"error": "no admin token is configured; purge, prewarm and reload are off"})),
         )
-            .into_response());
+            .into_response()));
     };
     let given = headers
         .get("authorization")
@@ -97,12 +97,14 @@ fn authorize(edge: &Edge, headers: &HeaderMap) -> Result<(), Response> {
         .and_then(|v| v.strip_prefix("Bearer "));
     match given {
         Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => Ok(()),
-        _ => Err((
-            StatusCode::UNAUTHORIZED,
-            [("www-authenticate", "Bearer")],
-            Json(json!({"error": "a valid bearer token is required"})),
-        )
-            .into_response()),
+        _ => Err(Box::new(
+            (
+                StatusCode::UNAUTHORIZED,
+                [("www-authenticate", "Bearer")],
+                Json(json!({"error": "a valid bearer token is required"})),
+            )
+                .into_response(),
+        )),
     }
 }
 
@@ -129,7 +131,7 @@ async fn purge(
     body: axum::body::Bytes,
 ) -> Response {
     if let Err(denied) = authorize(&edge, &headers) {
-        return denied;
+        return *denied;
     }
     let request: PurgeRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
@@ -179,7 +181,7 @@ async fn prewarm(
     body: axum::body::Bytes,
 ) -> Response {
     if let Err(denied) = authorize(&edge, &headers) {
-        return denied;
+        return *denied;
     }
     let request: PrewarmRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
@@ -204,10 +206,16 @@ async fn prewarm(
         let mut viewer_request = http::Request::new(empty());
         *viewer_request.uri_mut() = uri.path_and_query().map_or_else(
             || http::Uri::from_static("/"),
-            |p| p.as_str().parse().unwrap_or_else(|_| http::Uri::from_static("/")),
+            |p| {
+                p.as_str()
+                    .parse()
+                    .unwrap_or_else(|_| http::Uri::from_static("/"))
+            },
         );
         if let Ok(host) = http::HeaderValue::from_str(authority.as_str()) {
-            viewer_request.headers_mut().insert(http::header::HOST, host);
+            viewer_request
+                .headers_mut()
+                .insert(http::header::HOST, host);
         }
         let response = proxy::handle(edge.clone(), connection.clone(), viewer_request).await;
         let status = response.status();
@@ -219,7 +227,9 @@ async fn prewarm(
             .to_string();
         // Read the body so the stored copy completes.
         let _ = http_body_util::BodyExt::collect(response.into_body()).await;
-        if status.is_success() && matches!(cache.as_str(), "MISS" | "HIT" | "EXPIRED" | "REVALIDATED") {
+        if status.is_success()
+            && matches!(cache.as_str(), "MISS" | "HIT" | "EXPIRED" | "REVALIDATED")
+        {
             warmed += 1;
         } else {
             failed.push(json!({"url": url, "status": status.as_u16(), "cache": cache}));
@@ -230,7 +240,7 @@ async fn prewarm(
 
 async fn reload(State(edge): State<Arc<Edge>>, headers: HeaderMap) -> Response {
     if let Err(denied) = authorize(&edge, &headers) {
-        return denied;
+        return *denied;
     }
     match edge.reload().await {
         Ok(()) => Json(json!({"reloaded": true})).into_response(),

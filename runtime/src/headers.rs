@@ -58,7 +58,10 @@ pub fn forward_request_headers(headers: &mut HeaderMap, client: IpAddr, scheme: 
         headers.insert("x-forwarded-for", value);
     }
     if !headers.contains_key("x-forwarded-proto") {
-        headers.insert("x-forwarded-proto", HeaderValue::from_static(scheme_value(scheme)));
+        headers.insert(
+            "x-forwarded-proto",
+            HeaderValue::from_static(scheme_value(scheme)),
+        );
     }
     append_via(headers, pop);
 }

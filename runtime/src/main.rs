@@ -49,7 +49,12 @@ struct Cli {
     #[arg(long, value_name = "ADDR", requires = "listen")]
     admin: Option<SocketAddr>,
     /// Without a file: the admin bearer token (else $PARAPET_ADMIN_TOKEN).
-    #[arg(long, env = "PARAPET_ADMIN_TOKEN", hide_env_values = true, requires = "admin")]
+    #[arg(
+        long,
+        env = "PARAPET_ADMIN_TOKEN",
+        hide_env_values = true,
+        requires = "admin"
+    )]
     admin_token: Option<String>,
     /// Without a file: keep a disk tier in this directory.
     #[arg(long, value_name = "DIR", requires = "listen")]
@@ -78,7 +83,10 @@ fn main() -> ExitCode {
         };
     }
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("parapet-edge: cannot start the runtime: {e}");
@@ -128,7 +136,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         None => None,
     };
     let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-    let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     loop {
         tokio::select! {
@@ -159,15 +168,14 @@ async fn reload(edge: &Arc<Edge>, cause: &str) {
 fn watch_config(path: &Path, edge: Arc<Edge>) -> anyhow::Result<notify::RecommendedWatcher> {
     let (changed, mut changes) = tokio::sync::mpsc::channel::<()>(1);
     let name = path.file_name().map(|n| n.to_os_string());
-    let mut watcher =
-        notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            let Ok(event) = event else { return };
-            let ours = event.paths.iter().any(|p| p.file_name() == name.as_deref());
-            if ours && (event.kind.is_modify() || event.kind.is_create()) {
-                let _ = changed.try_send(());
-            }
-        })
-        .context("starting the configuration file watcher")?;
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let Ok(event) = event else { return };
+        let ours = event.paths.iter().any(|p| p.file_name() == name.as_deref());
+        if ours && (event.kind.is_modify() || event.kind.is_create()) {
+            let _ = changed.try_send(());
+        }
+    })
+    .context("starting the configuration file watcher")?;
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())

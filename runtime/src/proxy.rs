@@ -100,10 +100,9 @@ pub fn error_response(status: StatusCode, message: &str) -> Response<Body> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    response.headers_mut().insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("no-store"),
-    );
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 
@@ -350,8 +349,8 @@ impl Exchange {
 
     async fn run(&mut self) -> Served {
         let snapshot = self.snapshot.clone();
-        let behavior = &snapshot.routes.distribution_at(self.dist_index).behaviors
-            [self.behavior_index];
+        let behavior =
+            &snapshot.routes.distribution_at(self.dist_index).behaviors[self.behavior_index];
         if let Some(session) = &mut self.session {
             let request = std::mem::replace(&mut self.request, placeholder_request());
             match session.on_viewer_request(&behavior.chains.on_viewer_request, request) {
@@ -405,10 +404,10 @@ impl Exchange {
         if let Some(hit) = cache.lookup(key, &viewer_headers).await {
             let now = SystemTime::now();
             match hit.object().usability(now) {
-                Usability::Fresh => return self.from_cache(&hit, CacheStatus::Hit),
+                Usability::Fresh => return self.answer_from_cache(&hit, CacheStatus::Hit),
                 Usability::StaleWhileRevalidate => {
                     self.refresh_in_background(key, &hit);
-                    return self.from_cache(&hit, CacheStatus::Stale);
+                    return self.answer_from_cache(&hit, CacheStatus::Stale);
                 }
                 Usability::Stale => return self.revalidate(key, hit).await,
             }
@@ -421,7 +420,7 @@ impl Exchange {
                 if follower.wait(wait).await {
                     if let Some(hit) = cache.lookup(key, &viewer_headers).await {
                         if hit.object().usability(SystemTime::now()) == Usability::Fresh {
-                            return self.from_cache(&hit, CacheStatus::Hit);
+                            return self.answer_from_cache(&hit, CacheStatus::Hit);
                         }
                     }
                 }
@@ -432,12 +431,19 @@ impl Exchange {
     }
 
     /// Answers from a stored object, through the viewer-response chain.
-    fn from_cache(&mut self, hit: &Hit, status: CacheStatus) -> Served {
+    fn answer_from_cache(&mut self, hit: &Hit, status: CacheStatus) -> Served {
         let method = method_of(&self.request);
         let viewer_headers = from_plugin(&self.request.headers);
         let answer = respond::answer(hit.object(), &method, &viewer_headers, SystemTime::now());
-        let plugin_body = (answer.body.len() <= PLUGIN_RESPONSE_BODY_LIMIT).then(|| answer.body.clone());
-        self.to_viewer(answer.status, answer.headers, full(answer.body), plugin_body, status)
+        let plugin_body =
+            (answer.body.len() <= PLUGIN_RESPONSE_BODY_LIMIT).then(|| answer.body.clone());
+        self.finish(
+            answer.status,
+            answer.headers,
+            full(answer.body),
+            plugin_body,
+            status,
+        )
     }
 
     /// Serves a stale object and refreshes it in the background, once.
@@ -468,7 +474,8 @@ impl Exchange {
                 }
                 Ok(fetched) => {
                     // Store the new version; nobody is waiting for the body.
-                    let served = refresh.store_response(&key, fetched, None, CacheStatus::Miss, true);
+                    let served =
+                        refresh.store_response(&key, fetched, None, CacheStatus::Miss, true);
                     let _ = served.response.into_body().collect().await;
                 }
                 Err(e) => tracing::warn!(key = %key, error = %e, "background refresh failed"),
@@ -484,18 +491,25 @@ impl Exchange {
             Ok(fetched) if fetched.response.status() == StatusCode::NOT_MODIFIED => {
                 let updated = self.updated_object(stale, fetched.response.headers());
                 self.edge.cache.replace(&hit.storage_key, updated);
-                match self.edge.cache.lookup(key, &from_plugin(&self.request.headers)).await {
-                    Some(fresh) => self.from_cache(&fresh, CacheStatus::Revalidated),
-                    None => self.from_cache(&hit, CacheStatus::Revalidated),
+                match self
+                    .edge
+                    .cache
+                    .lookup(key, &from_plugin(&self.request.headers))
+                    .await
+                {
+                    Some(fresh) => self.answer_from_cache(&fresh, CacheStatus::Revalidated),
+                    None => self.answer_from_cache(&hit, CacheStatus::Revalidated),
                 }
             }
             Ok(fetched)
                 if fetched.response.status().is_server_error() && stale.usable_on_error(now) =>
             {
-                self.from_cache(&hit, CacheStatus::Stale)
+                self.answer_from_cache(&hit, CacheStatus::Stale)
             }
             Ok(fetched) => self.store_response(key, fetched, None, CacheStatus::Expired, false),
-            Err(_) if stale.usable_on_error(now) => self.from_cache(&hit, CacheStatus::Stale),
+            Err(_) if stale.usable_on_error(now) => {
+                self.answer_from_cache(&hit, CacheStatus::Stale)
+            }
             Err(e) => upstream_failure(e),
         }
     }
@@ -563,8 +577,8 @@ impl Exchange {
     /// given, makes it a conditional request.
     async fn fetch(&mut self, stale: Option<&CachedObject>) -> Result<Fetched, FetchError> {
         let snapshot = self.snapshot.clone();
-        let behavior = &snapshot.routes.distribution_at(self.dist_index).behaviors
-            [self.behavior_index];
+        let behavior =
+            &snapshot.routes.distribution_at(self.dist_index).behaviors[self.behavior_index];
         let mut request = self.request.clone();
         if let Some(session) = &mut self.session {
             match session.on_origin_request(&behavior.chains.on_origin_request, request) {
@@ -721,16 +735,19 @@ impl Exchange {
         headers::strip_hop_by_hop(&mut parts.headers);
         let mut plugin_override = Override::default();
         let snapshot = self.snapshot.clone();
-        let behavior = &snapshot.routes.distribution_at(self.dist_index).behaviors
-            [self.behavior_index];
+        let behavior =
+            &snapshot.routes.distribution_at(self.dist_index).behaviors[self.behavior_index];
         if let Some(session) = &mut self.session {
             let response = parapet_host::Response {
                 status: parts.status.as_u16(),
                 headers: to_plugin(&parts.headers),
                 body: None,
             };
-            let outcome =
-                session.on_origin_response(&behavior.chains.on_origin_response, &self.request, response);
+            let outcome = session.on_origin_response(
+                &behavior.chains.on_origin_response,
+                &self.request,
+                response,
+            );
             match outcome.flow {
                 Flow::Respond(answer) => {
                     return Served {
@@ -750,7 +767,10 @@ impl Exchange {
                     }
                     plugin_override = Override {
                         cacheable: outcome.cache.cacheable,
-                        ttl: outcome.cache.ttl_seconds.map(|s| Duration::from_secs(s.into())),
+                        ttl: outcome
+                            .cache
+                            .ttl_seconds
+                            .map(|s| Duration::from_secs(s.into())),
                     };
                 }
             }
@@ -774,7 +794,7 @@ impl Exchange {
         let store_allowed = decision.storable
             && vary.is_some()
             && length.is_none_or(|n| n <= max)
-            && (!self.from_peer_copy(fetched.hop));
+            && (!self.is_peer_copy(fetched.hop));
         let mut viewer_headers = parts.headers.clone();
         headers::strip_for_viewer(&mut viewer_headers);
         let job = match (store_allowed, vary) {
@@ -816,16 +836,19 @@ impl Exchange {
             }
             (_, guard) => guard,
         };
-        let read_timeout = self.targets(None).last().map_or(Duration::from_secs(30), |(t, _)| t.read_timeout);
+        let read_timeout = self
+            .targets(None)
+            .last()
+            .map_or(Duration::from_secs(30), |(t, _)| t.read_timeout);
         let streamed = tee(body, job, guard, read_timeout, background);
         let head = method_of(&self.request) == Method::HEAD;
         let body = if head { empty() } else { streamed };
-        self.to_viewer(parts.status, viewer_headers, body, None, status_label)
+        self.finish(parts.status, viewer_headers, body, None, status_label)
     }
 
     /// Whether a response fetched from `hop` must not be stored here: one
     /// the owner peer holds, unless copies are configured.
-    fn from_peer_copy(&self, hop: Hop) -> bool {
+    fn is_peer_copy(&self, hop: Hop) -> bool {
         hop == Hop::Peer && !self.snapshot.config.cache.store_peer_copies
     }
 
@@ -843,7 +866,7 @@ impl Exchange {
                 }
                 headers::strip_for_viewer(&mut parts.headers);
                 let body = body.map_err(|e| -> BoxError { Box::new(e) }).boxed();
-                self.to_viewer(parts.status, parts.headers, body, None, CacheStatus::Bypass)
+                self.finish(parts.status, parts.headers, body, None, CacheStatus::Bypass)
             }
             Err(e) => upstream_failure(e),
         }
@@ -851,7 +874,7 @@ impl Exchange {
 
     /// Finishes a response: `X-Cache` and `Via`, then the viewer-response
     /// chain, then framing.
-    fn to_viewer(
+    fn finish(
         &mut self,
         status: StatusCode,
         mut headers: HeaderMap,
@@ -935,9 +958,10 @@ fn upstream_failure(error: FetchError) -> Served {
             cache: None,
             distribution: None,
         },
-        FetchError::Upstream(e @ UpstreamError::Timeout { .. }) => {
-            Served::error(StatusCode::GATEWAY_TIMEOUT, format!("origin timed out: {e}"))
-        }
+        FetchError::Upstream(e @ UpstreamError::Timeout { .. }) => Served::error(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("origin timed out: {e}"),
+        ),
         FetchError::Upstream(e) => {
             Served::error(StatusCode::BAD_GATEWAY, format!("origin unreachable: {e}"))
         }

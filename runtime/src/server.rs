@@ -134,8 +134,14 @@ async fn accept_loop(
     }
     drop(socket);
     let grace = Duration::from_millis(limits.shutdown_grace_ms);
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
-        tracing::warn!(?grace, "shutdown grace period over; closing remaining connections");
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?grace,
+            "shutdown grace period over; closing remaining connections"
+        );
     }
 }
 
@@ -170,7 +176,9 @@ impl ConnectionTask {
                 let server_name = tls.get_ref().1.server_name().map(str::to_string);
                 self.serve(tls, true, server_name);
             }
-            Ok(Err(e)) => tracing::debug!(client = %self.client, error = %e, "TLS handshake failed"),
+            Ok(Err(e)) => {
+                tracing::debug!(client = %self.client, error = %e, "TLS handshake failed")
+            }
             Err(_) => tracing::debug!(client = %self.client, "TLS handshake timed out"),
         }
     }
@@ -189,7 +197,8 @@ impl ConnectionTask {
             let edge = edge.clone();
             let connection = connection.clone();
             async move {
-                let request = request.map(|body| body.map_err(|e| -> BoxError { Box::new(e) }).boxed());
+                let request =
+                    request.map(|body| body.map_err(|e| -> BoxError { Box::new(e) }).boxed());
                 Ok::<_, Infallible>(proxy::handle(edge, connection, request).await)
             }
         });

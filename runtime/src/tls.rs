@@ -3,7 +3,7 @@
 //! certificates without touching open connections.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -30,12 +30,13 @@ impl Certificates {
         let mut certificates = Certificates::default();
         for (d, dist) in config.distributions.iter().enumerate() {
             let Some(tls) = &dist.tls else { continue };
-            let key = certified_key(&base_dir.join(&tls.cert), &base_dir.join(&tls.key))
-                .map_err(|reason| ConfigError {
+            let key = certified_key(&base_dir.join(&tls.cert), &base_dir.join(&tls.key)).map_err(
+                |reason| ConfigError {
                     file: None,
                     field: format!("distribution[{d}].tls"),
                     reason,
-                })?;
+                },
+            )?;
             for domain in &dist.domains {
                 let domain = domain.to_ascii_lowercase();
                 if domain == "*" {
@@ -43,7 +44,9 @@ impl Certificates {
                     continue;
                 }
                 match domain.strip_prefix("*.") {
-                    Some(parent) => certificates.wildcard.insert(parent.to_string(), key.clone()),
+                    Some(parent) => certificates
+                        .wildcard
+                        .insert(parent.to_string(), key.clone()),
                     None => certificates.exact.insert(domain, key.clone()),
                 };
             }
@@ -54,11 +57,14 @@ impl Certificates {
     /// The certificate for `server_name`.
     fn find(&self, server_name: &str) -> Option<Arc<CertifiedKey>> {
         let name = server_name.trim_end_matches('.').to_ascii_lowercase();
-        self.exact.get(&name).cloned().or_else(|| {
-            let (_, parent) = name.split_once('.')?;
-            self.wildcard.get(parent).cloned()
-        })
-        .or_else(|| self.any.clone())
+        self.exact
+            .get(&name)
+            .cloned()
+            .or_else(|| {
+                let (_, parent) = name.split_once('.')?;
+                self.wildcard.get(parent).cloned()
+            })
+            .or_else(|| self.any.clone())
     }
 }
 
@@ -121,7 +127,7 @@ fn read(path: &Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
-fn certified_key(cert: &PathBuf, key: &PathBuf) -> Result<Arc<CertifiedKey>, String> {
+fn certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, String> {
     let certs = read_certs(cert)?;
     let pem = read(key)?;
     let key_der: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut pem.as_slice())

@@ -25,7 +25,9 @@ pub type Body = http_body_util::combinators::BoxBody<Bytes, BoxError>;
 
 /// A body of `bytes`.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 /// An empty body.

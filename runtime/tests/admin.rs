@@ -11,7 +11,10 @@ async fn cached(origin: &Origin, edge: &common::TestEdge, paths: &[(&str, &str)]
     for (path, tags) in paths {
         origin.set(
             path,
-            Reply::ok(path.to_string(), &[("cache-control", "max-age=600"), ("surrogate-key", tags)]),
+            Reply::ok(
+                path.to_string(),
+                &[("cache-control", "max-age=600"), ("surrogate-key", tags)],
+            ),
         );
         assert_eq!(get(edge.addr(), path).await.cache(), "MISS");
     }
@@ -39,10 +42,22 @@ async fn hard_purges_by_url_prefix_tag_and_distribution_report_counts() {
     ];
     cached(&origin, &edge, &paths).await;
     let admin = edge.admin();
-    let url = admin_post(admin, "/purge", "secret", r#"{"url": "http://Example.test/index.html"}"#).await;
+    let url = admin_post(
+        admin,
+        "/purge",
+        "secret",
+        r#"{"url": "http://Example.test/index.html"}"#,
+    )
+    .await;
     assert_eq!(purged(&url), 1);
     assert_eq!(get(edge.addr(), "/index.html").await.cache(), "MISS");
-    let prefix = admin_post(admin, "/purge", "secret", r#"{"prefix": "example.test/img/"}"#).await;
+    let prefix = admin_post(
+        admin,
+        "/purge",
+        "secret",
+        r#"{"prefix": "example.test/img/"}"#,
+    )
+    .await;
     assert_eq!(purged(&prefix), 2);
     assert_eq!(get(edge.addr(), "/img/1.png").await.cache(), "MISS");
     assert_eq!(get(edge.addr(), "/css/a.css").await.cache(), "HIT");
@@ -51,7 +66,11 @@ async fn hard_purges_by_url_prefix_tag_and_distribution_report_counts() {
     assert_eq!(get(edge.addr(), "/css/a.css").await.cache(), "MISS");
     settle().await;
     let all = admin_post(admin, "/purge", "secret", r#"{"distribution": "site"}"#).await;
-    assert_eq!(purged(&all), 3, "index.html, 1.png and a.css were cached again above");
+    assert_eq!(
+        purged(&all),
+        3,
+        "index.html, 1.png and a.css were cached again above"
+    );
 }
 
 #[tokio::test]
@@ -59,14 +78,26 @@ async fn a_light_purge_serves_stale_once_while_it_refreshes() {
     let origin = Origin::start().await;
     let edge = edge(&config(&origin.url(), "", "", "")).await;
     cached(&origin, &edge, &[("/news", "n")]).await;
-    origin.set("/news", Reply::ok("fresh news", &[("cache-control", "max-age=600")]));
-    let soft = admin_post(edge.admin(), "/purge", "secret", r#"{"url": "example.test/news", "soft": true}"#).await;
+    origin.set(
+        "/news",
+        Reply::ok("fresh news", &[("cache-control", "max-age=600")]),
+    );
+    let soft = admin_post(
+        edge.admin(),
+        "/purge",
+        "secret",
+        r#"{"url": "example.test/news", "soft": true}"#,
+    )
+    .await;
     assert_eq!(purged(&soft), 1);
     let stale = get(edge.addr(), "/news").await;
     assert_eq!((stale.cache(), stale.text().as_str()), ("STALE", "/news"));
     tokio::time::sleep(Duration::from_millis(200)).await;
     let fresh = get(edge.addr(), "/news").await;
-    assert_eq!((fresh.cache(), fresh.text().as_str()), ("HIT", "fresh news"));
+    assert_eq!(
+        (fresh.cache(), fresh.text().as_str()),
+        ("HIT", "fresh news")
+    );
 }
 
 #[tokio::test]
@@ -77,22 +108,37 @@ async fn purge_and_prewarm_need_the_bearer_token_and_well_formed_bodies() {
     let wrong = admin_post(admin, "/purge", "guess", r#"{"url": "example.test/"}"#).await;
     assert_eq!(wrong.status, 401);
     assert_eq!(wrong.header("www-authenticate"), "Bearer");
-    assert_eq!(admin_post(admin, "/prewarm", "", r#"{"urls": []}"#).await.status, 401);
+    assert_eq!(
+        admin_post(admin, "/prewarm", "", r#"{"urls": []}"#)
+            .await
+            .status,
+        401
+    );
     assert_eq!(admin_post(admin, "/reload", "nope", "").await.status, 401);
     let two = admin_post(admin, "/purge", "secret", r#"{"url": "a", "tag": "b"}"#).await;
     assert_eq!(two.status, 400);
     assert!(two.text().contains("exactly one"), "{}", two.text());
     let unknown = admin_post(admin, "/purge", "secret", r#"{"path": "/"}"#).await;
     assert_eq!(unknown.status, 400);
-    assert!(unknown.text().contains("unknown field `path`"), "{}", unknown.text());
+    assert!(
+        unknown.text().contains("unknown field `path`"),
+        "{}",
+        unknown.text()
+    );
 }
 
 #[tokio::test]
 async fn prewarm_fetches_urls_so_viewers_hit() {
     let origin = Origin::start().await;
     let edge = edge(&config(&origin.url(), "", "", "")).await;
-    origin.set("/warm1", Reply::ok("1", &[("cache-control", "max-age=600")]));
-    origin.set("/warm2", Reply::ok("2", &[("cache-control", "max-age=600")]));
+    origin.set(
+        "/warm1",
+        Reply::ok("1", &[("cache-control", "max-age=600")]),
+    );
+    origin.set(
+        "/warm2",
+        Reply::ok("2", &[("cache-control", "max-age=600")]),
+    );
     let answer = admin_post(
         edge.admin(),
         "/prewarm",
@@ -141,8 +187,16 @@ async fn a_reload_swaps_the_config_and_a_bad_one_keeps_the_old() {
     std::fs::write(&edge.config_path, "this is not toml").unwrap();
     let refused = admin_post(edge.admin(), "/reload", "secret", "").await;
     assert_eq!(refused.status, 400);
-    assert!(refused.text().contains("edge.toml"), "names the file: {}", refused.text());
-    assert_eq!(get(edge.addr(), "/who").await.text(), "first", "the old config still serves");
+    assert!(
+        refused.text().contains("edge.toml"),
+        "names the file: {}",
+        refused.text()
+    );
+    assert_eq!(
+        get(edge.addr(), "/who").await.text(),
+        "first",
+        "the old config still serves"
+    );
     std::fs::write(&edge.config_path, config(&other.url(), "", "", "")).unwrap();
     let reloaded = admin_post(edge.admin(), "/reload", "secret", "").await;
     assert_eq!(reloaded.status, 200, "{}", reloaded.text());

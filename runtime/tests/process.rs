@@ -40,7 +40,10 @@ async fn spawn(args: &[&str], addr: SocketAddr) -> Edge {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(Instant::now() < deadline, "parapet-edge did not start listening on {addr}");
+        assert!(
+            Instant::now() < deadline,
+            "parapet-edge did not start listening on {addr}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Edge { child, addr }
@@ -57,7 +60,10 @@ fn signal(edge: &Edge, name: &str) {
 #[tokio::test]
 async fn the_disk_tier_serves_hits_after_kill_9() {
     let origin = Origin::start().await;
-    origin.set("/kept", Reply::ok(vec![b'k'; 300 << 10], &[("cache-control", "max-age=600")]));
+    origin.set(
+        "/kept",
+        Reply::ok(vec![b'k'; 300 << 10], &[("cache-control", "max-age=600")]),
+    );
     let dir = tempfile::tempdir().unwrap();
     let addr = free_addr();
     let cache_dir = dir.path().join("cache");
@@ -84,8 +90,15 @@ async fn the_disk_tier_serves_hits_after_kill_9() {
 
 fn write_config(path: &Path, addr: SocketAddr, origin: &str) {
     let text = common::config(origin, "", "", "")
-        .replacen("address = \"127.0.0.1:0\"", &format!("address = \"{addr}\""), 1)
-        .replace("[admin]\naddress = \"127.0.0.1:0\"\ntoken = \"secret\"\n", "");
+        .replacen(
+            "address = \"127.0.0.1:0\"",
+            &format!("address = \"{addr}\""),
+            1,
+        )
+        .replace(
+            "[admin]\naddress = \"127.0.0.1:0\"\ntoken = \"secret\"\n",
+            "",
+        );
     std::fs::write(path, text).unwrap();
 }
 
@@ -131,7 +144,10 @@ async fn sighup_and_file_changes_reload_and_a_bad_file_keeps_the_running_config(
 #[tokio::test]
 async fn sigterm_finishes_requests_in_flight_then_exits() {
     let origin = Origin::start().await;
-    origin.set("/slow", Reply::ok("finished", &[]).delayed(Duration::from_millis(800)));
+    origin.set(
+        "/slow",
+        Reply::ok("finished", &[]).delayed(Duration::from_millis(800)),
+    );
     let addr = free_addr();
     let url = origin.url();
     let mut edge = spawn(&["--listen", &addr.to_string(), "--origin", &url], addr).await;
@@ -148,7 +164,10 @@ async fn sigterm_finishes_requests_in_flight_then_exits() {
     .unwrap()
     .0;
     assert!(status.success(), "exit status {status}");
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "no longer listening");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no longer listening"
+    );
 }
 
 #[test]
@@ -158,7 +177,14 @@ fn help_explains_both_ways_to_run() {
         .output()
         .unwrap();
     let help = String::from_utf8(output.stdout).unwrap();
-    for flag in ["--config", "--listen", "--origin", "--admin", "--cache-dir", "--check-config"] {
+    for flag in [
+        "--config",
+        "--listen",
+        "--origin",
+        "--admin",
+        "--cache-dir",
+        "--check-config",
+    ] {
         assert!(help.contains(flag), "--help lacks {flag}");
     }
     let refused = Command::new(env!("CARGO_BIN_EXE_parapet-edge"))

@@ -17,7 +17,10 @@ use tokio::net::TcpStream;
 async fn h2c_with_prior_knowledge_is_served_on_plain_listeners() {
     let origin = Origin::start().await;
     let edge = edge(&config(&origin.url(), "", "", "")).await;
-    origin.set("/h2", Reply::ok("over h2", &[("cache-control", "max-age=60")]));
+    origin.set(
+        "/h2",
+        Reply::ok("over h2", &[("cache-control", "max-age=60")]),
+    );
     let stream = TcpStream::connect(edge.addr()).await.unwrap();
     let (mut sender, connection) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
@@ -29,14 +32,25 @@ async fn h2c_with_prior_knowledge_is_served_on_plain_listeners() {
             .body(Full::new(Bytes::new()))
             .unwrap();
         let response = common::collect(sender.send_request(request).await.unwrap()).await;
-        assert_eq!((response.status, response.text().as_str()), (200, "over h2"));
+        assert_eq!(
+            (response.status, response.text().as_str()),
+            (200, "over h2")
+        );
         assert_eq!(response.cache(), expected);
         settle().await;
     }
 }
 
-fn self_signed(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf, rcgen::CertifiedKey<rcgen::KeyPair>) {
-    let generated = rcgen::generate_simple_self_signed(vec![name.to_string(), format!("*.{name}")]).unwrap();
+fn self_signed(
+    dir: &std::path::Path,
+    name: &str,
+) -> (
+    std::path::PathBuf,
+    std::path::PathBuf,
+    rcgen::CertifiedKey<rcgen::KeyPair>,
+) {
+    let generated =
+        rcgen::generate_simple_self_signed(vec![name.to_string(), format!("*.{name}")]).unwrap();
     let cert = dir.join(format!("{name}.crt"));
     let key = dir.join(format!("{name}.key"));
     std::fs::write(&cert, generated.cert.pem()).unwrap();
@@ -90,30 +104,45 @@ async fn tls_picks_the_certificate_by_sni_negotiates_h2_and_reloads_certificates
         origin.url()
     );
     let edge = edge(&text).await;
-    let tls = tls_connect(edge.addr(), "www.example.test", &generated.cert).await.unwrap();
+    let tls = tls_connect(edge.addr(), "www.example.test", &generated.cert)
+        .await
+        .unwrap();
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     let (mut sender, connection) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
             .await
             .unwrap();
     tokio::spawn(connection);
-    let ok = http::Request::get("https://www.example.test/secure").body(Full::new(Bytes::new())).unwrap();
+    let ok = http::Request::get("https://www.example.test/secure")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
     let response = common::collect(sender.send_request(ok).await.unwrap()).await;
     assert_eq!((response.status, response.text().as_str()), (200, "tls"));
-    let misdirected = http::Request::get("https://other.test/secure").body(Full::new(Bytes::new())).unwrap();
+    let misdirected = http::Request::get("https://other.test/secure")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
     let response = common::collect(sender.send_request(misdirected).await.unwrap()).await;
-    assert_eq!(response.status, 421, "a connection for one name cannot serve another distribution");
+    assert_eq!(
+        response.status, 421,
+        "a connection for one name cannot serve another distribution"
+    );
     let other_tls = tls_connect(edge.addr(), "other.test", &other.cert).await;
     assert!(other_tls.is_ok(), "the second distribution's certificate");
     assert!(
-        tls_connect(edge.addr(), "unknown.invalid", &generated.cert).await.is_err(),
+        tls_connect(edge.addr(), "unknown.invalid", &generated.cert)
+            .await
+            .is_err(),
         "no certificate for an unknown name"
     );
     // Replace example.test's certificate and reload: new handshakes see it.
     let (_, _, renewed) = self_signed(dir.path(), "example.test");
     common::admin_post(edge.admin(), "/reload", "secret", "").await;
-    assert!(tls_connect(edge.addr(), "example.test", &renewed.cert).await.is_ok());
-    assert!(tls_connect(edge.addr(), "example.test", &generated.cert).await.is_err());
+    assert!(tls_connect(edge.addr(), "example.test", &renewed.cert)
+        .await
+        .is_ok());
+    assert!(tls_connect(edge.addr(), "example.test", &generated.cert)
+        .await
+        .is_err());
 }
 
 #[tokio::test]
@@ -150,15 +179,34 @@ viewer_response = ["ab", "headers"]"#;
     let edge = edge(&config(&origin.url(), "", behavior, &extra)).await;
     origin.set(
         "/variants/new/page",
-        Reply::ok("new page", &[("cache-control", "max-age=60"), ("server", "origin/1.0")]),
+        Reply::ok(
+            "new page",
+            &[("cache-control", "max-age=60"), ("server", "origin/1.0")],
+        ),
     );
     let miss = get(edge.addr(), "/page").await;
-    assert_eq!((miss.status, miss.cache(), miss.text().as_str()), (200, "MISS", "new page"));
-    assert!(miss.header("set-cookie").starts_with("ab_bucket=new"), "viewer-response set the cookie");
-    assert!(miss.header("vary").contains("x-ab-variant"), "origin-response added vary");
+    assert_eq!(
+        (miss.status, miss.cache(), miss.text().as_str()),
+        (200, "MISS", "new page")
+    );
+    assert!(
+        miss.header("set-cookie").starts_with("ab_bucket=new"),
+        "viewer-response set the cookie"
+    );
+    assert!(
+        miss.header("vary").contains("x-ab-variant"),
+        "origin-response added vary"
+    );
     assert_eq!(miss.header("server"), "", "viewer-response strips server");
-    assert!(!miss.header("x-content-type-options").is_empty(), "security headers added");
-    assert_eq!(origin.last("/variants/new/page").headers["x-ab-variant"], "new", "origin-request chain rewrote the path");
+    assert!(
+        !miss.header("x-content-type-options").is_empty(),
+        "security headers added"
+    );
+    assert_eq!(
+        origin.last("/variants/new/page").headers["x-ab-variant"],
+        "new",
+        "origin-request chain rewrote the path"
+    );
     settle().await;
     let hit = get(edge.addr(), "/page").await;
     assert_eq!(hit.cache(), "HIT");
@@ -169,7 +217,10 @@ viewer_response = ["ab", "headers"]"#;
     assert_eq!(again.status, 403);
     assert_eq!(again.cache(), "", "plugin answers are not cache results");
     let redirect = get(edge.addr(), "/old/x").await;
-    assert_eq!((redirect.status, redirect.header("location")), (301, "/new/x"));
+    assert_eq!(
+        (redirect.status, redirect.header("location")),
+        (301, "/new/x")
+    );
     assert_eq!(origin.hits("/variants/new/page"), 1);
 }
 
@@ -185,7 +236,9 @@ async fn a_large_body_streams_to_the_viewer_before_the_origin_finishes() {
         let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await;
         let half = vec![b'a'; 512 << 10];
         stream
-            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1048576\r\ncache-control: max-age=60\r\n\r\n")
+            .write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-length: 1048576\r\ncache-control: max-age=60\r\n\r\n",
+            )
             .await
             .unwrap();
         stream.write_all(&half).await.unwrap();
@@ -194,9 +247,14 @@ async fn a_large_body_streams_to_the_viewer_before_the_origin_finishes() {
     });
     let edge = edge(&config(&format!("http://{origin_addr}"), "", "", "")).await;
     let stream = TcpStream::connect(edge.addr()).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
     tokio::spawn(connection);
-    let request = http::Request::get("/stream").header("host", "example.test").body(Full::new(Bytes::new())).unwrap();
+    let request = http::Request::get("/stream")
+        .header("host", "example.test")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
     let response = tokio::time::timeout(Duration::from_secs(5), sender.send_request(request))
         .await
         .expect("headers arrive while the origin is still sending")
@@ -216,7 +274,11 @@ async fn a_large_body_streams_to_the_viewer_before_the_origin_finishes() {
     assert_eq!(received + rest.len(), 1 << 20);
     settle().await;
     let hit = get(edge.addr(), "/stream").await;
-    assert_eq!((hit.cache(), hit.body.len()), ("HIT", 1 << 20), "stored once complete");
+    assert_eq!(
+        (hit.cache(), hit.body.len()),
+        ("HIT", 1 << 20),
+        "stored once complete"
+    );
 }
 
 #[tokio::test]
@@ -231,9 +293,17 @@ async fn oversized_heads_slow_heads_and_smuggling_are_refused() {
     let answer = raw(edge.addr(), huge.as_bytes(), Duration::from_secs(2)).await;
     assert!(answer.starts_with("HTTP/1.1 431"), "{answer:.80}");
     let started = Instant::now();
-    let slow = raw(edge.addr(), b"GET / HTTP/1.1\r\nhost: exa", Duration::from_secs(5)).await;
+    let slow = raw(
+        edge.addr(),
+        b"GET / HTTP/1.1\r\nhost: exa",
+        Duration::from_secs(5),
+    )
+    .await;
     let waited = started.elapsed();
-    assert!(waited < Duration::from_secs(3), "closed after the 1 s header timeout, took {waited:?}");
+    assert!(
+        waited < Duration::from_secs(3),
+        "closed after the 1 s header timeout, took {waited:?}"
+    );
     assert!(!slow.contains("200 OK"), "{slow}");
     for (attempt, why) in [
         (&b"POST / HTTP/1.1\r\nhost: example.test\r\ntransfer-encoding: gzip\r\n\r\n"[..], "TE without chunked"),
@@ -251,10 +321,22 @@ async fn oversized_heads_slow_heads_and_smuggling_are_refused() {
         Duration::from_secs(2),
     )
     .await;
-    assert_eq!(smuggled.matches("HTTP/1.1 ").count(), 1, "one response, then close: {smuggled}");
+    assert_eq!(
+        smuggled.matches("HTTP/1.1 ").count(),
+        1,
+        "one response, then close: {smuggled}"
+    );
     assert!(smuggled.contains("connection: close"), "{smuggled}");
-    assert_eq!(origin.hits("/hidden"), 0, "the smuggled request never reached the origin");
-    assert_eq!(origin.hits("/"), 1, "only the POST whose framing was settled reached the origin");
+    assert_eq!(
+        origin.hits("/hidden"),
+        0,
+        "the smuggled request never reached the origin"
+    );
+    assert_eq!(
+        origin.hits("/"),
+        1,
+        "only the POST whose framing was settled reached the origin"
+    );
     let fine = get(edge.addr(), "/").await;
     assert_eq!(fine.status, 200, "the edge still serves");
 }
@@ -265,7 +347,13 @@ async fn unknown_hosts_get_404_naming_the_host() {
     let edge = edge(&config(&origin.url(), "", "", "")).await;
     let answer = request(edge.addr(), "GET", "nobody.invalid", "/", &[]).await;
     assert_eq!(answer.status, 404);
-    assert!(answer.text().contains("no distribution serves host `nobody.invalid`"), "{}", answer.text());
+    assert!(
+        answer
+            .text()
+            .contains("no distribution serves host `nobody.invalid`"),
+        "{}",
+        answer.text()
+    );
     let wildcard = request(edge.addr(), "GET", "img.example.test", "/", &[]).await;
     assert_eq!(wildcard.status, 404, "the origin's 404 for /");
     assert_eq!(origin.hits("/"), 1, "a wildcard domain reaches the origin");
@@ -279,23 +367,43 @@ async fn a_refused_origin_is_502_and_a_hanging_one_504() {
     let edge_refused = edge(&config(&closed_url, "", "", "")).await;
     let refused = get(edge_refused.addr(), "/").await;
     assert_eq!(refused.status, 502);
-    assert!(refused.text().contains("origin unreachable"), "{}", refused.text());
+    assert!(
+        refused.text().contains("origin unreachable"),
+        "{}",
+        refused.text()
+    );
     let origin = Origin::start().await;
-    origin.set("/hang", Reply::ok("late", &[]).delayed(Duration::from_secs(3)));
+    origin.set(
+        "/hang",
+        Reply::ok("late", &[]).delayed(Duration::from_secs(3)),
+    );
     let edge = edge(&config(&origin.url(), "", "", "")).await;
     let started = Instant::now();
     let hanging = get(edge.addr(), "/hang").await;
     assert_eq!(hanging.status, 504);
-    assert!(started.elapsed() < Duration::from_secs(2), "the 1 s read timeout applies");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the 1 s read timeout applies"
+    );
     assert!(hanging.text().contains("timed out"), "{}", hanging.text());
 }
 
 #[tokio::test]
 async fn ip_deny_lists_answer_403() {
     let origin = Origin::start().await;
-    let edge = edge(&config(&origin.url(), "", "ip_deny = [\"127.0.0.0/8\"]", "")).await;
+    let edge = edge(&config(
+        &origin.url(),
+        "",
+        "ip_deny = [\"127.0.0.0/8\"]",
+        "",
+    ))
+    .await;
     let denied = get(edge.addr(), "/").await;
     assert_eq!(denied.status, 403);
-    assert!(denied.text().contains("127.0.0.1 is not allowed"), "{}", denied.text());
+    assert!(
+        denied.text().contains("127.0.0.1 is not allowed"),
+        "{}",
+        denied.text()
+    );
     assert_eq!(origin.hits("/"), 0);
 }

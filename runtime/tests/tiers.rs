@@ -21,8 +21,14 @@ fn free_port() -> u16 {
 #[tokio::test]
 async fn edges_share_a_shield_that_fetches_once_and_fall_back_to_the_origin_without_it() {
     let origin = Origin::start().await;
-    origin.set("/shared", Reply::ok("shared", &[("cache-control", "max-age=60")]));
-    origin.set("/later", Reply::ok("later", &[("cache-control", "max-age=60")]));
+    origin.set(
+        "/shared",
+        Reply::ok("shared", &[("cache-control", "max-age=60")]),
+    );
+    origin.set(
+        "/later",
+        Reply::ok("later", &[("cache-control", "max-age=60")]),
+    );
     let shield = edge(&with_pop(config(&origin.url(), "", "", ""), "shield")).await;
     let shield_url = format!("http://{}", shield.addr());
     let top = format!("shield = \"{shield_url}\"");
@@ -32,17 +38,30 @@ async fn edges_share_a_shield_that_fetches_once_and_fall_back_to_the_origin_with
     settle().await;
     let from_b = get(b.addr(), "/shared").await;
     assert_eq!((from_b.cache(), from_b.text().as_str()), ("MISS", "shared"));
-    assert_eq!(origin.hits("/shared"), 1, "the shield answered edge b from its cache");
-    let via = origin.last("/shared").headers["via"].to_str().unwrap().to_string();
+    assert_eq!(
+        origin.hits("/shared"),
+        1,
+        "the shield answered edge b from its cache"
+    );
+    let via = origin.last("/shared").headers["via"]
+        .to_str()
+        .unwrap()
+        .to_string();
     assert_eq!(via, "1.1 parapet-edge-a, 1.1 parapet-shield");
     shield.running.shutdown().await;
     let direct = get(a.addr(), "/later").await;
-    assert_eq!((direct.status, direct.text().as_str()), (200, "later"), "shield down: origin");
+    assert_eq!(
+        (direct.status, direct.text().as_str()),
+        (200, "later"),
+        "shield down: origin"
+    );
     assert_eq!(origin.last("/later").headers["via"], "1.1 parapet-edge-a");
 }
 
 async fn peer(origin: &Origin, me: u16, other: u16) -> TestEdge {
-    let top = format!("peers = [\"127.0.0.1:{me}\", \"127.0.0.1:{other}\"]\npeer_address = \"127.0.0.1:{me}\"");
+    let top = format!(
+        "peers = [\"127.0.0.1:{me}\", \"127.0.0.1:{other}\"]\npeer_address = \"127.0.0.1:{me}\""
+    );
     let text = config(&origin.url(), &top, "", "").replacen(
         "address = \"127.0.0.1:0\"",
         &format!("address = \"127.0.0.1:{me}\""),
@@ -56,7 +75,10 @@ async fn peers_fetch_each_key_once_through_its_owner_and_skip_an_unreachable_own
     let origin = Origin::start().await;
     let paths: Vec<String> = (0..12).map(|i| format!("/obj/{i}")).collect();
     for path in &paths {
-        origin.set(path, Reply::ok(path.clone(), &[("cache-control", "max-age=60")]));
+        origin.set(
+            path,
+            Reply::ok(path.clone(), &[("cache-control", "max-age=60")]),
+        );
     }
     let (port_a, port_b) = (free_port(), free_port());
     let a = peer(&origin, port_a, port_b).await;
@@ -74,11 +96,24 @@ async fn peers_fetch_each_key_once_through_its_owner_and_skip_an_unreachable_own
         .iter()
         .filter(|s| s.headers["via"] == "1.1 parapet-test1, 1.1 parapet-test1")
         .count();
-    assert!(forwarded > 0 && forwarded < paths.len(), "keys are split between the peers ({forwarded} owned by b)");
-    assert!(origin.seen().iter().all(|s| !s.headers.contains_key("x-parapet-peer")), "the peer mark stays inside the PoP");
+    assert!(
+        forwarded > 0 && forwarded < paths.len(),
+        "keys are split between the peers ({forwarded} owned by b)"
+    );
+    assert!(
+        origin
+            .seen()
+            .iter()
+            .all(|s| !s.headers.contains_key("x-parapet-peer")),
+        "the peer mark stays inside the PoP"
+    );
     b.running.shutdown().await;
     for path in &paths {
         let answer = get(a.addr(), path).await;
-        assert_eq!((answer.status, answer.text()), (200, path.clone()), "owner down: a serves {path}");
+        assert_eq!(
+            (answer.status, answer.text()),
+            (200, path.clone()),
+            "owner down: a serves {path}"
+        );
     }
 }

@@ -125,7 +125,11 @@ pub fn has_directive(headers: &HeaderMap, name: &str) -> bool {
 /// The seconds of a `name=N` directive of `Cache-Control`.
 pub fn directive_seconds(headers: &HeaderMap, name: &str) -> Option<Duration> {
     let value = directive(headers, name)??;
-    value.trim_matches('"').parse().ok().map(Duration::from_secs)
+    value
+        .trim_matches('"')
+        .parse()
+        .ok()
+        .map(Duration::from_secs)
 }
 
 /// A `Cache-Control` directive: `Some(None)` when present without a value.
@@ -205,7 +209,10 @@ mod tests {
         let f = decide_with(
             &[
                 ("cache-control", "no-store"),
-                ("cdn-cache-control", "max-age=600, stale-while-revalidate=30"),
+                (
+                    "cdn-cache-control",
+                    "max-age=600, stale-while-revalidate=30",
+                ),
             ],
             &CachePolicyConfig::default(),
         );
@@ -231,7 +238,10 @@ mod tests {
         }
         assert!(
             decide_with(
-                &[("cache-control", "public, max-age=60"), ("set-cookie", "s=1")],
+                &[
+                    ("cache-control", "public, max-age=60"),
+                    ("set-cookie", "s=1")
+                ],
                 &config
             )
             .storable

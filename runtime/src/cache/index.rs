@@ -190,13 +190,24 @@ mod tests {
             v.sort();
             v
         };
-        assert_eq!(sorted(index.select(&Selector::Prefix("a.com/img/".into()))), ["k1", "k2"]);
+        assert_eq!(
+            sorted(index.select(&Selector::Prefix("a.com/img/".into()))),
+            ["k1", "k2"]
+        );
         assert_eq!(index.select(&Selector::Tag("p2".into())), ["k2"]);
-        assert_eq!(index.select(&Selector::Url("a.com/img/1.png".into())), ["k1"]);
-        assert!(index.select(&Selector::Url("a.com/index.html".into())).is_empty());
+        assert_eq!(
+            index.select(&Selector::Url("a.com/img/1.png".into())),
+            ["k1"]
+        );
+        assert!(index
+            .select(&Selector::Url("a.com/index.html".into()))
+            .is_empty());
         drop(index);
         let reopened = Index::open(&path).unwrap();
         assert_eq!(reopened.len(), 2);
-        assert_eq!(sorted(reopened.select(&Selector::Distribution("d".into()))), ["k1", "k2"]);
+        assert_eq!(
+            sorted(reopened.select(&Selector::Distribution("d".into()))),
+            ["k1", "k2"]
+        );
     }
 }

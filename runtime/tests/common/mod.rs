@@ -197,7 +197,9 @@ impl TestEdge {
 
     /// The admin listener.
     pub fn admin(&self) -> SocketAddr {
-        self.running.admin.expect("the test config has an admin listener")
+        self.running
+            .admin
+            .expect("the test config has an admin listener")
     }
 }
 
