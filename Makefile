@@ -7,11 +7,20 @@ TESTDATA   := target/testdata
 VENV       := target/venv-test
 PARAPET    := $(CARGO) run -q --release -p parapet-cli --
 
-.PHONY: test lint plugins toolchain toolchain-fallback testdata bench
+.PHONY: test lint plugins toolchain toolchain-fallback testdata bench bench-edge demo edge
 
 ## Every test of the project: unit, integration, example plugins through the host.
 test: plugins testdata toolchain-fallback
 	$(CARGO) test --workspace --release
+
+## The local CDN on embedded defaults: demo origin, parapet-edge with the
+## example plugins, and a curl tour (MISS, HIT, WAF, auth, redirect).
+demo: plugins edge
+	scripts/demo.sh
+
+## The edge server binary.
+edge:
+	$(CARGO) build --release -p parapet-edge
 
 ## Formatting and clippy, host workspace and guest plugins.
 lint:
@@ -48,3 +57,8 @@ $(TESTDATA)/geo-test.mmdb: tests/data/make_geo_mmdb.py $(VENV)/bin/python
 bench: plugins
 	$(CARGO) bench -p parapet-host --bench plugin_host
 	python3 bench/criterion_medians.py $${CARGO_TARGET_DIR:-target}
+
+## parapet-edge against nginx and Varnish (wrk, h2load) in front of one
+## origin; results in bench/edge/results-latest.md.
+bench-edge: plugins edge
+	bash bench/edge/run.sh
