@@ -19,6 +19,11 @@ use parapet_edge::{launch, LaunchOptions};
 use parapet_host::{EngineConfig, PluginEngine};
 use tokio::signal::unix::{signal, SignalKind};
 
+/// mimalloc: the request path makes many small, short-lived allocations,
+/// which glibc's allocator serves markedly slower (see bench/README.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The Parapet edge server (PoP): a caching reverse proxy running Wasm
 /// plugins.
 ///
