@@ -407,3 +407,108 @@ async fn ip_deny_lists_answer_403() {
     );
     assert_eq!(origin.hits("/"), 0);
 }
+
+#[tokio::test]
+async fn https_origins_are_verified_against_the_configured_ca_file() {
+    // A TLS origin with a certificate for 127.0.0.1 from its own CA.
+    let generated = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("origin-ca.pem");
+    std::fs::write(&ca_file, generated.cert.pem()).unwrap();
+    let key =
+        rustls::pki_types::PrivateKeyDer::try_from(generated.signing_key.serialize_der()).unwrap();
+    let mut server = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![generated.cert.der().clone()], key)
+    .unwrap();
+    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(|_request| async {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                        Bytes::from_static(b"over tls"),
+                    )))
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    let url = format!("https://{origin_addr}");
+    let trusted = config(&url, "", "", "").replace(
+        "connect_timeout_ms = 500",
+        &format!(
+            "connect_timeout_ms = 500\nca_file = \"{}\"",
+            ca_file.display()
+        ),
+    );
+    let edge_trusting = edge(&trusted).await;
+    let answer = get(edge_trusting.addr(), "/").await;
+    assert_eq!((answer.status, answer.text().as_str()), (200, "over tls"));
+    let edge_untrusting = edge(&config(&url, "", "", "")).await;
+    let refused = get(edge_untrusting.addr(), "/").await;
+    assert_eq!(
+        refused.status,
+        502,
+        "an unknown CA is refused: {}",
+        refused.text()
+    );
+    assert!(refused.text().contains("certificate"), "{}", refused.text());
+}
+
+#[tokio::test]
+async fn an_idempotent_request_is_retried_when_a_pooled_connection_was_closed() {
+    // The first connection answers one request, then closes on the second
+    // without answering (a keep-alive timeout racing the request).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut connections = 0;
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            connections += 1;
+            let first = connections == 1;
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                loop {
+                    let Ok(n) = tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    stream
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncache-control: no-store\r\n\r\nok")
+                        .await
+                        .unwrap();
+                    if first {
+                        let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await;
+                        return; // drops the connection with the request unanswered
+                    }
+                }
+            });
+        }
+    });
+    let edge = edge(&config(&format!("http://{origin_addr}"), "", "", "")).await;
+    assert_eq!(get(edge.addr(), "/one").await.status, 200);
+    let second = get(edge.addr(), "/two").await;
+    assert_eq!(
+        (second.status, second.text().as_str()),
+        (200, "ok"),
+        "retried on a new connection"
+    );
+}
