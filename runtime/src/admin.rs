@@ -108,6 +108,19 @@ fn authorize(edge: &Edge, headers: &HeaderMap) -> Result<(), Box<Response>> {
     }
 }
 
+/// The JSON body of an authorized `what` request, or the refusal (401, or
+/// 400 naming the problem).
+fn authorized_json<T: serde::de::DeserializeOwned>(
+    edge: &Edge,
+    headers: &HeaderMap,
+    body: &[u8],
+    what: &str,
+) -> Result<T, Box<Response>> {
+    authorize(edge, headers)?;
+    serde_json::from_slice(body)
+        .map_err(|e| Box::new(bad_request(format!("invalid {what} request: {e}"))))
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -130,12 +143,9 @@ async fn purge(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Err(denied) = authorize(&edge, &headers) {
-        return *denied;
-    }
-    let request: PurgeRequest = match serde_json::from_slice(&body) {
+    let request: PurgeRequest = match authorized_json(&edge, &headers, &body, "purge") {
         Ok(request) => request,
-        Err(e) => return bad_request(format!("invalid purge request: {e}")),
+        Err(refusal) => return *refusal,
     };
     let selectors: Vec<Selector> = [
         request.url.map(|u| Selector::Url(url_key(&u))),
@@ -180,12 +190,9 @@ async fn prewarm(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Err(denied) = authorize(&edge, &headers) {
-        return *denied;
-    }
-    let request: PrewarmRequest = match serde_json::from_slice(&body) {
+    let request: PrewarmRequest = match authorized_json(&edge, &headers, &body, "prewarm") {
         Ok(request) => request,
-        Err(e) => return bad_request(format!("invalid prewarm request: {e}")),
+        Err(refusal) => return *refusal,
     };
     let connection = Arc::new(Connection {
         client: SocketAddr::from(([127, 0, 0, 1], 0)),

@@ -258,10 +258,12 @@ async fn serve(
         connection: connection.clone(),
         dist_index,
         behavior_index,
+        original: session.as_ref().map(|_| request.clone()),
         session,
         request,
         streamed,
         from_peer,
+        background: false,
     };
     let mut served = exchange.run().await;
     served.distribution = Some(exchange.distribution().config.id.clone());
@@ -308,6 +310,11 @@ struct Exchange {
     session: Option<RequestSession>,
     /// The request as the plugins see it (and change it).
     request: PluginRequest,
+    /// The request before the viewer-request chain, when there is one: a
+    /// background refresh replays the chain on it.
+    original: Option<PluginRequest>,
+    /// A background refresh: nobody waits for the answer.
+    background: bool,
     /// A body too large for the plugins, streamed to the upstream.
     streamed: Option<Body>,
     /// Forwarded by a peer that found this edge owns the key.
@@ -348,21 +355,12 @@ impl Exchange {
     }
 
     async fn run(&mut self) -> Served {
-        let snapshot = self.snapshot.clone();
-        let behavior =
-            &snapshot.routes.distribution_at(self.dist_index).behaviors[self.behavior_index];
-        if let Some(session) = &mut self.session {
-            let request = std::mem::replace(&mut self.request, placeholder_request());
-            match session.on_viewer_request(&behavior.chains.on_viewer_request, request) {
-                Flow::Continue(request) => self.request = request,
-                Flow::Respond(answer) => {
-                    return Served {
-                        response: plugin_answer(answer),
-                        cache: None,
-                        distribution: None,
-                    }
-                }
-            }
+        if let Some(response) = self.viewer_request_chain() {
+            return Served {
+                response,
+                cache: None,
+                distribution: None,
+            };
         }
         let method = self.request.method.as_str();
         let cacheable = matches!(method, "GET" | "HEAD")
@@ -373,6 +371,25 @@ impl Exchange {
         }
         let key = self.cache_key();
         self.cached(&key).await
+    }
+
+    /// Runs the viewer-request chain on the request; `Some` when a plugin
+    /// answered instead.
+    fn viewer_request_chain(&mut self) -> Option<Response<Body>> {
+        let snapshot = self.snapshot.clone();
+        let chain = &snapshot.routes.distribution_at(self.dist_index).behaviors
+            [self.behavior_index]
+            .chains
+            .on_viewer_request;
+        let session = self.session.as_mut()?;
+        let request = std::mem::replace(&mut self.request, placeholder_request());
+        match session.on_viewer_request(chain, request) {
+            Flow::Continue(request) => {
+                self.request = request;
+                None
+            }
+            Flow::Respond(answer) => Some(plugin_answer(answer)),
+        }
     }
 
     fn cache_key(&self) -> String {
@@ -451,22 +468,43 @@ impl Exchange {
         let Join::Leader(guard) = self.edge.cache.flights().join(key) else {
             return; // a refresh is already running
         };
+        // The refresh is a request of its own: with plugins, a fresh
+        // session replays the viewer-request chain (instances keep state
+        // from that hook to the origin hooks), and skips viewer-response.
+        let session = self.session.as_ref().map(|_| {
+            RequestSession::new(RequestContext {
+                request_id: self.edge.request_id(),
+                pop_id: self.edge.pop_id.clone(),
+                client_ip: self.connection.client.ip(),
+                geo: self.edge.geo.clone(),
+            })
+        });
         let mut refresh = Exchange {
             edge: self.edge.clone(),
             snapshot: self.snapshot.clone(),
             connection: self.connection.clone(),
             dist_index: self.dist_index,
             behavior_index: self.behavior_index,
-            session: None,
-            request: self.request.clone(),
+            session,
+            request: self
+                .original
+                .clone()
+                .unwrap_or_else(|| self.request.clone()),
+            original: None,
             streamed: None,
             from_peer: self.from_peer,
+            background: true,
         };
         let stale = hit.object().clone();
         let storage_key = hit.storage_key.clone();
         let key = key.to_string();
         tokio::spawn(async move {
             let _guard = guard;
+            if let Some(answer) = refresh.viewer_request_chain() {
+                let status = answer.status();
+                tracing::debug!(key = %key, %status, "a plugin answered the refresh; skipped");
+                return;
+            }
             match refresh.fetch(Some(&stale)).await {
                 Ok(fetched) if fetched.response.status() == StatusCode::NOT_MODIFIED => {
                     let updated = refresh.updated_object(&stale, fetched.response.headers());
@@ -474,8 +512,7 @@ impl Exchange {
                 }
                 Ok(fetched) => {
                     // Store the new version; nobody is waiting for the body.
-                    let served =
-                        refresh.store_response(&key, fetched, None, CacheStatus::Miss, true);
+                    let served = refresh.store_response(&key, fetched, None, CacheStatus::Miss);
                     let _ = served.response.into_body().collect().await;
                 }
                 Err(e) => tracing::warn!(key = %key, error = %e, "background refresh failed"),
@@ -506,7 +543,7 @@ impl Exchange {
             {
                 self.answer_from_cache(&hit, CacheStatus::Stale)
             }
-            Ok(fetched) => self.store_response(key, fetched, None, CacheStatus::Expired, false),
+            Ok(fetched) => self.store_response(key, fetched, None, CacheStatus::Expired),
             Err(_) if stale.usable_on_error(now) => {
                 self.answer_from_cache(&hit, CacheStatus::Stale)
             }
@@ -517,7 +554,7 @@ impl Exchange {
     /// A miss: fetch, store if allowed, stream to the viewer.
     async fn miss(&mut self, key: &str, guard: Option<FlightGuard>) -> Served {
         match self.fetch(None).await {
-            Ok(fetched) => self.store_response(key, fetched, guard, CacheStatus::Miss, false),
+            Ok(fetched) => self.store_response(key, fetched, guard, CacheStatus::Miss),
             Err(e) => upstream_failure(e),
         }
     }
@@ -729,7 +766,6 @@ impl Exchange {
         fetched: Fetched,
         guard: Option<FlightGuard>,
         status_label: CacheStatus,
-        background: bool,
     ) -> Served {
         let (mut parts, body) = fetched.response.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
@@ -837,10 +873,14 @@ impl Exchange {
             (_, guard) => guard,
         };
         let read_timeout = self
-            .targets(None)
-            .last()
-            .map_or(Duration::from_secs(30), |(t, _)| t.read_timeout);
-        let streamed = tee(body, job, guard, read_timeout, background);
+            .distribution()
+            .config
+            .origins
+            .first()
+            .map_or(Duration::from_secs(30), |o| {
+                Duration::from_millis(o.read_timeout_ms)
+            });
+        let streamed = tee(body, job, guard, read_timeout, self.background);
         let head = method_of(&self.request) == Method::HEAD;
         let body = if head { empty() } else { streamed };
         self.finish(parts.status, viewer_headers, body, None, status_label)
@@ -889,7 +929,8 @@ impl Exchange {
             [self.behavior_index]
             .chains
             .on_viewer_response;
-        let (Some(session), false) = (&mut self.session, chain.is_empty()) else {
+        let (Some(session), false) = (&mut self.session, chain.is_empty() || self.background)
+        else {
             let mut response = Response::new(body);
             *response.status_mut() = status;
             *response.headers_mut() = headers;

@@ -53,6 +53,11 @@ fn a_bad_config_exits_1_naming_file_field_and_reason() {
     )
     .unwrap();
     std::fs::write(&path, example).unwrap();
+    std::fs::copy(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/kv.json"),
+        dir.path().join("kv.json"),
+    )
+    .unwrap();
     let (code, _, stderr) = check_config(&path);
     assert_eq!(
         code, 1,

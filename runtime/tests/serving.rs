@@ -512,3 +512,42 @@ async fn an_idempotent_request_is_retried_when_a_pooled_connection_was_closed() 
         "retried on a new connection"
     );
 }
+
+#[tokio::test]
+async fn a_background_refresh_replays_the_request_chains() {
+    let origin = Origin::start().await;
+    let extra = format!(
+        r#"
+[[distribution.plugin]]
+name = "ab"
+wasm = "{}"
+config = {{ variants = [{{ name = "new", weight = 100, prefix = "/variants/new" }}] }}
+"#,
+        plugins_dir().join("ab-test.wasm").display()
+    );
+    let behavior =
+        "viewer_request = [\"ab\"]\norigin_request = [\"ab\"]\norigin_response = [\"ab\"]";
+    let edge = edge(&config(&origin.url(), "", behavior, &extra)).await;
+    let path = "/variants/new/page";
+    origin.set(
+        path,
+        Reply::ok(
+            "v1",
+            &[("cache-control", "max-age=1, stale-while-revalidate=30")],
+        ),
+    );
+    assert_eq!(get(edge.addr(), "/page").await.text(), "v1");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    origin.set(path, Reply::ok("v2", &[("cache-control", "max-age=60")]));
+    let stale = get(edge.addr(), "/page").await;
+    assert_eq!((stale.cache(), stale.text().as_str()), ("STALE", "v1"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let fresh = get(edge.addr(), "/page").await;
+    assert_eq!((fresh.cache(), fresh.text().as_str()), ("HIT", "v2"));
+    assert_eq!(
+        origin.hits(path),
+        2,
+        "the refresh went to the variant's path"
+    );
+    assert_eq!(origin.hits("/page"), 0);
+}
