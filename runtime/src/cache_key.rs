@@ -7,6 +7,8 @@
 //! by bytes that cannot occur in them, so different requests cannot produce
 //! the same key by shifting text between parts.
 
+use http::HeaderMap;
+
 use crate::config::{CacheKeyConfig, QueryKey};
 
 /// Separates the parts of a key; cannot occur in a valid URL or header.
@@ -24,8 +26,8 @@ pub struct KeyInput<'a> {
     pub path: &'a str,
     /// The query string without `?`.
     pub query: Option<&'a str>,
-    /// Request headers as `(name, value)`, names lower-case.
-    pub headers: &'a [(String, String)],
+    /// Request headers.
+    pub headers: &'a HeaderMap,
 }
 
 /// The cache key of `input` under `policy`.
@@ -44,15 +46,11 @@ pub fn cache_key(policy: &CacheKeyConfig, input: &KeyInput<'_>) -> String {
     for name in &policy.headers {
         key.push_str(name);
         key.push('=');
-        let values = input
-            .headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name));
-        for (i, (_, value)) in values.enumerate() {
+        for (i, value) in input.headers.get_all(name.as_str()).iter().enumerate() {
             if i > 0 {
                 key.push(',');
             }
-            key.push_str(value);
+            key.push_str(&String::from_utf8_lossy(value.as_bytes()));
         }
         key.push(ITEM);
     }
@@ -90,11 +88,12 @@ fn push_query(key: &mut String, policy: &CacheKeyConfig, query: &str) {
 }
 
 /// The value of cookie `name` in the `cookie` headers.
-fn cookie<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
+        .get_all(http::header::COOKIE)
         .iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case("cookie"))
-        .flat_map(|(_, v)| v.split(';'))
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(n, _)| *n == name)
         .map(|(_, v)| v)
@@ -104,11 +103,15 @@ fn cookie<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
 mod tests {
     use super::*;
 
-    fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .collect()
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (n, v) in pairs {
+            map.append(
+                http::HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        map
     }
 
     fn key(

@@ -132,6 +132,9 @@ pub struct ServerConfig {
     /// How long a request waits for another request fetching the same
     /// object before it goes upstream itself, in milliseconds.
     pub collapse_wait_ms: u64,
+    /// Worker threads serving requests; 0 means one per CPU. Read at
+    /// start only.
+    pub workers: usize,
 }
 
 impl Default for ServerConfig {
@@ -141,6 +144,7 @@ impl Default for ServerConfig {
             max_header_bytes: 32 << 10,
             shutdown_grace_ms: 10_000,
             collapse_wait_ms: 10_000,
+            workers: 0,
         }
     }
 }

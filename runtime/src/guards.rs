@@ -3,6 +3,8 @@
 
 use std::net::IpAddr;
 
+use http::{HeaderMap, HeaderName};
+
 use crate::config::BehaviorConfig;
 
 /// Whether a client at `ip` may be served under `behavior`: not in a denied
@@ -23,15 +25,18 @@ pub fn ip_allowed(behavior: &BehaviorConfig, ip: IpAddr) -> bool {
 /// Applies the behavior's request header lists to `headers` in place: keeps
 /// only allowed names (when an allow list is set), then drops denied ones.
 /// Names compare case-insensitively.
-pub fn filter_request_headers(behavior: &BehaviorConfig, headers: &mut Vec<(String, String)>) {
-    let listed = |list: &[String], name: &str| list.iter().any(|l| l.eq_ignore_ascii_case(name));
-    headers.retain(|(name, _)| {
-        let allowed = behavior
-            .request_headers_allow
-            .as_deref()
-            .is_none_or(|allow| listed(allow, name));
-        allowed && !listed(&behavior.request_headers_deny, name)
-    });
+pub fn filter_request_headers(behavior: &BehaviorConfig, headers: &mut HeaderMap) {
+    if let Some(allow) = &behavior.request_headers_allow {
+        let listed =
+            |name: &HeaderName| allow.iter().any(|l| l.eq_ignore_ascii_case(name.as_str()));
+        let refused: Vec<HeaderName> = headers.keys().filter(|n| !listed(n)).cloned().collect();
+        for name in refused {
+            headers.remove(name);
+        }
+    }
+    for name in &behavior.request_headers_deny {
+        headers.remove(name.as_str());
+    }
 }
 
 #[cfg(test)]
@@ -68,18 +73,21 @@ mod tests {
 
     #[test]
     fn header_lists_filter_case_insensitively() {
-        let mut headers: Vec<(String, String)> = [
+        let mut headers = HeaderMap::new();
+        for (n, v) in [
             ("Accept", "a"),
             ("x-debug", "1"),
             ("cookie", "c"),
             ("x-other", "o"),
-        ]
-        .iter()
-        .map(|(n, v)| (n.to_string(), v.to_string()))
-        .collect();
+        ] {
+            headers.append(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
         let b = behavior("request_headers_allow = [\"accept\", \"X-Debug\", \"cookie\"]\nrequest_headers_deny = [\"COOKIE\"]");
         filter_request_headers(&b, &mut headers);
-        let names: Vec<&str> = headers.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names, ["Accept", "x-debug"]);
+        let names: Vec<&str> = headers.keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["accept", "x-debug"]);
     }
 }

@@ -11,7 +11,7 @@ use clap::Parser;
 use notify::Watcher;
 use parapet_edge::config::{
     AdminConfig, BehaviorConfig, CacheConfig, DistributionConfig, EdgeConfig, ListenerConfig,
-    OriginConfig, PopConfig,
+    OriginConfig, PopConfig, ServerConfig,
 };
 use parapet_edge::edge::Edge;
 use parapet_edge::routing::Routes;
@@ -64,6 +64,9 @@ struct Cli {
     /// Without a file: keep a disk tier in this directory.
     #[arg(long, value_name = "DIR", requires = "listen")]
     cache_dir: Option<PathBuf>,
+    /// Without a file: worker threads (0: one per CPU).
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "listen")]
+    workers: usize,
     /// Without a file: the memory tier size in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 256, requires = "listen")]
     memory_mib: u64,
@@ -88,17 +91,7 @@ fn main() -> ExitCode {
         };
     }
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("parapet-edge: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(cli)) {
+    match serve(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("parapet-edge: {e:#}");
@@ -118,12 +111,26 @@ fn init_logging() {
         .init();
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+/// Reads the configuration, then runs the edge on a runtime with the
+/// configured number of worker threads.
+fn serve(cli: Cli) -> anyhow::Result<()> {
     let (config, config_path) = match (&cli.config, &cli.listen, &cli.origin) {
         (Some(path), _, _) => (EdgeConfig::from_file(path)?, Some(path.clone())),
         (None, Some(listen), Some(origin)) => (single_origin(&cli, *listen, origin)?, None),
         _ => anyhow::bail!("give --config FILE, or --listen ADDR --origin URL (see --help)"),
     };
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if config.server.workers > 0 {
+        runtime.worker_threads(config.server.workers);
+    }
+    let runtime = runtime
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    runtime.block_on(run(cli, config, config_path))
+}
+
+async fn run(cli: Cli, config: EdgeConfig, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let running = launch(LaunchOptions {
         config,
         config_path: config_path.clone(),
@@ -226,7 +233,10 @@ fn single_origin(cli: &Cli, listen: SocketAddr, origin: &str) -> anyhow::Result<
         shield: None,
         peers: Vec::new(),
         peer_address: None,
-        server: Default::default(),
+        server: ServerConfig {
+            workers: cli.workers,
+            ..ServerConfig::default()
+        },
         distributions: vec![DistributionConfig {
             id: "default".into(),
             customer: "local".into(),

@@ -124,18 +124,21 @@ async fn handle_request(
     request: http::Request<Body>,
 ) -> Response<Body> {
     let started = Instant::now();
-    let method = request.method().clone();
-    let target = request.uri().to_string();
-    let host = authority(&request).unwrap_or_default();
+    // What the access log needs of the request, taken before it is consumed.
+    let logged = edge.access_log.then(|| {
+        (
+            request.method().clone(),
+            request.uri().to_string(),
+            authority(&request).unwrap_or_default(),
+        )
+    });
     let snapshot = edge.snapshot();
     let served = serve(&edge, &snapshot, &connection, request).await;
     let status = served.response.status();
     let cache = served.cache.map_or("NONE", CacheStatus::as_str);
     let elapsed = started.elapsed();
-    metrics::counter!("parapet_requests_total", "status" => status.as_str().to_owned(), "cache" => cache)
-        .increment(1);
-    metrics::histogram!("parapet_request_duration_seconds").record(elapsed.as_secs_f64());
-    if edge.access_log {
+    count_request(status, cache, elapsed);
+    if let Some((method, target, host)) = logged {
         tracing::info!(
             target: "parapet::access",
             client = %connection.client.ip(),
@@ -149,6 +152,26 @@ async fn handle_request(
         );
     }
     served.response
+}
+
+/// Records a request in `parapet_requests_total{status,cache}` and
+/// `parapet_request_duration_seconds`. The metric handles are kept per
+/// worker thread, so the registry is not searched on every request.
+fn count_request(status: StatusCode, cache: &'static str, elapsed: Duration) {
+    thread_local! {
+        static COUNTERS: std::cell::RefCell<std::collections::HashMap<(u16, &'static str), metrics::Counter>> =
+            Default::default();
+        static DURATION: metrics::Histogram = metrics::histogram!("parapet_request_duration_seconds");
+    }
+    COUNTERS.with_borrow_mut(|counters| {
+        counters
+            .entry((status.as_u16(), cache))
+            .or_insert_with(|| {
+                metrics::counter!("parapet_requests_total", "status" => status.as_str().to_owned(), "cache" => cache)
+            })
+            .increment(1);
+    });
+    DURATION.with(|histogram| histogram.record(elapsed.as_secs_f64()));
 }
 
 /// The host a request is addressed to: `:authority` (HTTP/2, absolute
@@ -222,9 +245,8 @@ async fn serve(
         served.distribution = Some(dist.config.id.clone());
         return served;
     }
-    let (parts, body) = request.into_parts();
-    let mut plugin_headers = to_plugin(&parts.headers);
-    guards::filter_request_headers(&behavior.config, &mut plugin_headers);
+    let (mut parts, body) = request.into_parts();
+    guards::filter_request_headers(&behavior.config, &mut parts.headers);
     let chains = &behavior.chains;
     let any_plugins = !(chains.on_viewer_request.is_empty()
         && chains.on_origin_request.is_empty()
@@ -241,7 +263,12 @@ async fn serve(
         authority: host,
         path,
         query: parts.uri.query().map(str::to_string),
-        headers: plugin_headers,
+        // Filled from `headers` when plugins run (see `Exchange::headers`).
+        headers: if any_plugins {
+            to_plugin(&parts.headers)
+        } else {
+            Vec::new()
+        },
         body: body.map(|b| b.to_vec()),
     };
     let session = any_plugins.then(|| {
@@ -261,6 +288,7 @@ async fn serve(
         original: session.as_ref().map(|_| request.clone()),
         session,
         request,
+        headers: parts.headers,
         streamed,
         from_peer,
         background: false,
@@ -308,8 +336,12 @@ struct Exchange {
     dist_index: usize,
     behavior_index: usize,
     session: Option<RequestSession>,
-    /// The request as the plugins see it (and change it).
+    /// The request as the plugins see it (and change it); its header list
+    /// is kept only while plugins run.
     request: PluginRequest,
+    /// The request's headers: the source of truth, converted to and from
+    /// the plugins' list around each request chain.
+    headers: HeaderMap,
     /// The request before the viewer-request chain, when there is one: a
     /// background refresh replays the chain on it.
     original: Option<PluginRequest>,
@@ -385,6 +417,7 @@ impl Exchange {
         let request = std::mem::replace(&mut self.request, placeholder_request());
         match session.on_viewer_request(chain, request) {
             Flow::Continue(request) => {
+                self.headers = from_plugin(&request.headers);
                 self.request = request;
                 None
             }
@@ -401,7 +434,7 @@ impl Exchange {
                 host: &host,
                 path: &self.request.path,
                 query: self.request.query.as_deref(),
-                headers: &self.request.headers,
+                headers: &self.headers,
             },
         )
     }
@@ -417,8 +450,7 @@ impl Exchange {
     /// A cacheable request: hit, stale or miss.
     async fn cached(&mut self, key: &str) -> Served {
         let cache = self.edge.cache.clone();
-        let viewer_headers = from_plugin(&self.request.headers);
-        if let Some(hit) = cache.lookup(key, &viewer_headers).await {
+        if let Some(hit) = cache.lookup(key, &self.headers).await {
             let now = SystemTime::now();
             match hit.object().usability(now) {
                 Usability::Fresh => return self.answer_from_cache(&hit, CacheStatus::Hit),
@@ -435,7 +467,7 @@ impl Exchange {
                 metrics::counter!("parapet_collapsed_requests_total").increment(1);
                 let wait = Duration::from_millis(self.snapshot.config.server.collapse_wait_ms);
                 if follower.wait(wait).await {
-                    if let Some(hit) = cache.lookup(key, &viewer_headers).await {
+                    if let Some(hit) = cache.lookup(key, &self.headers).await {
                         if hit.object().usability(SystemTime::now()) == Usability::Fresh {
                             return self.answer_from_cache(&hit, CacheStatus::Hit);
                         }
@@ -450,8 +482,7 @@ impl Exchange {
     /// Answers from a stored object, through the viewer-response chain.
     fn answer_from_cache(&mut self, hit: &Hit, status: CacheStatus) -> Served {
         let method = method_of(&self.request);
-        let viewer_headers = from_plugin(&self.request.headers);
-        let answer = respond::answer(hit.object(), &method, &viewer_headers, SystemTime::now());
+        let answer = respond::answer(hit.object(), &method, &self.headers, SystemTime::now());
         let plugin_body =
             (answer.body.len() <= PLUGIN_RESPONSE_BODY_LIMIT).then(|| answer.body.clone());
         self.finish(
@@ -490,6 +521,10 @@ impl Exchange {
                 .original
                 .clone()
                 .unwrap_or_else(|| self.request.clone()),
+            headers: match &self.original {
+                Some(original) => from_plugin(&original.headers),
+                None => self.headers.clone(),
+            },
             original: None,
             streamed: None,
             from_peer: self.from_peer,
@@ -528,12 +563,7 @@ impl Exchange {
             Ok(fetched) if fetched.response.status() == StatusCode::NOT_MODIFIED => {
                 let updated = self.updated_object(stale, fetched.response.headers());
                 self.edge.cache.replace(&hit.storage_key, updated);
-                match self
-                    .edge
-                    .cache
-                    .lookup(key, &from_plugin(&self.request.headers))
-                    .await
-                {
+                match self.edge.cache.lookup(key, &self.headers).await {
                     Some(fresh) => self.answer_from_cache(&fresh, CacheStatus::Revalidated),
                     None => self.answer_from_cache(&hit, CacheStatus::Revalidated),
                 }
@@ -605,7 +635,7 @@ impl Exchange {
         let mut parts = http::Request::new(()).into_parts().0;
         parts.method = Method::GET;
         parts.uri = uri.parse().unwrap_or_default();
-        parts.headers = from_plugin(&self.request.headers);
+        parts.headers = self.headers.clone();
         parts
     }
 
@@ -617,13 +647,16 @@ impl Exchange {
         let behavior =
             &snapshot.routes.distribution_at(self.dist_index).behaviors[self.behavior_index];
         let mut request = self.request.clone();
+        let mut headers = self.headers.clone();
         if let Some(session) = &mut self.session {
             match session.on_origin_request(&behavior.chains.on_origin_request, request) {
-                Flow::Continue(changed) => request = changed,
+                Flow::Continue(changed) => {
+                    headers = from_plugin(&changed.headers);
+                    request = changed;
+                }
                 Flow::Respond(answer) => return Err(FetchError::Answered(plugin_answer(answer))),
             }
         }
-        let mut headers = from_plugin(&request.headers);
         forward_request_headers(
             &mut headers,
             self.connection.client.ip(),
@@ -857,7 +890,7 @@ impl Exchange {
                     cache: self.edge.cache.clone(),
                     key: key.to_string(),
                     vary,
-                    request_headers: from_plugin(&self.request.headers),
+                    request_headers: self.headers.clone(),
                     object,
                     max,
                 })
