@@ -246,7 +246,7 @@ if want parapet && ((PARAPET_OK)); then
   mkdir -p "$TMP/parapet"
   PARAPET_ACCESS_LOG=off "$PARAPET_EDGE" --listen "127.0.0.1:$PARAPET_PORT" \
     --origin "http://127.0.0.1:$ORIGIN_PORT" --admin "127.0.0.1:$PARAPET_ADMIN" \
-    >"$TMP/parapet/stdout.log" 2>"$TMP/parapet/stderr.log" &
+    ${PARAPET_ARGS:-} >"$TMP/parapet/stdout.log" 2>"$TMP/parapet/stderr.log" &
   PIDS+=($!); LAST_PID=$!
   if wait_http parapet "$LAST_PID" "http://127.0.0.1:$PARAPET_PORT/1k.bin"; then
     ACTIVE+=(parapet); PORT[parapet]=$PARAPET_PORT; H2PORT[parapet]=$PARAPET_PORT

@@ -111,19 +111,17 @@ fn init_logging() {
         .init();
 }
 
-/// Reads the configuration, then runs the edge on a runtime with the
-/// configured number of worker threads.
+/// Reads the configuration, then runs the edge.
 fn serve(cli: Cli) -> anyhow::Result<()> {
     let (config, config_path) = match (&cli.config, &cli.listen, &cli.origin) {
         (Some(path), _, _) => (EdgeConfig::from_file(path)?, Some(path.clone())),
         (None, Some(listen), Some(origin)) => (single_origin(&cli, *listen, origin)?, None),
         _ => anyhow::bail!("give --config FILE, or --listen ADDR --origin URL (see --help)"),
     };
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if config.server.workers > 0 {
-        runtime.worker_threads(config.server.workers);
-    }
-    let runtime = runtime
+    // Requests are served by the worker threads `server` starts; this
+    // runtime runs the admin API, reloads and the cache's background work.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .context("cannot start the runtime")?;

@@ -2,6 +2,12 @@
 //! hyper serving HTTP/1.1 and HTTP/2 (by ALPN over TLS, by prior knowledge
 //! in plain text) under the configured header size and time limits, with a
 //! bounded graceful shutdown.
+//!
+//! Serving is thread-per-core, as nginx does it: each worker thread runs its
+//! own single-threaded tokio runtime with its own `SO_REUSEPORT` socket per
+//! listener, so the kernel spreads connections and a connection's tasks
+//! never migrate between threads (no cross-thread wake-ups on the hot
+//! path). The admin API and background work run on the caller's runtime.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -38,6 +44,7 @@ pub struct Running {
     pub edge: Arc<Edge>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    workers: Vec<std::thread::JoinHandle<()>>,
 }
 
 /// Binds every listener of the edge's configuration and starts serving.
@@ -45,22 +52,40 @@ pub async fn start(edge: Arc<Edge>) -> anyhow::Result<Running> {
     let snapshot = edge.snapshot();
     let (stop, stopped) = watch::channel(false);
     let mut tasks = JoinSet::new();
+    let count = match snapshot.config.server.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    // Every worker's sockets, bound up front: the first of each listener
+    // fixes the port (`:0` in tests), the others share it.
     let mut listeners = Vec::new();
+    let mut sockets: Vec<Vec<std::net::TcpListener>> = (0..count).map(|_| Vec::new()).collect();
     for listener in &snapshot.config.listeners {
-        let socket = TcpListener::bind(listener.address)
-            .await
-            .with_context(|| format!("cannot listen on {}", listener.address))?;
-        listeners.push(socket.local_addr()?);
-        let tls = listener
-            .tls
-            .then(|| TlsAcceptor::from(crate::tls::server_config(edge.tls.clone())));
-        tasks.spawn(accept_loop(
-            socket,
-            tls,
-            edge.clone(),
-            snapshot.config.server.clone(),
-            stopped.clone(),
-        ));
+        let mut address = listener.address;
+        if address.port() != 0 {
+            // SO_REUSEPORT would let a second edge on this port share the
+            // traffic silently; a plain bind first says "in use" instead.
+            std::net::TcpListener::bind(address)
+                .with_context(|| format!("cannot listen on {address}"))?;
+        }
+        for worker in sockets.iter_mut() {
+            let socket = reuseport_listener(address)
+                .with_context(|| format!("cannot listen on {address}"))?;
+            address = socket.local_addr()?;
+            worker.push(socket);
+        }
+        listeners.push(address);
+    }
+    let mut workers = Vec::new();
+    for (index, sockets) in sockets.into_iter().enumerate() {
+        let edge = edge.clone();
+        let stopped = stopped.clone();
+        let config = snapshot.config.clone();
+        let worker = std::thread::Builder::new()
+            .name(format!("parapet-worker-{index}"))
+            .spawn(move || serve_worker(sockets, &config, edge, stopped))
+            .context("starting a worker thread")?;
+        workers.push(worker);
     }
     let admin = match &snapshot.config.admin {
         Some(config) => {
@@ -79,7 +104,66 @@ pub async fn start(edge: Arc<Edge>) -> anyhow::Result<Running> {
         edge,
         stop,
         tasks,
+        workers,
     })
+}
+
+/// A listening socket with `SO_REUSEPORT`, so each worker can have its own.
+fn reuseport_listener(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(address),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(4096)?;
+    Ok(socket.into())
+}
+
+/// One worker thread: a single-threaded runtime serving its sockets until
+/// the edge stops, then draining its connections.
+fn serve_worker(
+    sockets: Vec<std::net::TcpListener>,
+    config: &crate::config::EdgeConfig,
+    edge: Arc<Edge>,
+    stopped: watch::Receiver<bool>,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!(error = %e, "a worker cannot start its runtime");
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let mut loops = JoinSet::new();
+        for (socket, listener) in sockets.into_iter().zip(&config.listeners) {
+            let socket = match TcpListener::from_std(socket) {
+                Ok(socket) => socket,
+                Err(e) => {
+                    tracing::error!(error = %e, "a worker cannot register its socket");
+                    continue;
+                }
+            };
+            let tls = listener
+                .tls
+                .then(|| TlsAcceptor::from(crate::tls::server_config(edge.tls.clone())));
+            loops.spawn(accept_loop(
+                socket,
+                tls,
+                edge.clone(),
+                config.server.clone(),
+                stopped.clone(),
+            ));
+        }
+        while loops.join_next().await.is_some() {}
+    });
 }
 
 impl Running {
@@ -89,6 +173,9 @@ impl Running {
         self.edge.draining.store(true, Ordering::Relaxed);
         self.stop.send_replace(true);
         while self.tasks.join_next().await.is_some() {}
+        for worker in self.workers {
+            let _ = tokio::task::spawn_blocking(move || worker.join()).await;
+        }
         self.edge.cache.close().await;
     }
 }

@@ -215,7 +215,7 @@ async fn attempt(
 }
 
 /// An error and its causes on one line.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
+fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -55,16 +55,6 @@ impl Flights {
             done,
         })
     }
-
-    /// Number of fetches in progress.
-    pub fn len(&self) -> usize {
-        self.in_progress.lock().map_or(0, |m| m.len())
-    }
-
-    /// Whether no fetch is in progress.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 impl Follower {

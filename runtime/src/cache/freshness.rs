@@ -118,12 +118,12 @@ pub fn decide(
 }
 
 /// Whether `Cache-Control` in `headers` has the directive `name`.
-pub fn has_directive(headers: &HeaderMap, name: &str) -> bool {
+fn has_directive(headers: &HeaderMap, name: &str) -> bool {
     directive(headers, name).is_some()
 }
 
 /// The seconds of a `name=N` directive of `Cache-Control`.
-pub fn directive_seconds(headers: &HeaderMap, name: &str) -> Option<Duration> {
+fn directive_seconds(headers: &HeaderMap, name: &str) -> Option<Duration> {
     let value = directive(headers, name)??;
     value
         .trim_matches('"')

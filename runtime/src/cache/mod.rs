@@ -218,11 +218,6 @@ impl Cache {
         affected
     }
 
-    /// Waits until everything inserted so far is on disk.
-    pub async fn flush(&self) {
-        self.store.storage().wait().await;
-    }
-
     /// Sizes for metrics.
     pub fn stats(&self) -> CacheStats {
         let memory = self.store.memory();

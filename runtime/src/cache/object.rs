@@ -98,11 +98,6 @@ impl CachedObject {
         self.policy.age(now)
     }
 
-    /// Body size in bytes.
-    pub fn size(&self) -> usize {
-        self.body.len()
-    }
-
     fn resident_ms(&self, now: SystemTime) -> u64 {
         millis(now).saturating_sub(self.stored_at_ms)
     }
