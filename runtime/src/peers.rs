@@ -23,6 +23,19 @@ impl PeerRing {
         PeerRing { me, members }
     }
 
+    /// Whether `ip` is one of the PoP's edges (peers are given as
+    /// `ip:port`; a host name matches no address).
+    pub fn is_member(&self, ip: std::net::IpAddr) -> bool {
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        self.members
+            .iter()
+            .filter_map(|m| m.parse::<std::net::SocketAddr>().ok())
+            .any(|m| m.ip() == ip)
+    }
+
     /// The owner of `key`, or `None` when it is this edge.
     pub fn owner(&self, key: &str) -> Option<&str> {
         let owner = self

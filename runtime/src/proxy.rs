@@ -226,7 +226,12 @@ async fn serve(
         return Served::error(StatusCode::NOT_FOUND, "no behavior matches the path");
     };
     let behavior = &dist.behaviors[behavior_index];
-    let from_peer = request.headers().contains_key(PEER_HEADER);
+    // Only a configured peer may ask this edge to serve a key as its owner.
+    let from_peer = request.headers().contains_key(PEER_HEADER)
+        && snapshot
+            .peers
+            .as_ref()
+            .is_some_and(|ring| ring.is_member(connection.client.ip()));
     if headers::via_contains(request.headers(), &edge.pop_id) && !from_peer {
         return Served::error(
             StatusCode::LOOP_DETECTED,
@@ -292,6 +297,7 @@ async fn serve(
         streamed,
         from_peer,
         background: false,
+        purge_epoch: edge.cache.purge_epoch(),
     };
     let mut served = exchange.run().await;
     served.distribution = Some(exchange.distribution().config.id.clone());
@@ -310,9 +316,12 @@ async fn read_body(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let chunked = parts.headers.contains_key(header::TRANSFER_ENCODING);
+    // HTTP/2 has no Transfer-Encoding: whether a body follows is the
+    // stream's business, not the headers'.
+    if http_body::Body::is_end_stream(&body) {
+        return Ok((None, None));
+    }
     match length {
-        None if !chunked => Ok((None, None)),
         Some(0) => Ok((Some(Bytes::new()), None)),
         Some(n) if for_plugins && n <= PLUGIN_REQUEST_BODY_LIMIT => {
             // hyper holds the body to its Content-Length.
@@ -351,6 +360,8 @@ struct Exchange {
     streamed: Option<Body>,
     /// Forwarded by a peer that found this edge owns the key.
     from_peer: bool,
+    /// The cache's purge count when the request started.
+    purge_epoch: u64,
 }
 
 /// Where a fetch went.
@@ -453,10 +464,10 @@ impl Exchange {
         if let Some(hit) = cache.lookup(key, &self.headers).await {
             let now = SystemTime::now();
             match hit.object().usability(now) {
-                Usability::Fresh => return self.answer_from_cache(&hit, CacheStatus::Hit),
+                Usability::Fresh => return self.answer_from(hit.object(), CacheStatus::Hit),
                 Usability::StaleWhileRevalidate => {
                     self.refresh_in_background(key, &hit);
-                    return self.answer_from_cache(&hit, CacheStatus::Stale);
+                    return self.answer_from(hit.object(), CacheStatus::Stale);
                 }
                 Usability::Stale => return self.revalidate(key, hit).await,
             }
@@ -469,7 +480,7 @@ impl Exchange {
                 if follower.wait(wait).await {
                     if let Some(hit) = cache.lookup(key, &self.headers).await {
                         if hit.object().usability(SystemTime::now()) == Usability::Fresh {
-                            return self.answer_from_cache(&hit, CacheStatus::Hit);
+                            return self.answer_from(hit.object(), CacheStatus::Hit);
                         }
                     }
                 }
@@ -480,9 +491,9 @@ impl Exchange {
     }
 
     /// Answers from a stored object, through the viewer-response chain.
-    fn answer_from_cache(&mut self, hit: &Hit, status: CacheStatus) -> Served {
+    fn answer_from(&mut self, object: &CachedObject, status: CacheStatus) -> Served {
         let method = method_of(&self.request);
-        let answer = respond::answer(hit.object(), &method, &self.headers, SystemTime::now());
+        let answer = respond::answer(object, &method, &self.headers, SystemTime::now());
         let plugin_body =
             (answer.body.len() <= PLUGIN_RESPONSE_BODY_LIMIT).then(|| answer.body.clone());
         self.finish(
@@ -529,6 +540,7 @@ impl Exchange {
             streamed: None,
             from_peer: self.from_peer,
             background: true,
+            purge_epoch: self.edge.cache.purge_epoch(),
         };
         let stale = hit.object().clone();
         let storage_key = hit.storage_key.clone();
@@ -542,8 +554,9 @@ impl Exchange {
             }
             match refresh.fetch(Some(&stale)).await {
                 Ok(fetched) if fetched.response.status() == StatusCode::NOT_MODIFIED => {
-                    let updated = refresh.updated_object(&stale, fetched.response.headers());
-                    refresh.edge.cache.replace(&storage_key, updated);
+                    let (updated, storable) =
+                        refresh.updated_object(&stale, fetched.response.headers());
+                    refresh.keep_or_drop(&storage_key, updated, storable);
                 }
                 Ok(fetched) => {
                     // Store the new version; nobody is waiting for the body.
@@ -561,21 +574,19 @@ impl Exchange {
         let now = SystemTime::now();
         match self.fetch(Some(stale)).await {
             Ok(fetched) if fetched.response.status() == StatusCode::NOT_MODIFIED => {
-                let updated = self.updated_object(stale, fetched.response.headers());
-                self.edge.cache.replace(&hit.storage_key, updated);
-                match self.edge.cache.lookup(key, &self.headers).await {
-                    Some(fresh) => self.answer_from_cache(&fresh, CacheStatus::Revalidated),
-                    None => self.answer_from_cache(&hit, CacheStatus::Revalidated),
-                }
+                let (updated, storable) = self.updated_object(stale, fetched.response.headers());
+                let served = self.answer_from(&updated, CacheStatus::Revalidated);
+                self.keep_or_drop(&hit.storage_key, updated, storable);
+                served
             }
             Ok(fetched)
                 if fetched.response.status().is_server_error() && stale.usable_on_error(now) =>
             {
-                self.answer_from_cache(&hit, CacheStatus::Stale)
+                self.answer_from(hit.object(), CacheStatus::Stale)
             }
             Ok(fetched) => self.store_response(key, fetched, None, CacheStatus::Expired),
             Err(_) if stale.usable_on_error(now) => {
-                self.answer_from_cache(&hit, CacheStatus::Stale)
+                self.answer_from(hit.object(), CacheStatus::Stale)
             }
             Err(e) => upstream_failure(e),
         }
@@ -590,27 +601,33 @@ impl Exchange {
     }
 
     /// The stored object updated by a 304's headers (RFC 9111 4.3.4).
-    fn updated_object(&self, stale: &CachedObject, fresh_headers: &HeaderMap) -> CachedObject {
+    ///
+    /// The `Age` is the 304's (the stored one is stale by definition), and
+    /// a `Set-Cookie` on the 304 goes to this viewer only. `None` when the
+    /// 304 makes the object unstorable (`no-store`, `private`): the caller
+    /// drops it and answers this viewer alone.
+    fn updated_object(
+        &self,
+        stale: &CachedObject,
+        fresh_headers: &HeaderMap,
+    ) -> (CachedObject, bool) {
         let mut headers = stale.headers.clone();
+        headers.remove(header::AGE);
         let mut incoming = fresh_headers.clone();
         headers::strip_hop_by_hop(&mut incoming);
         incoming.remove(header::CONTENT_LENGTH);
-        let mut targeted = stale.headers.clone();
+        incoming.remove(header::SET_COOKIE);
         for (name, _) in incoming.iter() {
             headers.remove(name);
-            targeted.remove(name);
         }
         for (name, value) in incoming.iter() {
-            targeted.append(name.clone(), value.clone());
-            if !headers::CACHE_TARGETED.contains(&name.as_str()) {
-                headers.append(name.clone(), value.clone());
-            }
+            headers.append(name.clone(), value.clone());
         }
         let now = SystemTime::now();
         let decision = freshness::decide(
             &self.policy_request(),
             stale.status,
-            &targeted,
+            &headers,
             &self.behavior().config.cache,
             Override::default(),
             now,
@@ -619,7 +636,19 @@ impl Exchange {
         object.headers = headers;
         object.invalidated = false;
         apply_freshness(&mut object, &decision, now);
-        object
+        (object, decision.storable)
+    }
+
+    /// Stores a revalidated object, or drops the stored one when the 304
+    /// made it unstorable.
+    fn keep_or_drop(&self, storage_key: &str, object: CachedObject, storable: bool) {
+        if storable {
+            self.edge
+                .cache
+                .replace(storage_key, object, self.purge_epoch);
+        } else {
+            self.edge.cache.remove(storage_key);
+        }
     }
 
     /// The request as the RFC 9111 policy records it.
@@ -635,7 +664,18 @@ impl Exchange {
         let mut parts = http::Request::new(()).into_parts().0;
         parts.method = Method::GET;
         parts.uri = uri.parse().unwrap_or_default();
-        parts.headers = self.headers.clone();
+        // The policy is stored with the object: keep only what decides
+        // storability, never the viewer's credentials or cookies.
+        for name in [header::CACHE_CONTROL, header::PRAGMA] {
+            for value in self.headers.get_all(&name) {
+                parts.headers.append(name.clone(), value.clone());
+            }
+        }
+        if self.headers.contains_key(header::AUTHORIZATION) {
+            parts
+                .headers
+                .insert(header::AUTHORIZATION, HeaderValue::from_static("redacted"));
+        }
         parts
     }
 
@@ -733,12 +773,15 @@ impl Exchange {
                     metrics::counter!("parapet_upstream_errors_total", "hop" => hop.as_str())
                         .increment(1);
                     tracing::warn!(hop = hop.as_str(), error = %e, "upstream failed");
-                    // A streamed body is spent: no second target.
+                    // A streamed body is spent: no second target. A
+                    // request that may have reached its target is not sent
+                    // again unless repeating it is harmless.
                     body = replay.map(RequestBody::Buffered);
-                    let last_hop_of_kind = hop == Hop::Origin;
+                    let unreached = matches!(e, UpstreamError::Connect { .. });
+                    let origin_timeout =
+                        hop == Hop::Origin && matches!(e, UpstreamError::Timeout { .. });
                     last_error = Some(e);
-                    if last_hop_of_kind && matches!(last_error, Some(UpstreamError::Timeout { .. }))
-                    {
+                    if origin_timeout || !(unreached || method.is_idempotent()) {
                         break;
                     }
                 }
@@ -864,13 +907,11 @@ impl Exchange {
             && vary.is_some()
             && length.is_none_or(|n| n <= max)
             && (!self.is_peer_copy(fetched.hop));
-        let mut viewer_headers = parts.headers.clone();
-        headers::strip_for_viewer(&mut viewer_headers);
         let job = match (store_allowed, vary) {
             (true, Some(vary)) => {
                 let mut object = CachedObject {
                     status: parts.status,
-                    headers: viewer_headers.clone(),
+                    headers: parts.headers.clone(),
                     body: Bytes::new(),
                     policy: decision.policy.clone(),
                     stored_at_ms: 0,
@@ -885,6 +926,9 @@ impl Exchange {
                     },
                 };
                 object.headers.remove(header::CONTENT_LENGTH);
+                // Stored only when a plugin forced it: one viewer's cookie
+                // is not everyone's.
+                object.headers.remove(header::SET_COOKIE);
                 apply_freshness(&mut object, &decision, now);
                 Some(StoreJob {
                     cache: self.edge.cache.clone(),
@@ -893,6 +937,7 @@ impl Exchange {
                     request_headers: self.headers.clone(),
                     object,
                     max,
+                    purge_epoch: self.purge_epoch,
                 })
             }
             _ => None,
@@ -905,18 +950,30 @@ impl Exchange {
             }
             (_, guard) => guard,
         };
-        let read_timeout = self
-            .distribution()
-            .config
-            .origins
-            .first()
-            .map_or(Duration::from_secs(30), |o| {
-                Duration::from_millis(o.read_timeout_ms)
-            });
-        let streamed = tee(body, job, guard, read_timeout, self.background);
+        let streamed = tee(body, job, guard, self.read_timeout(), self.background);
         let head = method_of(&self.request) == Method::HEAD;
         let body = if head { empty() } else { streamed };
-        self.finish(parts.status, viewer_headers, body, None, status_label)
+        self.finish(parts.status, parts.headers, body, None, status_label)
+    }
+
+    /// How long the upstream may pause within a body.
+    fn read_timeout(&self) -> Duration {
+        let origins = &self.distribution().config.origins;
+        origins.first().map_or(Duration::from_secs(30), |o| {
+            Duration::from_millis(o.read_timeout_ms)
+        })
+    }
+
+    /// Whether the response goes to another parapet edge (a peer, or an
+    /// edge using this one as its shield), which needs the cache-targeted
+    /// fields; viewers never see them.
+    fn downstream_is_edge(&self) -> bool {
+        self.from_peer
+            || self
+                .headers
+                .get_all(header::VIA)
+                .iter()
+                .any(|v| v.to_str().is_ok_and(|v| v.contains("parapet-")))
     }
 
     /// Whether a response fetched from `hop` must not be stored here: one
@@ -937,8 +994,9 @@ impl Exchange {
                     let url = self.purge_url();
                     self.edge.cache.purge(&Selector::Url(url), false).await;
                 }
-                headers::strip_for_viewer(&mut parts.headers);
-                let body = body.map_err(|e| -> BoxError { Box::new(e) }).boxed();
+                headers::strip_hop_by_hop(&mut parts.headers);
+                let read_timeout = self.read_timeout();
+                let body = tee(body, None, None, read_timeout, false);
                 self.finish(parts.status, parts.headers, body, None, CacheStatus::Bypass)
             }
             Err(e) => upstream_failure(e),
@@ -955,6 +1013,9 @@ impl Exchange {
         body_bytes: Option<Bytes>,
         cache: CacheStatus,
     ) -> Served {
+        if !self.downstream_is_edge() {
+            headers::strip_for_viewer(&mut headers);
+        }
         headers.insert("x-cache", HeaderValue::from_static(cache.as_str()));
         headers::append_via(&mut headers, &self.edge.pop_id);
         let snapshot = self.snapshot.clone();
@@ -1050,6 +1111,9 @@ struct StoreJob {
     request_headers: HeaderMap,
     object: CachedObject,
     max: u64,
+    /// The cache's purge count when the request started: a purge since
+    /// then means this copy may be what was purged.
+    purge_epoch: u64,
 }
 
 /// Streams `body` to the viewer while collecting it for `job`; stores it
@@ -1065,7 +1129,7 @@ fn tee(
 ) -> Body {
     let (mut sender, channel) = http_body_util::channel::Channel::<Bytes, BoxError>::new(8);
     tokio::spawn(async move {
-        let _guard = guard;
+        let mut guard = guard;
         let mut job = job;
         let mut collected = BytesMut::new();
         let mut viewer = (!background).then_some(());
@@ -1089,6 +1153,7 @@ fn tee(
             if let Some(store) = &job {
                 if (collected.len() + data.len()) as u64 > store.max {
                     job = None;
+                    guard = None; // too large to store: release the followers
                     collected = BytesMut::new();
                 } else {
                     collected.extend_from_slice(&data);
@@ -1104,10 +1169,15 @@ fn tee(
         if let Some(store) = job {
             let mut object = store.object;
             object.body = collected.freeze();
-            store
-                .cache
-                .store(&store.key, &store.vary, &store.request_headers, object);
+            store.cache.store(
+                &store.key,
+                &store.vary,
+                &store.request_headers,
+                object,
+                store.purge_epoch,
+            );
         }
+        drop(guard);
     });
     channel.boxed()
 }

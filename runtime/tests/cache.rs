@@ -123,6 +123,19 @@ async fn head_conditional_and_range_requests_are_answered_from_the_cached_get() 
     )
     .await;
     assert_eq!((suffix.status, suffix.text().as_str()), (206, "def"));
+    let whole = request(
+        edge.addr(),
+        "GET",
+        "example.test",
+        "/r",
+        &[("range", "bytes=-500")],
+    )
+    .await;
+    assert_eq!(
+        (whole.status, whole.text().as_str()),
+        (200, body),
+        "a suffix longer than the object is all of it"
+    );
     let beyond = request(
         edge.addr(),
         "GET",
@@ -204,7 +217,17 @@ async fn private_no_store_and_cookies_are_not_stored() {
             &[("cache-control", "max-age=60"), ("set-cookie", "s=1")],
         ),
     );
-    for path in ["/p", "/n", "/c"] {
+    origin.set(
+        "/pc",
+        Reply::ok(
+            "pc",
+            &[
+                ("cache-control", "public, max-age=60"),
+                ("set-cookie", "s=1"),
+            ],
+        ),
+    );
+    for path in ["/p", "/n", "/c", "/pc"] {
         assert_eq!(get(edge.addr(), path).await.cache(), "MISS");
         settle().await;
         assert_eq!(get(edge.addr(), path).await.cache(), "MISS", "{path}");
@@ -390,15 +413,54 @@ async fn concurrent_misses_collapse_into_one_origin_request() {
 
 #[tokio::test]
 async fn an_uncacheable_answer_releases_the_waiting_requests_to_the_origin() {
-    let (origin, edge) = setup("").await;
-    origin.set(
-        "/private",
-        Reply::ok("mine", &[("cache-control", "private")]).delayed(Duration::from_millis(300)),
-    );
+    // An origin that sends `private` headers at once and the body 500 ms
+    // later: followers must be released at the headers, not the body's end.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin_addr = listener.local_addr().unwrap();
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = served.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buf = vec![0u8; 8192];
+                while let Ok(n) = stream.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let head =
+                        b"HTTP/1.1 200 OK\r\ncache-control: private\r\ncontent-length: 4\r\n\r\n";
+                    if stream.write_all(head).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    if stream.write_all(b"mine").await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let edge = edge(&config(&format!("http://{origin_addr}"), "", "", "")).await;
+    let started = std::time::Instant::now();
     let requests = (0..4).map(|_| get(edge.addr(), "/private"));
     let answers = futures_util::future::join_all(requests).await;
-    assert!(answers.iter().all(|a| a.status == 200));
-    assert_eq!(origin.hits("/private"), 4);
+    assert!(answers
+        .iter()
+        .all(|a| a.status == 200 && a.text() == "mine"));
+    assert_eq!(
+        served.load(std::sync::atomic::Ordering::SeqCst),
+        4,
+        "each went to the origin"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "released at the headers, not after the leader's body: {:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -429,5 +491,35 @@ async fn unsafe_methods_pass_through_and_invalidate_the_url() {
         get(edge.addr(), "/item").await.cache(),
         "MISS",
         "the POST invalidated the stored GET"
+    );
+}
+
+#[tokio::test]
+async fn a_purge_during_a_miss_keeps_its_answer_out_of_the_cache() {
+    let (origin, edge) = setup("").await;
+    origin.set(
+        "/racy",
+        Reply::ok("old", &[("cache-control", "max-age=60")]).delayed(Duration::from_millis(300)),
+    );
+    let fetching = tokio::spawn(get(edge.addr(), "/racy"));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let purge = common::admin_post(
+        edge.admin(),
+        "/purge",
+        "secret",
+        r#"{"url": "example.test/racy"}"#,
+    )
+    .await;
+    assert_eq!(purge.status, 200);
+    assert_eq!(
+        fetching.await.unwrap().text(),
+        "old",
+        "the viewer still gets its answer"
+    );
+    settle().await;
+    assert_eq!(
+        get(edge.addr(), "/racy").await.cache(),
+        "MISS",
+        "not stored over the purge"
     );
 }

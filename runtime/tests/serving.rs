@@ -551,3 +551,46 @@ config = {{ variants = [{{ name = "new", weight = 100, prefix = "/variants/new" 
     );
     assert_eq!(origin.hits("/page"), 0);
 }
+
+#[tokio::test]
+async fn an_h2_request_body_without_content_length_reaches_the_origin() {
+    let origin = Origin::start().await;
+    origin.set("/upload", Reply::ok("stored", &[]));
+    let edge = edge(&config(&origin.url(), "", "", "")).await;
+    let stream = TcpStream::connect(edge.addr()).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let (mut tx, body) =
+        http_body_util::channel::Channel::<Bytes, std::convert::Infallible>::new(2);
+    tokio::spawn(async move {
+        tx.send_data(Bytes::from_static(b"part one, "))
+            .await
+            .unwrap();
+        tx.send_data(Bytes::from_static(b"part two")).await.unwrap();
+    });
+    let request = http::Request::post("http://example.test/upload")
+        .body(body)
+        .unwrap();
+    let answer = common::collect(sender.send_request(request).await.unwrap()).await;
+    assert_eq!((answer.status, answer.cache()), (200, "BYPASS"));
+    assert_eq!(&origin.last("/upload").body[..], b"part one, part two");
+}
+
+#[tokio::test]
+async fn the_peer_mark_from_a_viewer_does_not_bypass_loop_detection() {
+    let origin = Origin::start().await;
+    let edge = edge(&config(&origin.url(), "", "", "")).await;
+    let looped = request(
+        edge.addr(),
+        "GET",
+        "example.test",
+        "/",
+        &[("via", "1.1 parapet-test1"), ("x-parapet-peer", "1")],
+    )
+    .await;
+    assert_eq!(looped.status, 508);
+    assert_eq!(origin.hits("/"), 0);
+}

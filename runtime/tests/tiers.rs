@@ -23,7 +23,14 @@ async fn edges_share_a_shield_that_fetches_once_and_fall_back_to_the_origin_with
     let origin = Origin::start().await;
     origin.set(
         "/shared",
-        Reply::ok("shared", &[("cache-control", "max-age=60")]),
+        Reply::ok(
+            "shared",
+            &[
+                ("cache-control", "no-cache"),
+                ("cdn-cache-control", "max-age=60"),
+                ("surrogate-key", "t1"),
+            ],
+        ),
     );
     origin.set(
         "/later",
@@ -48,6 +55,15 @@ async fn edges_share_a_shield_that_fetches_once_and_fall_back_to_the_origin_with
         .unwrap()
         .to_string();
     assert_eq!(via, "1.1 parapet-edge-a, 1.1 parapet-shield");
+    // The shield passed the cache-targeted fields on to the edges (and
+    // they kept them from viewers): the edge's copy is fresh for a minute
+    // and can be purged by tag.
+    assert_eq!(from_b.header("cdn-cache-control"), "");
+    assert_eq!(from_b.header("surrogate-key"), "");
+    settle().await;
+    assert_eq!(get(b.addr(), "/shared").await.cache(), "HIT");
+    let purged = common::admin_post(b.admin(), "/purge", "secret", r#"{"tag": "t1"}"#).await;
+    assert_eq!(purged.text(), r#"{"purged":1,"soft":false}"#);
     shield.running.shutdown().await;
     let direct = get(a.addr(), "/later").await;
     assert_eq!(

@@ -9,6 +9,7 @@ mod index;
 pub mod object;
 pub mod respond;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use foyer::{
@@ -42,6 +43,8 @@ pub struct Cache {
     index: Mutex<Index>,
     flights: Arc<Flights>,
     max_object_bytes: u64,
+    /// Purges so far: a fetch that started before a purge does not store.
+    purges: AtomicU64,
 }
 
 /// A stored object found for a request.
@@ -132,6 +135,7 @@ impl Cache {
             index: Mutex::new(index),
             flights: Flights::new(),
             max_object_bytes: config.max_object_bytes,
+            purges: AtomicU64::new(0),
         }))
     }
 
@@ -174,7 +178,20 @@ impl Cache {
     /// Stores `object` for `key`; `vary` is the response's `Vary` fields
     /// (empty when it has none) and `request` the headers it was fetched
     /// for.
-    pub fn store(&self, key: &str, vary: &[String], request: &HeaderMap, object: CachedObject) {
+    /// Nothing is stored if a purge ran since `purge_epoch` (from
+    /// [`Cache::purge_epoch`] when the fetch started): the object might be
+    /// what the purge meant to remove.
+    pub fn store(
+        &self,
+        key: &str,
+        vary: &[String],
+        request: &HeaderMap,
+        object: CachedObject,
+        purge_epoch: u64,
+    ) {
+        if self.purge_epoch() != purge_epoch {
+            return;
+        }
         let storage_key = if vary.is_empty() {
             key.to_string()
         } else {
@@ -182,11 +199,29 @@ impl Cache {
                 .insert(key.to_string(), Entry::Variants(vary.to_vec()));
             variant_key(key, vary, request)
         };
-        self.replace(&storage_key, object);
+        self.put(&storage_key, object);
     }
 
-    /// Replaces the object under `storage_key` (a refreshed copy).
-    pub fn replace(&self, storage_key: &str, object: CachedObject) {
+    /// Replaces the object under `storage_key` (a refreshed copy), unless a
+    /// purge ran since `purge_epoch`.
+    pub fn replace(&self, storage_key: &str, object: CachedObject, purge_epoch: u64) {
+        if self.purge_epoch() == purge_epoch {
+            self.put(storage_key, object);
+        }
+    }
+
+    /// The number of purges so far.
+    pub fn purge_epoch(&self) -> u64 {
+        self.purges.load(Ordering::SeqCst)
+    }
+
+    /// Removes the object under `storage_key`.
+    pub fn remove(&self, storage_key: &str) {
+        self.store.remove(storage_key);
+        self.lock_index().remove(storage_key);
+    }
+
+    fn put(&self, storage_key: &str, object: CachedObject) {
         self.lock_index().insert(storage_key, &object.meta);
         self.store
             .insert(storage_key.to_string(), Entry::Object(Box::new(object)));
@@ -195,6 +230,7 @@ impl Cache {
     /// Purges what `selector` selects: removed (`soft == false`) or marked
     /// stale. Returns the number of objects affected.
     pub async fn purge(&self, selector: &Selector, soft: bool) -> usize {
+        self.purges.fetch_add(1, Ordering::SeqCst);
         let keys = self.lock_index().select(selector);
         let mut affected = 0;
         for key in keys {

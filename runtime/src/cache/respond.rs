@@ -134,7 +134,13 @@ fn requested_range(
     }
     let ranges: Vec<_> = range.satisfiable_ranges(length).collect();
     let [(start, end)] = ranges.as_slice() else {
-        return if ranges.is_empty() {
+        // A suffix longer than the object asks for all of it (RFC 9110
+        // 14.1.3); the `headers` crate drops such a range.
+        let suffix = request
+            .get(http::header::RANGE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim_start().starts_with("bytes=-"));
+        return if ranges.is_empty() && !suffix {
             RangeAnswer::Unsatisfiable
         } else {
             RangeAnswer::Whole

@@ -59,6 +59,7 @@ pub struct Seen {
     pub method: String,
     pub path: String,
     pub headers: HeaderMap,
+    pub body: Bytes,
 }
 
 #[derive(Default)]
@@ -136,16 +137,25 @@ impl Origin {
 }
 
 async fn answer(state: &Mutex<OriginState>, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    // The body is read first, so tests can see what reached the origin.
     let path = request
         .uri()
         .path_and_query()
         .map_or("/".to_string(), |p| p.to_string());
+    let (parts, body) = request.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let request = Request::from_parts(parts, ());
     let reply = {
         let mut state = state.lock().unwrap();
         state.seen.push(Seen {
             method: request.method().to_string(),
             path: path.clone(),
             headers: request.headers().clone(),
+            body,
         });
         state.replies.get(&path).cloned()
     };
