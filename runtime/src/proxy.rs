@@ -458,36 +458,48 @@ impl Exchange {
         }
     }
 
-    /// A cacheable request: hit, stale or miss.
+    /// A cacheable request: hit, stale or miss. Revalidations and misses
+    /// go upstream once per key: concurrent requests wait for the first
+    /// and take what it stored.
     async fn cached(&mut self, key: &str) -> Served {
         let cache = self.edge.cache.clone();
-        if let Some(hit) = cache.lookup(key, &self.headers).await {
-            let now = SystemTime::now();
-            match hit.object().usability(now) {
+        let stale = match cache.lookup(key, &self.headers).await {
+            Some(hit) => match hit.object().usability(SystemTime::now()) {
                 Usability::Fresh => return self.answer_from(hit.object(), CacheStatus::Hit),
                 Usability::StaleWhileRevalidate => {
                     self.refresh_in_background(key, &hit);
                     return self.answer_from(hit.object(), CacheStatus::Stale);
                 }
-                Usability::Stale => return self.revalidate(key, hit).await,
-            }
-        }
+                Usability::Stale => Some(hit),
+            },
+            None => None,
+        };
         let guard = match cache.flights().join(key) {
             Join::Leader(guard) => Some(guard),
             Join::Follower(follower) => {
                 metrics::counter!("parapet_collapsed_requests_total").increment(1);
+                let waiting_since = millis(SystemTime::now());
                 let wait = Duration::from_millis(self.snapshot.config.server.collapse_wait_ms);
                 if follower.wait(wait).await {
                     if let Some(hit) = cache.lookup(key, &self.headers).await {
-                        if hit.object().usability(SystemTime::now()) == Usability::Fresh {
-                            return self.answer_from(hit.object(), CacheStatus::Hit);
+                        // Fresh, or stored or revalidated while this
+                        // request waited (an object that is stale at once
+                        // is shared with the requests that waited for it).
+                        let object = hit.object();
+                        if object.usability(SystemTime::now()) == Usability::Fresh
+                            || object.stored_at_ms >= waiting_since
+                        {
+                            return self.answer_from(object, CacheStatus::Hit);
                         }
                     }
                 }
                 None
             }
         };
-        self.miss(key, guard).await
+        match stale {
+            Some(hit) => self.revalidate(key, hit, guard).await,
+            None => self.miss(key, guard).await,
+        }
     }
 
     /// Answers from a stored object, through the viewer-response chain.
@@ -569,7 +581,7 @@ impl Exchange {
     }
 
     /// A stale object: revalidate with the upstream first.
-    async fn revalidate(&mut self, key: &str, hit: Hit) -> Served {
+    async fn revalidate(&mut self, key: &str, hit: Hit, guard: Option<FlightGuard>) -> Served {
         let stale = hit.object();
         let now = SystemTime::now();
         match self.fetch(Some(stale)).await {
@@ -584,7 +596,7 @@ impl Exchange {
             {
                 self.answer_from(hit.object(), CacheStatus::Stale)
             }
-            Ok(fetched) => self.store_response(key, fetched, None, CacheStatus::Expired),
+            Ok(fetched) => self.store_response(key, fetched, guard, CacheStatus::Expired),
             Err(_) if stale.usable_on_error(now) => {
                 self.answer_from(hit.object(), CacheStatus::Stale)
             }

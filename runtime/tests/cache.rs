@@ -523,3 +523,34 @@ async fn a_purge_during_a_miss_keeps_its_answer_out_of_the_cache() {
         "not stored over the purge"
     );
 }
+
+#[tokio::test]
+async fn concurrent_requests_for_a_stale_object_revalidate_once() {
+    let (origin, edge) = setup("").await;
+    origin.set(
+        "/busy",
+        Reply::ok(
+            "busy",
+            &[("cache-control", "max-age=1"), ("etag", "\"b1\"")],
+        )
+        .delayed(Duration::from_millis(200)),
+    );
+    get(edge.addr(), "/busy").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let requests = (0..6).map(|_| get(edge.addr(), "/busy"));
+    let answers = futures_util::future::join_all(requests).await;
+    assert!(answers
+        .iter()
+        .all(|a| a.status == 200 && a.text() == "busy"));
+    let caches: Vec<&str> = answers.iter().map(|a| a.cache()).collect();
+    assert_eq!(
+        caches.iter().filter(|c| **c == "REVALIDATED").count(),
+        1,
+        "{caches:?}"
+    );
+    assert_eq!(
+        origin.hits("/busy"),
+        2,
+        "one fetch, one revalidation for six viewers"
+    );
+}
