@@ -21,12 +21,7 @@ async fn h2c_with_prior_knowledge_is_served_on_plain_listeners() {
         "/h2",
         Reply::ok("over h2", &[("cache-control", "max-age=60")]),
     );
-    let stream = TcpStream::connect(edge.addr()).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
+    let mut sender = h2c(edge.addr()).await;
     for expected in ["MISS", "HIT"] {
         let request = http::Request::get("http://example.test/h2")
             .body(Full::new(Bytes::new()))
@@ -39,6 +34,22 @@ async fn h2c_with_prior_knowledge_is_served_on_plain_listeners() {
         assert_eq!(response.cache(), expected);
         settle().await;
     }
+}
+
+/// An h2c (prior knowledge) connection to `addr`, driven in the background.
+async fn h2c<B>(addr: std::net::SocketAddr) -> hyper::client::conn::http2::SendRequest<B>
+where
+    B: http_body::Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    sender
 }
 
 fn self_signed(
@@ -557,12 +568,7 @@ async fn an_h2_request_body_without_content_length_reaches_the_origin() {
     let origin = Origin::start().await;
     origin.set("/upload", Reply::ok("stored", &[]));
     let edge = edge(&config(&origin.url(), "", "", "")).await;
-    let stream = TcpStream::connect(edge.addr()).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
+    let mut sender = h2c(edge.addr()).await;
     let (mut tx, body) =
         http_body_util::channel::Channel::<Bytes, std::convert::Infallible>::new(2);
     tokio::spawn(async move {
