@@ -83,12 +83,17 @@ struct Served {
 }
 
 impl Served {
-    fn error(status: StatusCode, message: impl std::fmt::Display) -> Self {
+    /// An answer; the distribution is filled in by `serve`.
+    fn new(response: Response<Body>, cache: Option<CacheStatus>) -> Self {
         Served {
-            response: error_response(status, &message.to_string()),
-            cache: None,
+            response,
+            cache,
             distribution: None,
         }
+    }
+
+    fn error(status: StatusCode, message: impl std::fmt::Display) -> Self {
+        Served::new(error_response(status, &message.to_string()), None)
     }
 }
 
@@ -399,11 +404,7 @@ impl Exchange {
 
     async fn run(&mut self) -> Served {
         if let Some(response) = self.viewer_request_chain() {
-            return Served {
-                response,
-                cache: None,
-                distribution: None,
-            };
+            return Served::new(response, None);
         }
         let method = self.request.method.as_str();
         let cacheable = matches!(method, "GET" | "HEAD")
@@ -873,13 +874,7 @@ impl Exchange {
                 response,
             );
             match outcome.flow {
-                Flow::Respond(answer) => {
-                    return Served {
-                        response: plugin_answer(answer),
-                        cache: None,
-                        distribution: None,
-                    }
-                }
+                Flow::Respond(answer) => return Served::new(plugin_answer(answer), None),
                 Flow::Continue(changed) => {
                     if let Ok(status) = StatusCode::from_u16(changed.status) {
                         parts.status = status;
@@ -948,7 +943,6 @@ impl Exchange {
                     vary,
                     request_headers: self.headers.clone(),
                     object,
-                    max,
                     purge_epoch: self.purge_epoch,
                 })
             }
@@ -1040,11 +1034,7 @@ impl Exchange {
             let mut response = Response::new(body);
             *response.status_mut() = status;
             *response.headers_mut() = headers;
-            return Served {
-                response,
-                cache: Some(cache),
-                distribution: None,
-            };
+            return Served::new(response, Some(cache));
         };
         let given = parapet_host::Response {
             status: status.as_u16(),
@@ -1053,11 +1043,7 @@ impl Exchange {
         };
         let had_body = given.body.clone();
         match session.on_viewer_response(chain, &self.request, given) {
-            Flow::Respond(answer) => Served {
-                response: plugin_answer(answer),
-                cache: Some(cache),
-                distribution: None,
-            },
+            Flow::Respond(answer) => Served::new(plugin_answer(answer), Some(cache)),
             Flow::Continue(changed) => {
                 let mut out_headers = from_plugin(&changed.headers);
                 let body = if changed.body.is_some() && changed.body != had_body {
@@ -1071,11 +1057,7 @@ impl Exchange {
                 let mut response = Response::new(body);
                 *response.status_mut() = StatusCode::from_u16(changed.status).unwrap_or(status);
                 *response.headers_mut() = out_headers;
-                Served {
-                    response,
-                    cache: Some(cache),
-                    distribution: None,
-                }
+                Served::new(response, Some(cache))
             }
         }
     }
@@ -1100,11 +1082,7 @@ impl std::fmt::Display for FetchError {
 
 fn upstream_failure(error: FetchError) -> Served {
     match error {
-        FetchError::Answered(response) => Served {
-            response,
-            cache: None,
-            distribution: None,
-        },
+        FetchError::Answered(response) => Served::new(response, None),
         FetchError::Upstream(e @ UpstreamError::Timeout { .. }) => Served::error(
             StatusCode::GATEWAY_TIMEOUT,
             format!("origin timed out: {e}"),
@@ -1122,7 +1100,6 @@ struct StoreJob {
     vary: Vec<String>,
     request_headers: HeaderMap,
     object: CachedObject,
-    max: u64,
     /// The cache's purge count when the request started: a purge since
     /// then means this copy may be what was purged.
     purge_epoch: u64,
@@ -1163,7 +1140,7 @@ fn tee(
                 continue; // trailers are not forwarded
             };
             if let Some(store) = &job {
-                if (collected.len() + data.len()) as u64 > store.max {
+                if (collected.len() + data.len()) as u64 > store.cache.max_object_bytes() {
                     job = None;
                     guard = None; // too large to store: release the followers
                     collected = BytesMut::new();

@@ -148,21 +148,27 @@ async fn send(
     request: UpstreamRequest,
 ) -> Result<Response<Incoming>, UpstreamError> {
     let uri = target_uri(target, &request.path_and_query)?;
-    let replay = match &request.body {
-        RequestBody::Buffered(bytes) if request.method.is_idempotent() => Some(bytes.clone()),
+    // Only a buffered body of an idempotent request can be sent twice;
+    // only then are method and headers kept for a second attempt.
+    let retry = match &request.body {
+        RequestBody::Buffered(bytes) if request.method.is_idempotent() => Some((
+            request.method.clone(),
+            request.headers.clone(),
+            bytes.clone(),
+        )),
         _ => None,
     };
-    let (method, headers) = (request.method.clone(), request.headers.clone());
-    let first = attempt(&client, target, build(uri.clone(), request)).await;
-    match (first, replay) {
-        (Err(UpstreamError::Failed { .. }), Some(body)) => {
-            let retry = UpstreamRequest {
-                method,
-                path_and_query: String::new(),
-                headers,
-                body: RequestBody::Buffered(body),
-            };
-            attempt(&client, target, build(uri, retry)).await
+    let UpstreamRequest {
+        method,
+        headers,
+        body,
+        ..
+    } = request;
+    let first = attempt(&client, target, build(uri.clone(), method, headers, body)).await;
+    match (first, retry) {
+        (Err(UpstreamError::Failed { .. }), Some((method, headers, bytes))) => {
+            let again = build(uri, method, headers, RequestBody::Buffered(bytes));
+            attempt(&client, target, again).await
         }
         (result, _) => result,
     }
@@ -178,16 +184,16 @@ fn target_uri(target: &Target, path_and_query: &str) -> Result<Uri, UpstreamErro
     Uri::from_parts(parts).map_err(|e| UpstreamError::Setup(e.to_string()))
 }
 
-fn build(uri: Uri, request: UpstreamRequest) -> Request<Body> {
-    let body = match request.body {
+fn build(uri: Uri, method: Method, headers: HeaderMap, body: RequestBody) -> Request<Body> {
+    let body = match body {
         RequestBody::Buffered(bytes) if bytes.is_empty() => empty(),
         RequestBody::Buffered(bytes) => full(bytes),
         RequestBody::Streamed(body) => body,
     };
     let mut out = Request::new(body);
-    *out.method_mut() = request.method;
+    *out.method_mut() = method;
     *out.uri_mut() = uri;
-    *out.headers_mut() = request.headers;
+    *out.headers_mut() = headers;
     out
 }
 
