@@ -112,13 +112,22 @@ fn check_pops(pops: &[PopConfig]) -> Result<(), (String, String)> {
             return Err((at("lon"), format!("{} is not within -180..180", pop.lon)));
         }
         if !(pop.weight.is_finite() && pop.weight > 0.0) {
-            return Err((at("weight"), format!("{} is not a positive number", pop.weight)));
+            return Err((
+                at("weight"),
+                format!("{} is not a positive number", pop.weight),
+            ));
         }
         if pop.capacity == Some(0) {
-            return Err((at("capacity"), "0 would never answer; leave it out for no limit".into()));
+            return Err((
+                at("capacity"),
+                "0 would never answer; leave it out for no limit".into(),
+            ));
         }
         if pop.ipv4.is_empty() && pop.ipv6.is_empty() {
-            return Err((at("ipv4"), "a PoP needs at least one ipv4 or ipv6 address".into()));
+            return Err((
+                at("ipv4"),
+                "a PoP needs at least one ipv4 or ipv6 address".into(),
+            ));
         }
     }
     Ok(())
@@ -294,8 +303,14 @@ ipv4 = ["192.0.2.1"]
         for (text, expected) in cases {
             let file = write(text);
             let error = load_pops(file.path()).expect_err(text).to_string();
-            assert!(error.contains(expected), "{error:?} should contain {expected:?}");
-            assert!(error.starts_with(&file.path().display().to_string()), "{error}");
+            assert!(
+                error.contains(expected),
+                "{error:?} should contain {expected:?}"
+            );
+            assert!(
+                error.starts_with(&file.path().display().to_string()),
+                "{error}"
+            );
         }
     }
 
@@ -310,10 +325,17 @@ ipv4 = ["192.0.2.1"]
         assert_eq!(settings.records[0].ttl, 300);
 
         let file = write("[soa]\nminimun = 30\n");
-        let error = Settings::from_file(file.path()).expect_err("typo").to_string();
-        assert!(error.contains("soa.minimun: unknown field `minimun`"), "{error}");
+        let error = Settings::from_file(file.path())
+            .expect_err("typo")
+            .to_string();
+        assert!(
+            error.contains("soa.minimun: unknown field `minimun`"),
+            "{error}"
+        );
         let file = write("answers = 0\n");
-        let error = Settings::from_file(file.path()).expect_err("zero").to_string();
+        let error = Settings::from_file(file.path())
+            .expect_err("zero")
+            .to_string();
         assert!(error.contains("answers: must be at least 1"), "{error}");
     }
 }

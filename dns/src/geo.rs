@@ -91,9 +91,7 @@ impl Locator {
 
 /// The centre of a country by its ISO 3166-1 alpha-2 code.
 pub fn country_centroid(code: &str) -> Option<(f64, f64)> {
-    let country = keshvar::Alpha2::try_from(code)
-        .ok()?
-        .to_country();
+    let country = keshvar::Alpha2::try_from(code).ok()?.to_country();
     let geo = country.geo();
     Some((geo.latitude(), geo.longitude()))
 }
@@ -105,9 +103,15 @@ mod tests {
     #[test]
     fn country_centroids_are_known() {
         let (lat, lon) = country_centroid("jp").expect("Japan");
-        assert!((30.0..40.0).contains(&lat) && (130.0..145.0).contains(&lon), "{lat},{lon}");
+        assert!(
+            (30.0..40.0).contains(&lat) && (130.0..145.0).contains(&lon),
+            "{lat},{lon}"
+        );
         let (lat, lon) = country_centroid("DE").expect("Germany");
-        assert!((47.0..55.0).contains(&lat) && (6.0..15.0).contains(&lon), "{lat},{lon}");
+        assert!(
+            (47.0..55.0).contains(&lat) && (6.0..15.0).contains(&lon),
+            "{lat},{lon}"
+        );
         assert_eq!(country_centroid("XX"), None);
         assert_eq!(country_centroid(""), None);
     }

@@ -80,11 +80,16 @@ impl RequestHandler for Handler {
                         _ => request.src().ip(),
                     };
                     let locator = self.state.locator();
-                    let result = zone.answer(query.name(), query.query_type(), query.query_class(), || {
-                        let location = locator.as_ref()?.locate(client);
-                        scope = location.prefix_len;
-                        location.position
-                    });
+                    let result = zone.answer(
+                        query.name(),
+                        query.query_type(),
+                        query.query_class(),
+                        || {
+                            let location = locator.as_ref()?.locate(client);
+                            scope = location.prefix_len;
+                            location.position
+                        },
+                    );
                     metadata.response_code = result.rcode;
                     metadata.authoritative = result.authoritative;
                     if !result.located {
@@ -96,12 +101,17 @@ impl RequestHandler for Handler {
         }
 
         if let (Some(edns), Some(subnet)) = (response_edns.as_mut(), subnet) {
-            let scope = if subnet.source_prefix() == 0 { 0 } else { scope };
-            edns.options_mut().insert(EdnsOption::Subnet(ClientSubnet::new(
-                subnet.addr(),
-                subnet.source_prefix(),
-                scope,
-            )));
+            let scope = if subnet.source_prefix() == 0 {
+                0
+            } else {
+                scope
+            };
+            edns.options_mut()
+                .insert(EdnsOption::Subnet(ClientSubnet::new(
+                    subnet.addr(),
+                    subnet.source_prefix(),
+                    scope,
+                )));
         }
 
         let empty: Vec<Record> = Vec::new();
@@ -130,7 +140,10 @@ impl RequestHandler for Handler {
         };
 
         let rcode = format!("{:?}", info.response_code).to_ascii_uppercase();
-        let pops = answer.as_ref().map(|a| a.pops.as_slice()).unwrap_or_default();
+        let pops = answer
+            .as_ref()
+            .map(|a| a.pops.as_slice())
+            .unwrap_or_default();
         self.state.record(&crate::metrics::QueryRecord {
             client: request.src(),
             protocol: request.protocol(),

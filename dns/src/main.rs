@@ -77,7 +77,11 @@ fn main() -> ExitCode {
         return match State::load(sources) {
             Ok((state, _)) => {
                 let pops = state.zone().selector().pops().len();
-                println!("{}: ok ({pops} PoPs)", state.zone().origin());
+                let geoip = match state.locator().as_ref() {
+                    Some(locator) => format!("GeoIP {}", locator.database_type()),
+                    None => "no GeoIP database".to_string(),
+                };
+                println!("{}: ok ({pops} PoPs, {geoip})", state.zone().origin());
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -125,10 +129,10 @@ async fn serve(cli: Cli, sources: Sources) -> anyhow::Result<()> {
     let state = running.state.clone();
     tracing::info!(
         address = %running.address,
-        metrics = ?running.metrics,
+        metrics = %running.metrics.map_or("off".to_string(), |a| a.to_string()),
         zone = %state.zone().origin(),
         pops = state.zone().selector().pops().len(),
-        geoip = ?state.locator().as_ref().map(|l| l.database_type().to_string()),
+        geoip = state.locator().as_ref().map_or("none", |l| l.database_type()),
         "parapet-dns answering"
     );
     let _watcher = watch_files(state.clone())?;
@@ -198,7 +202,11 @@ fn watch_files(state: Arc<State>) -> anyhow::Result<notify::RecommendedWatcher> 
             return;
         }
         for (name, what) in &names {
-            if event.paths.iter().any(|p| p.file_name() == Some(name.as_os_str())) {
+            if event
+                .paths
+                .iter()
+                .any(|p| p.file_name() == Some(name.as_os_str()))
+            {
                 let _ = changed.send(*what);
             }
         }
@@ -206,7 +214,11 @@ fn watch_files(state: Arc<State>) -> anyhow::Result<notify::RecommendedWatcher> 
     .context("starting the file watcher")?;
     let mut dirs: Vec<&Path> = files
         .iter()
-        .map(|(path, _)| path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")))
+        .map(|(path, _)| {
+            path.parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+        })
         .collect();
     dirs.sort();
     dirs.dedup();

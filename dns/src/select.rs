@@ -163,7 +163,12 @@ impl Selector {
             .collect();
         if chosen.is_empty() {
             // Everything usable is at capacity: the nearest still beats nothing.
-            chosen = candidates.iter().filter(|i| usable(i)).take(count).copied().collect();
+            chosen = candidates
+                .iter()
+                .filter(|i| usable(i))
+                .take(count)
+                .copied()
+                .collect();
         }
         if chosen.is_empty() {
             // Every PoP is down.
@@ -206,7 +211,11 @@ mod tests {
     }
 
     fn world() -> Vec<PopConfig> {
-        vec![pop("fra", FRANKFURT), pop("tyo", TOKYO), pop("nyc", NEW_YORK)]
+        vec![
+            pop("fra", FRANKFURT),
+            pop("tyo", TOKYO),
+            pop("nyc", NEW_YORK),
+        ]
     }
 
     #[test]
@@ -219,7 +228,10 @@ mod tests {
         assert_eq!(distance_km(TOKYO, TOKYO), 0.0);
         // Antipodes: half the circumference, no NaN.
         let km = distance_km((0.0, 0.0), (0.0, 180.0));
-        assert!((km - std::f64::consts::PI * EARTH_RADIUS_KM).abs() < 1.0, "{km}");
+        assert!(
+            (km - std::f64::consts::PI * EARTH_RADIUS_KM).abs() < 1.0,
+            "{km}"
+        );
     }
 
     #[test]
@@ -228,7 +240,10 @@ mod tests {
         let osaka = (34.69, 135.50);
         assert_eq!(ids(selector.choose(Some(osaka), Family::V4, 1)), ["tyo"]);
         let paris = (48.86, 2.35);
-        assert_eq!(ids(selector.choose(Some(paris), Family::V4, 2)), ["fra", "nyc"]);
+        assert_eq!(
+            ids(selector.choose(Some(paris), Family::V4, 2)),
+            ["fra", "nyc"]
+        );
     }
 
     #[test]
@@ -236,9 +251,15 @@ mod tests {
         // Reykjavik is nearer to Frankfurt (2 400 km) than to New York (4 200 km).
         let reykjavik = (64.15, -21.94);
         let mut pops = world();
-        assert_eq!(ids(Selector::new(pops.clone(), &[]).choose(Some(reykjavik), Family::V4, 1)), ["fra"]);
+        assert_eq!(
+            ids(Selector::new(pops.clone(), &[]).choose(Some(reykjavik), Family::V4, 1)),
+            ["fra"]
+        );
         pops[2].weight = 2.0;
-        assert_eq!(ids(Selector::new(pops, &[]).choose(Some(reykjavik), Family::V4, 1)), ["nyc"]);
+        assert_eq!(
+            ids(Selector::new(pops, &[]).choose(Some(reykjavik), Family::V4, 1)),
+            ["nyc"]
+        );
     }
 
     #[test]
@@ -252,7 +273,10 @@ mod tests {
             pop.enabled = false;
         }
         let selector = Selector::new(pops, &["nyc".into(), "fra".into()]);
-        assert_eq!(ids(selector.choose(Some(TOKYO), Family::V4, 2)), ["nyc", "fra"]);
+        assert_eq!(
+            ids(selector.choose(Some(TOKYO), Family::V4, 2)),
+            ["nyc", "fra"]
+        );
     }
 
     #[test]
@@ -262,7 +286,10 @@ mod tests {
         let selector = Selector::new(pops, &["tyo".into()]);
         assert_eq!(ids(selector.choose(None, Family::V4, 3)), ["tyo"]);
         // Only Tokyo has IPv6, so Frankfurt's clients get Tokyo for AAAA.
-        assert_eq!(ids(selector.choose(Some(FRANKFURT), Family::V6, 1)), ["tyo"]);
+        assert_eq!(
+            ids(selector.choose(Some(FRANKFURT), Family::V6, 1)),
+            ["tyo"]
+        );
         let selector = Selector::new(world(), &[]);
         assert!(selector.choose(Some(FRANKFURT), Family::V6, 1).is_empty());
     }
@@ -279,7 +306,10 @@ mod tests {
         // second boundary.
         let tokyo = answers.iter().filter(|id| **id == "tyo").count();
         assert!((2..=4).contains(&tokyo), "{answers:?}");
-        assert!(answers.iter().all(|id| *id == "tyo" || *id == "fra"), "{answers:?}");
+        assert!(
+            answers.iter().all(|id| *id == "tyo" || *id == "fra"),
+            "{answers:?}"
+        );
     }
 
     #[test]

@@ -84,8 +84,10 @@ impl State {
     pub fn reload_zone(&self) -> Result<(), LoadError> {
         let (zone, settings) = build_zone(&self.sources)?;
         self.zone.store(Arc::new(zone));
-        self.query_log
-            .store(self.sources.query_log || settings.query_log, Ordering::Relaxed);
+        self.query_log.store(
+            self.sources.query_log || settings.query_log,
+            Ordering::Relaxed,
+        );
         Ok(())
     }
 

@@ -21,7 +21,7 @@ pub struct Answer {
     pub authoritative: bool,
     /// Answer section.
     pub answers: Vec<Record>,
-    /// Authority section: the SOA of negative answers, the NS otherwise.
+    /// Authority section: the SOA of negative answers.
     pub authority: Vec<Record>,
     /// Additional section: nameserver addresses.
     pub additionals: Vec<Record>,
@@ -104,8 +104,8 @@ fn name_in(text: &str, origin: &Name, field: &str) -> Result<Name, ZoneError> {
 impl Zone {
     /// Builds the zone `zone` (e.g. `cdn.example.net`).
     pub fn build(zone: &str, settings: &Settings, pops: Vec<PopConfig>) -> Result<Self, ZoneError> {
-        let origin = Name::from_ascii(zone)
-            .map_err(|e| zone_error("zone", format!("`{zone}`: {e}")))?;
+        let origin =
+            Name::from_ascii(zone).map_err(|e| zone_error("zone", format!("`{zone}`: {e}")))?;
         let mut origin = origin.to_lowercase();
         origin.set_fqdn(true);
         if origin.is_root() {
@@ -114,9 +114,15 @@ impl Zone {
 
         let soa = &settings.soa;
         let mname = name_in(soa.mname.as_deref().unwrap_or("ns1"), &origin, "soa.mname")?;
-        let rname = name_in(soa.rname.as_deref().unwrap_or("hostmaster"), &origin, "soa.rname")?;
+        let rname = name_in(
+            soa.rname.as_deref().unwrap_or("hostmaster"),
+            &origin,
+            "soa.rname",
+        )?;
         let serial = soa.serial.unwrap_or_else(|| {
-            let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs());
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs());
             now.map(|s| s as u32).unwrap_or(1)
         });
         let seconds = |value: u32, field: &str| {
@@ -156,7 +162,10 @@ impl Zone {
             let field = |f: &str| format!("record[{i}].{f}");
             let name = name_in(&record.name, &origin, &field("name"))?;
             if !origin.zone_of(&name) {
-                return Err(zone_error(field("name"), format!("`{name}` is outside the zone {origin}")));
+                return Err(zone_error(
+                    field("name"),
+                    format!("`{name}` is outside the zone {origin}"),
+                ));
             }
             let record_type: RecordType = record
                 .record_type
@@ -164,7 +173,10 @@ impl Zone {
                 .parse()
                 .map_err(|e| zone_error(field("type"), format!("`{}`: {e}", record.record_type)))?;
             if matches!(record_type, RecordType::SOA | RecordType::NS) && name == origin {
-                return Err(zone_error(field("type"), "the apex SOA and NS come from [soa] and nameservers"));
+                return Err(zone_error(
+                    field("type"),
+                    "the apex SOA and NS come from [soa] and nameservers",
+                ));
             }
             let rdata = RData::try_from_str(record_type, &record.value)
                 .map_err(|e| zone_error(field("value"), format!("`{}`: {e}", record.value)))?;
@@ -176,7 +188,10 @@ impl Zone {
         for (name, records) in &statics {
             let cname = records.iter().any(|r| r.record_type() == RecordType::CNAME);
             if cname && records.len() > 1 {
-                return Err(zone_error("record", format!("{name} has a CNAME and other records")));
+                return Err(zone_error(
+                    "record",
+                    format!("{name} has a CNAME and other records"),
+                ));
             }
         }
 
@@ -185,9 +200,13 @@ impl Zone {
             .iter()
             .enumerate()
             .map(|(i, pattern)| {
-                let labels: Vec<Vec<u8>> = pattern.split('.').map(|l| l.as_bytes().to_vec()).collect();
+                let labels: Vec<Vec<u8>> =
+                    pattern.split('.').map(|l| l.as_bytes().to_vec()).collect();
                 if labels.iter().any(|l| l.is_empty() || l.len() > 63) {
-                    return Err(zone_error(format!("distributions[{i}]"), format!("`{pattern}` is not a relative name")));
+                    return Err(zone_error(
+                        format!("distributions[{i}]"),
+                        format!("`{pattern}` is not a relative name"),
+                    ));
                 }
                 Ok(LabelPattern(labels))
             })
@@ -195,7 +214,10 @@ impl Zone {
 
         for (i, id) in settings.default_pops.iter().enumerate() {
             if !pops.iter().any(|p| &p.id == id) {
-                return Err(zone_error(format!("default_pops[{i}]"), format!("no PoP `{id}` in the PoPs file")));
+                return Err(zone_error(
+                    format!("default_pops[{i}]"),
+                    format!("no PoP `{id}` in the PoPs file"),
+                ));
             }
         }
         Ok(Zone {
@@ -272,17 +294,20 @@ impl Zone {
                             std::net::IpAddr::V4(v4) => RData::A(A(v4)),
                             std::net::IpAddr::V6(v6) => RData::AAAA(AAAA(v6)),
                         };
-                        answer.answers.push(Record::from_rdata(name_owned.clone(), self.ttl, rdata));
+                        answer.answers.push(Record::from_rdata(
+                            name_owned.clone(),
+                            self.ttl,
+                            rdata,
+                        ));
                     }
                 }
             }
         } else if !self.has_names_below(name) {
             answer.rcode = ResponseCode::NXDomain;
         }
+        // Minimal responses: the authority section only for negative answers.
         if answer.answers.is_empty() {
             answer.authority.push(self.negative_soa());
-        } else if qtype != RecordType::NS {
-            answer.authority = self.nameservers.clone();
         }
         answer
     }
@@ -299,7 +324,11 @@ impl Zone {
             // RFC 8482: one RRset is a complete answer to ANY.
             RecordType::ANY => {
                 let first = records[0].record_type();
-                records.iter().filter(|r| r.record_type() == first).cloned().collect()
+                records
+                    .iter()
+                    .filter(|r| r.record_type() == first)
+                    .cloned()
+                    .collect()
             }
             _ => records.iter().filter(wanted).cloned().collect(),
         };
@@ -408,7 +437,10 @@ mod tests {
         assert!(soa.authoritative);
         assert_eq!(types(&soa.answers), [RecordType::SOA]);
         let ns = ask(&zone, "CDN.example.net.", RecordType::NS);
-        assert_eq!(ns.answers[0].data, RData::NS(NS(Name::from_ascii("ns1.cdn.example.net.").expect("name"))));
+        assert_eq!(
+            ns.answers[0].data,
+            RData::NS(NS(Name::from_ascii("ns1.cdn.example.net.").expect("name")))
+        );
         assert_eq!(types(&ns.additionals), [RecordType::A]);
         assert!(!ns.located);
     }
@@ -419,9 +451,12 @@ mod tests {
         let answer = ask(&zone, "shop.cdn.example.net.", RecordType::A);
         assert_eq!(answer.pops, ["tyo"]);
         assert!(answer.located);
-        assert_eq!(answer.answers[0].data, RData::A(A("192.0.2.1".parse().expect("ip"))));
+        assert_eq!(
+            answer.answers[0].data,
+            RData::A(A("192.0.2.1".parse().expect("ip")))
+        );
         assert_eq!(answer.answers[0].ttl, 30);
-        assert_eq!(types(&answer.authority), [RecordType::NS]);
+        assert!(answer.authority.is_empty());
         // No PoP has IPv6: NODATA, with the SOA.
         let answer = ask(&zone, "shop.cdn.example.net.", RecordType::AAAA);
         assert_eq!(answer.rcode, ResponseCode::NoError);
@@ -441,8 +476,14 @@ mod tests {
         let answer = ask(&zone, "x.y.cdn.example.net.", RecordType::A);
         assert_eq!(answer.rcode, ResponseCode::NXDomain);
         assert_eq!(types(&answer.authority), [RecordType::SOA]);
-        assert_eq!(ask(&zone, "shop.cdn.example.net.", RecordType::A).rcode, ResponseCode::NXDomain);
-        assert_eq!(ask(&zone, "shop.edge.cdn.example.net.", RecordType::A).pops, ["tyo"]);
+        assert_eq!(
+            ask(&zone, "shop.cdn.example.net.", RecordType::A).rcode,
+            ResponseCode::NXDomain
+        );
+        assert_eq!(
+            ask(&zone, "shop.edge.cdn.example.net.", RecordType::A).pops,
+            ["tyo"]
+        );
         // Empty non-terminals: NODATA.
         for name in ["b.cdn.example.net.", "edge.cdn.example.net."] {
             let answer = ask(&zone, name, RecordType::A);
@@ -455,7 +496,10 @@ mod tests {
         let name = LowerName::new(&Name::from_ascii("cdn.example.net.").expect("name"));
         let chaos = zone.answer(&name, RecordType::SOA, DNSClass::CH, || None);
         assert_eq!(chaos.rcode, ResponseCode::Refused);
-        assert_eq!(ask(&zone, "cdn.example.net.", RecordType::AXFR).rcode, ResponseCode::Refused);
+        assert_eq!(
+            ask(&zone, "cdn.example.net.", RecordType::AXFR).rcode,
+            ResponseCode::Refused
+        );
     }
 
     #[test]
@@ -468,10 +512,22 @@ mod tests {
             ..Settings::default()
         };
         let zone = zone(settings);
-        assert_eq!(types(&ask(&zone, "www.cdn.example.net.", RecordType::ANY).answers), [RecordType::TXT]);
-        assert_eq!(types(&ask(&zone, "cdn.example.net.", RecordType::ANY).answers), [RecordType::SOA]);
-        assert_eq!(types(&ask(&zone, "shop.cdn.example.net.", RecordType::ANY).answers), [RecordType::A]);
-        assert_eq!(types(&ask(&zone, "www.cdn.example.net.", RecordType::MX).answers), [RecordType::MX]);
+        assert_eq!(
+            types(&ask(&zone, "www.cdn.example.net.", RecordType::ANY).answers),
+            [RecordType::TXT]
+        );
+        assert_eq!(
+            types(&ask(&zone, "cdn.example.net.", RecordType::ANY).answers),
+            [RecordType::SOA]
+        );
+        assert_eq!(
+            types(&ask(&zone, "shop.cdn.example.net.", RecordType::ANY).answers),
+            [RecordType::A]
+        );
+        assert_eq!(
+            types(&ask(&zone, "www.cdn.example.net.", RecordType::MX).answers),
+            [RecordType::MX]
+        );
     }
 
     #[test]
@@ -490,19 +546,71 @@ mod tests {
     fn bad_settings_name_the_field() {
         let pops = || vec![pop("tyo", 35.68, 139.69, "192.0.2.1")];
         let cases = [
-            (Settings { records: vec![static_record("www", "A", "not-an-ip")], ..Settings::default() }, "record[0].value"),
-            (Settings { records: vec![static_record("www", "BOGUS", "x")], ..Settings::default() }, "record[0].type"),
-            (Settings { records: vec![static_record("www.example.org.", "A", "192.0.2.9")], ..Settings::default() }, "record[0].name: `www.example.org.` is outside the zone"),
-            (Settings { records: vec![static_record("@", "NS", "ns9.example.org.")], ..Settings::default() }, "record[0].type: the apex SOA and NS"),
-            (Settings { records: vec![static_record("w", "CNAME", "x.example.org."), static_record("w", "A", "192.0.2.9")], ..Settings::default() }, "has a CNAME and other records"),
-            (Settings { default_pops: vec!["lhr".into()], ..Settings::default() }, "default_pops[0]: no PoP `lhr`"),
-            (Settings { distributions: vec!["a..b".into()], ..Settings::default() }, "distributions[0]: `a..b` is not a relative name"),
+            (
+                Settings {
+                    records: vec![static_record("www", "A", "not-an-ip")],
+                    ..Settings::default()
+                },
+                "record[0].value",
+            ),
+            (
+                Settings {
+                    records: vec![static_record("www", "BOGUS", "x")],
+                    ..Settings::default()
+                },
+                "record[0].type",
+            ),
+            (
+                Settings {
+                    records: vec![static_record("www.example.org.", "A", "192.0.2.9")],
+                    ..Settings::default()
+                },
+                "record[0].name: `www.example.org.` is outside the zone",
+            ),
+            (
+                Settings {
+                    records: vec![static_record("@", "NS", "ns9.example.org.")],
+                    ..Settings::default()
+                },
+                "record[0].type: the apex SOA and NS",
+            ),
+            (
+                Settings {
+                    records: vec![
+                        static_record("w", "CNAME", "x.example.org."),
+                        static_record("w", "A", "192.0.2.9"),
+                    ],
+                    ..Settings::default()
+                },
+                "has a CNAME and other records",
+            ),
+            (
+                Settings {
+                    default_pops: vec!["lhr".into()],
+                    ..Settings::default()
+                },
+                "default_pops[0]: no PoP `lhr`",
+            ),
+            (
+                Settings {
+                    distributions: vec!["a..b".into()],
+                    ..Settings::default()
+                },
+                "distributions[0]: `a..b` is not a relative name",
+            ),
         ];
         for (settings, expected) in cases {
-            let error = Zone::build("cdn.example.net", &settings, pops()).expect_err(expected).to_string();
-            assert!(error.contains(expected), "{error:?} should contain {expected:?}");
+            let error = Zone::build("cdn.example.net", &settings, pops())
+                .expect_err(expected)
+                .to_string();
+            assert!(
+                error.contains(expected),
+                "{error:?} should contain {expected:?}"
+            );
         }
-        let error = Zone::build(".", &Settings::default(), pops()).expect_err("root").to_string();
+        let error = Zone::build(".", &Settings::default(), pops())
+            .expect_err("root")
+            .to_string();
         assert!(error.contains("root zone"), "{error}");
     }
 }

@@ -60,8 +60,14 @@ pub const FRANKFURT_SUBNET: &str = "212.227.0.0/24";
 
 /// `target/testdata/<name>`, made by `make testdata`.
 pub fn testdata(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/testdata").join(name);
-    assert!(path.exists(), "{} is missing: run `make testdata`", path.display());
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/testdata")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `make testdata`",
+        path.display()
+    );
     path
 }
 
@@ -104,7 +110,11 @@ impl TestDns {
         .await
         .expect("parapet-dns starts");
         let address = running.address;
-        TestDns { running, address, dir }
+        TestDns {
+            running,
+            address,
+            dir,
+        }
     }
 }
 
@@ -123,7 +133,11 @@ pub fn question(name: &str, qtype: RecordType, subnet: Option<&str>) -> Message 
     edns.set_max_payload(1232);
     if let Some(subnet) = subnet {
         let (address, prefix) = subnet.split_once('/').expect("a/len");
-        let subnet = ClientSubnet::new(address.parse().expect("ip"), prefix.parse().expect("len"), 0);
+        let subnet = ClientSubnet::new(
+            address.parse().expect("ip"),
+            prefix.parse().expect("len"),
+            0,
+        );
         edns.options_mut().insert(EdnsOption::Subnet(subnet));
     }
     message.set_edns(edns);
@@ -152,11 +166,20 @@ pub async fn exchange(address: SocketAddr, transport: Transport, message: Messag
             client.send(request).next().await
         }
     };
-    response.expect("a response").expect("a valid response").into_message()
+    response
+        .expect("a response")
+        .expect("a valid response")
+        .into_message()
 }
 
 /// Asks `name`/`qtype`, optionally with a client subnet.
-pub async fn ask(address: SocketAddr, transport: Transport, name: &str, qtype: RecordType, subnet: Option<&str>) -> Message {
+pub async fn ask(
+    address: SocketAddr,
+    transport: Transport,
+    name: &str,
+    qtype: RecordType,
+    subnet: Option<&str>,
+) -> Message {
     exchange(address, transport, question(name, qtype, subnet)).await
 }
 
@@ -192,7 +215,9 @@ pub fn rcode(message: &Message) -> ResponseCode {
 
 /// Sends raw bytes over UDP; the answer, or `None` after 1 s of silence.
 pub async fn raw_udp(address: SocketAddr, bytes: &[u8]) -> Option<Vec<u8>> {
-    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     socket.send_to(bytes, address).await.expect("send");
     let mut buffer = vec![0u8; 65_535];
     match tokio::time::timeout(Duration::from_secs(1), socket.recv(&mut buffer)).await {
@@ -204,7 +229,9 @@ pub async fn raw_udp(address: SocketAddr, bytes: &[u8]) -> Option<Vec<u8>> {
 /// Sends raw bytes over TCP with the two-byte length prefix; the answer,
 /// or `None` when the server closes or stays silent for 1 s.
 pub async fn raw_tcp(address: SocketAddr, bytes: &[u8]) -> Option<Vec<u8>> {
-    let mut stream = tokio::net::TcpStream::connect(address).await.expect("connect");
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
     let mut framed = (bytes.len() as u16).to_be_bytes().to_vec();
     framed.extend_from_slice(bytes);
     stream.write_all(&framed).await.expect("write");
@@ -215,13 +242,18 @@ pub async fn raw_tcp(address: SocketAddr, bytes: &[u8]) -> Option<Vec<u8>> {
         stream.read_exact(&mut body).await.ok()?;
         Some(body)
     };
-    tokio::time::timeout(Duration::from_secs(1), read).await.ok().flatten()
+    tokio::time::timeout(Duration::from_secs(1), read)
+        .await
+        .ok()
+        .flatten()
 }
 
 /// Fetches the Prometheus text from the server's metrics listener.
 pub async fn metrics(dns: &TestDns) -> String {
     let address = dns.running.metrics.expect("metrics listener");
-    let mut stream = tokio::net::TcpStream::connect(address).await.expect("connect");
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
     stream
         .write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
         .await
