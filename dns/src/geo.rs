@@ -4,7 +4,8 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use maxminddb::{geoip2, Reader};
+use maxminddb::Reader;
+use serde::Deserialize;
 
 /// A GeoIP database that cannot be opened.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +24,28 @@ pub struct Location {
     /// Length of the database network the address is in: every address of
     /// that network gets the same answer (the ECS scope).
     pub prefix_len: u8,
+}
+
+/// The fields of a GeoIP2 City or Country record that placing a client
+/// needs; decoding only these skips the name maps (most of a record).
+#[derive(Deserialize)]
+struct Record<'a> {
+    location: Option<Coordinates>,
+    #[serde(borrow)]
+    country: Option<Country<'a>>,
+    #[serde(borrow)]
+    registered_country: Option<Country<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Coordinates {
+    latitude: Option<f64>,
+    longitude: Option<f64>,
+}
+
+#[derive(Deserialize)]
+struct Country<'a> {
+    iso_code: Option<&'a str>,
 }
 
 /// An open database, read into memory.
@@ -62,23 +85,22 @@ impl Locator {
     /// else the centroid of its country.
     pub fn locate(&self, ip: IpAddr) -> Location {
         let full_len: u8 = if ip.is_ipv4() { 32 } else { 128 };
-        let Ok((record, prefix_len)) = self.reader.lookup_prefix::<geoip2::City>(ip) else {
+        let Ok((record, prefix_len)) = self.reader.lookup_prefix::<Record>(ip) else {
             return Location {
                 position: None,
                 prefix_len: full_len,
             };
         };
         let prefix_len = u8::try_from(prefix_len).unwrap_or(full_len).min(full_len);
-        let position = record.and_then(|city| {
-            let coordinates = city
+        let position = record.and_then(|record| {
+            let coordinates = record
                 .location
-                .as_ref()
                 .and_then(|l| Some((l.latitude?, l.longitude?)));
             coordinates.or_else(|| {
-                let code = city
+                let code = record
                     .country
                     .and_then(|c| c.iso_code)
-                    .or_else(|| city.registered_country.and_then(|c| c.iso_code))?;
+                    .or_else(|| record.registered_country.and_then(|c| c.iso_code))?;
                 country_centroid(code)
             })
         });

@@ -34,9 +34,9 @@ pub struct LaunchOptions {
     pub listen: SocketAddr,
     /// `/metrics` and `/healthz`; overrides the settings file's.
     pub metrics: Option<SocketAddr>,
-    /// UDP sockets (SO_REUSEPORT), each with its own receive loop; 0 is
-    /// one per CPU.
-    pub udp_sockets: usize,
+    /// UDP worker threads, each with its own socket (SO_REUSEPORT) and
+    /// single-threaded runtime; 0 is one per CPU.
+    pub workers: usize,
 }
 
 /// A running server.
@@ -47,7 +47,11 @@ pub struct Running {
     pub metrics: Option<SocketAddr>,
     /// The data, for reloads.
     pub state: Arc<State>,
-    server: Server<Handler>,
+    /// The TCP listener, on the caller's runtime.
+    tcp: Server<Handler>,
+    /// The UDP workers and the sender that stops them.
+    workers: Vec<std::thread::JoinHandle<()>>,
+    stop: tokio::sync::watch::Sender<bool>,
     metrics_task: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -57,9 +61,17 @@ impl Running {
         if let Some(task) = self.metrics_task.take() {
             task.abort();
         }
-        if let Err(e) = self.server.shutdown_gracefully().await {
-            tracing::warn!(error = %e, "DNS listeners stopped with an error");
+        let _ = self.stop.send(true);
+        if let Err(e) = self.tcp.shutdown_gracefully().await {
+            tracing::warn!(error = %e, "the TCP listener stopped with an error");
         }
+        let workers = std::mem::take(&mut self.workers);
+        let _ = tokio::task::spawn_blocking(move || {
+            for worker in workers {
+                let _ = worker.join();
+            }
+        })
+        .await;
     }
 }
 
@@ -67,20 +79,22 @@ impl Running {
 pub async fn launch(options: LaunchOptions) -> anyhow::Result<Running> {
     let (state, settings) = State::load(options.sources)?;
     let state = Arc::new(state);
-    let mut server = Server::new(Handler::new(state.clone()));
-
-    let (udp, address) = bind_udp(options.listen, options.udp_sockets)?;
-    let tcp = std::net::TcpListener::bind(address)
+    let (udp, address) = bind_udp(options.listen, options.workers)?;
+    let listener = std::net::TcpListener::bind(address)
         .with_context(|| format!("cannot listen on TCP {address}"))?;
-    tcp.set_nonblocking(true)?;
-    for socket in udp {
-        server.register_socket(tokio::net::UdpSocket::from_std(socket)?);
-    }
-    server.register_listener(
-        tokio::net::TcpListener::from_std(tcp)?,
+    listener.set_nonblocking(true)?;
+    let mut tcp = Server::new(Handler::new(state.clone()));
+    tcp.register_listener(
+        tokio::net::TcpListener::from_std(listener)?,
         TCP_IDLE_TIMEOUT,
         64,
     );
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let workers = udp
+        .into_iter()
+        .enumerate()
+        .map(|(i, socket)| start_worker(i, socket, Handler::new(state.clone()), stopped.clone()))
+        .collect::<anyhow::Result<_>>()?;
 
     let (metrics, metrics_task) = match options.metrics.or(settings.metrics) {
         Some(address) => {
@@ -99,9 +113,45 @@ pub async fn launch(options: LaunchOptions) -> anyhow::Result<Running> {
         address,
         metrics,
         state,
-        server,
+        tcp,
+        workers,
+        stop,
         metrics_task,
     })
+}
+
+/// A UDP worker: its own thread and single-threaded runtime, so that a
+/// query is received, answered and sent on one core without handing
+/// tasks between threads.
+fn start_worker(
+    index: usize,
+    socket: std::net::UdpSocket,
+    handler: Handler,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start a UDP worker's runtime")?;
+    std::thread::Builder::new()
+        .name(format!("dns-udp-{index}"))
+        .spawn(move || {
+            runtime.block_on(async move {
+                let mut server = Server::new(handler);
+                match tokio::net::UdpSocket::from_std(socket) {
+                    Ok(socket) => server.register_socket(socket),
+                    Err(e) => {
+                        tracing::error!(error = %e, "a UDP worker cannot use its socket");
+                        return;
+                    }
+                }
+                let _ = stopped.wait_for(|stop| *stop).await;
+                if let Err(e) = server.shutdown_gracefully().await {
+                    tracing::warn!(error = %e, "a UDP worker stopped with an error");
+                }
+            })
+        })
+        .context("cannot start a UDP worker thread")
 }
 
 /// Binds `count` UDP sockets (one per CPU for 0) sharing one port with

@@ -13,6 +13,11 @@ use parapet_dns::state::{Sources, State};
 use parapet_dns::{launch, LaunchOptions};
 use tokio::signal::unix::{signal, SignalKind};
 
+/// mimalloc: each query makes many small, short-lived allocations (see
+/// bench/README.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Parapet's geo-DNS: the authoritative server of the CDN zone. For
 /// `<distribution>.<zone>` it answers the addresses of the PoP nearest to
 /// the client (EDNS Client Subnet, else the resolver's address, located in
@@ -55,9 +60,9 @@ struct Cli {
     /// Log every query as a JSON line.
     #[arg(long)]
     query_log: bool,
-    /// UDP sockets, each with its own receive loop (0: one per CPU).
+    /// UDP worker threads, each with its own socket (0: one per CPU).
     #[arg(long, value_name = "N", default_value_t = 0)]
-    udp_sockets: usize,
+    workers: usize,
     /// Check the files (zone, PoPs, settings, GeoIP database) and exit: 0
     /// when they are valid, 1 naming the file, field and reason.
     #[arg(long)]
@@ -123,7 +128,7 @@ async fn serve(cli: Cli, sources: Sources) -> anyhow::Result<()> {
         sources,
         listen: cli.listen,
         metrics: cli.metrics,
-        udp_sockets: cli.udp_sockets,
+        workers: cli.workers,
     })
     .await?;
     let state = running.state.clone();

@@ -27,14 +27,7 @@ struct Process {
 impl Process {
     fn start(dir: &Path, extra: &[&str]) -> Process {
         let mut child = Command::new(BINARY)
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--zone",
-                ZONE,
-                "--udp-sockets",
-                "1",
-            ])
+            .args(["--listen", "127.0.0.1:0", "--zone", ZONE, "--workers", "1"])
             .arg("--pops")
             .arg(dir.join("pops.toml"))
             .args(extra)

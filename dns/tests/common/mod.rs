@@ -105,7 +105,7 @@ impl TestDns {
             },
             listen: "127.0.0.1:0".parse().expect("address"),
             metrics: Some("127.0.0.1:0".parse().expect("address")),
-            udp_sockets: 2,
+            workers: 2,
         })
         .await
         .expect("parapet-dns starts");
