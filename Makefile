@@ -7,7 +7,7 @@ TESTDATA   := target/testdata
 VENV       := target/venv-test
 PARAPET    := $(CARGO) run -q --release -p parapet-cli --
 
-.PHONY: test lint plugins toolchain toolchain-fallback testdata bench bench-edge demo edge
+.PHONY: test lint plugins toolchain toolchain-fallback testdata bench bench-edge bench-dns demo edge dns
 
 ## Every test of the project: unit, integration, example plugins through the host.
 test: plugins testdata toolchain-fallback
@@ -17,6 +17,15 @@ test: plugins testdata toolchain-fallback
 ## example plugins, and a curl tour (MISS, HIT, WAF, auth, redirect).
 demo: plugins edge
 	scripts/demo.sh
+
+## parapet-dns against PowerDNS's GeoIP backend (dnsperf), same zone and
+## database; results in bench/dns/results-latest.md.
+bench-dns: testdata dns
+	PARAPET_DNS_BIN=$${CARGO_TARGET_DIR:-target}/release/parapet-dns bash bench/dns/run.sh
+
+## The geo-DNS server binary.
+dns:
+	$(CARGO) build --release -p parapet-dns
 
 ## The edge server binary.
 edge:
