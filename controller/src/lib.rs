@@ -1,0 +1,4 @@
+//! `parapet-controller`: where customers and the operator manage the CDN,
+//! and what keeps every edge in step.
+
+pub mod store;

@@ -1,0 +1,5 @@
+//! Shared pieces of the controller tests.
+
+#![allow(dead_code)]
+
+pub mod mongo;
