@@ -1,4 +1,125 @@
 //! `parapet-controller`: where customers and the operator manage the CDN,
-//! and what keeps every edge in step.
+//! and what keeps every edge in step. REST (axum) for people and scripts,
+//! gRPC (tonic) for edges, storage in MongoDB or an embedded file.
 
+pub mod api;
+pub mod auth;
+pub mod edges;
+pub mod grpc;
+pub mod model;
+pub mod revision;
 pub mod store;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use parapet_proto::edge::edge_control_server::EdgeControlServer;
+use tokio::sync::watch;
+
+use crate::api::AppState;
+use crate::auth::Authenticator;
+use crate::store::Store;
+
+/// Where the controller keeps its data.
+#[derive(Debug, Clone)]
+pub enum StoreLocation {
+    /// The embedded store in this directory.
+    Embedded(PathBuf),
+    /// MongoDB at this URI.
+    Mongo(String),
+}
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct LaunchOptions {
+    /// REST address.
+    pub listen: SocketAddr,
+    /// gRPC address.
+    pub grpc_listen: SocketAddr,
+    /// Storage.
+    pub store: StoreLocation,
+    /// The operator's bootstrap token.
+    pub admin_token: String,
+    /// The token edges register with (default: the admin token).
+    pub edge_bootstrap_token: Option<String>,
+    /// How often edges send heartbeats.
+    pub heartbeat_interval_ms: u64,
+}
+
+/// A running controller.
+pub struct Running {
+    /// REST address.
+    pub rest: SocketAddr,
+    /// gRPC address.
+    pub grpc: SocketAddr,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops both listeners.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Opens the store and starts the REST and gRPC listeners.
+pub async fn launch(options: LaunchOptions) -> anyhow::Result<Running> {
+    let store = match &options.store {
+        StoreLocation::Embedded(dir) => Store::embedded(dir).with_context(|| format!("opening the store in {}", dir.display()))?,
+        StoreLocation::Mongo(uri) => Store::mongo(uri).await.context("connecting to MongoDB")?,
+    };
+    let auth = Authenticator::new(store.clone(), &options.admin_token, options.edge_bootstrap_token.as_deref());
+    let app = Arc::new(AppState {
+        store,
+        auth,
+        heartbeat_interval_ms: options.heartbeat_interval_ms,
+    });
+    let (stop, stopped) = watch::channel(false);
+
+    let rest = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", options.listen))?;
+    let rest_address = rest.local_addr()?;
+    let mut rest_stopped = stopped.clone();
+    let router = api::router(app.clone());
+    let rest_task = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = rest_stopped.wait_for(|stop| *stop).await;
+        };
+        if let Err(e) = axum::serve(rest, router).with_graceful_shutdown(shutdown).await {
+            tracing::error!(error = %e, "the REST listener failed");
+        }
+    });
+
+    let grpc = tokio::net::TcpListener::bind(options.grpc_listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", options.grpc_listen))?;
+    let grpc_address = grpc.local_addr()?;
+    let mut grpc_stopped = stopped;
+    let service = EdgeControlServer::new(grpc::EdgeService::new(app));
+    let grpc_task = tokio::spawn(async move {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc);
+        let shutdown = async move {
+            let _ = grpc_stopped.wait_for(|stop| *stop).await;
+        };
+        if let Err(e) = tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await
+        {
+            tracing::error!(error = %e, "the gRPC listener failed");
+        }
+    });
+    Ok(Running {
+        rest: rest_address,
+        grpc: grpc_address,
+        stop,
+        tasks: vec![rest_task, grpc_task],
+    })
+}

@@ -1,1 +1,121 @@
-fn main() {}
+//! `parapet-controller`: the control plane.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use parapet_controller::{launch, LaunchOptions, StoreLocation};
+use tokio::signal::unix::{signal, SignalKind};
+
+/// Parapet's controller: customers and operators manage the CDN over REST
+/// (`--listen`, OpenAPI at /openapi.json); edges register and follow their
+/// configuration over gRPC (`--grpc-listen`).
+///
+///   PARAPET_ADMIN_TOKEN=... parapet-controller --data-dir /var/lib/parapet
+///   PARAPET_ADMIN_TOKEN=... parapet-controller --mongodb-uri mongodb://db:27017/parapet
+///   parapet-controller --dev --data-dir /tmp/parapet     # prints a generated admin token
+#[derive(Parser)]
+#[command(name = "parapet-controller", version, verbatim_doc_comment)]
+struct Cli {
+    /// REST API address.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7070")]
+    listen: SocketAddr,
+    /// gRPC address for edges.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7071")]
+    grpc_listen: SocketAddr,
+    /// Keep the data in an embedded store in this directory.
+    #[arg(long, value_name = "DIR", conflicts_with = "mongodb_uri", required_unless_present = "mongodb_uri")]
+    data_dir: Option<PathBuf>,
+    /// Keep the data in MongoDB (the URI's database, default `parapet`).
+    #[arg(long, value_name = "URI", env = "PARAPET_MONGODB_URI", hide_env_values = true)]
+    mongodb_uri: Option<String>,
+    /// The operator's token.
+    #[arg(long, env = "PARAPET_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// The token edges register with (default: the admin token).
+    #[arg(long, env = "PARAPET_EDGE_BOOTSTRAP_TOKEN", hide_env_values = true)]
+    edge_bootstrap_token: Option<String>,
+    /// Development mode: without an admin token, generate one and print it.
+    #[arg(long)]
+    dev: bool,
+    /// How often edges send heartbeats, in milliseconds; an edge silent for
+    /// three intervals is unhealthy.
+    #[arg(long, value_name = "MS", default_value_t = 5_000)]
+    heartbeat_interval_ms: u64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("parapet-controller: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("parapet-controller: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_env_filter(filter)
+        .init();
+}
+
+async fn serve(cli: Cli) -> anyhow::Result<()> {
+    let admin_token = match (cli.admin_token, cli.dev) {
+        (Some(token), _) if !token.is_empty() => token,
+        (_, true) => {
+            let token = parapet_controller::auth::new_token(
+                parapet_controller::model::TokenKind::Operator,
+                None,
+                None,
+                "dev",
+            )
+            .1;
+            eprintln!("parapet-controller: --dev: the admin token for this run is\n  {token}");
+            token
+        }
+        _ => anyhow::bail!(
+            "no admin token: set PARAPET_ADMIN_TOKEN (or pass --dev to generate one for a trial run)"
+        ),
+    };
+    let store = match (cli.data_dir, cli.mongodb_uri) {
+        (_, Some(uri)) => StoreLocation::Mongo(uri),
+        (Some(dir), None) => StoreLocation::Embedded(dir),
+        (None, None) => anyhow::bail!("give --data-dir DIR or --mongodb-uri URI"),
+    };
+    let running = launch(LaunchOptions {
+        listen: cli.listen,
+        grpc_listen: cli.grpc_listen,
+        store,
+        admin_token,
+        edge_bootstrap_token: cli.edge_bootstrap_token,
+        heartbeat_interval_ms: cli.heartbeat_interval_ms,
+    })
+    .await?;
+    tracing::info!(rest = %running.rest, grpc = %running.grpc, "parapet-controller serving");
+    let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::select! {
+        _ = terminate.recv() => {},
+        _ = interrupt.recv() => {},
+    }
+    running.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}

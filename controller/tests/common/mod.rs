@@ -3,3 +3,86 @@
 #![allow(dead_code)]
 
 pub mod mongo;
+
+use std::net::SocketAddr;
+
+use parapet_controller::{launch, LaunchOptions, Running, StoreLocation};
+use serde_json::Value;
+
+/// The operator token the tests start controllers with.
+pub const ADMIN: &str = "test-admin-token";
+
+/// A controller on loopback with an embedded store in a temporary directory.
+pub struct TestController {
+    pub running: Running,
+    pub dir: tempfile::TempDir,
+    pub http: reqwest::Client,
+}
+
+impl TestController {
+    /// Starts one with the embedded store.
+    pub async fn start() -> TestController {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = StoreLocation::Embedded(dir.path().join("data"));
+        Self::start_with(store, dir).await
+    }
+
+    /// Starts one on `store`.
+    pub async fn start_with(store: StoreLocation, dir: tempfile::TempDir) -> TestController {
+        let running = launch(LaunchOptions {
+            listen: "127.0.0.1:0".parse().expect("address"),
+            grpc_listen: "127.0.0.1:0".parse().expect("address"),
+            store,
+            admin_token: ADMIN.into(),
+            edge_bootstrap_token: None,
+            heartbeat_interval_ms: 1_000,
+        })
+        .await
+        .expect("the controller starts");
+        TestController {
+            running,
+            dir,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// The REST base URL.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.running.rest)
+    }
+
+    /// The gRPC address.
+    pub fn grpc(&self) -> SocketAddr {
+        self.running.grpc
+    }
+
+    /// Sends `method path` with `token` and an optional JSON body; returns
+    /// the status and the JSON answer (Null when not JSON).
+    pub async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut request = self.http.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("the controller answers");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Creates a customer and a token for it; returns the token.
+    pub async fn customer(&self, id: &str) -> String {
+        let (status, body) = self
+            .call("POST", "/v1/customers", Some(ADMIN), Some(serde_json::json!({"id": id, "name": id})))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        let (status, body) = self
+            .call("POST", "/v1/tokens", Some(ADMIN), Some(serde_json::json!({"customer": id, "name": "test"})))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["token"].as_str().expect("token").to_string()
+    }
+}

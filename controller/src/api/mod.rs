@@ -1,0 +1,189 @@
+//! The REST API (JSON over HTTP, axum): operators manage customers, tokens
+//! and edges; customers manage their own distributions, plugins, KV data,
+//! purges and logs. `/openapi.json` describes every route.
+
+mod operator;
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::auth::{bearer, AuthError, Authenticator, Principal};
+use crate::store::{Store, StoreError};
+
+/// What every handler reaches.
+pub struct AppState {
+    /// Storage.
+    pub store: Store,
+    /// Token checks.
+    pub auth: Authenticator,
+    /// Heartbeat interval edges are told to keep.
+    pub heartbeat_interval_ms: u64,
+}
+
+/// Shared handle on [`AppState`].
+pub type App = Arc<AppState>;
+
+/// An error answer: a status and `{"error": message}`.
+#[derive(Debug)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// What went wrong and, where it helps, what to do.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with `status`.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    /// 404 for `what`.
+    pub fn not_found(what: impl std::fmt::Display) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, format!("{what} not found"))
+    }
+
+    /// 403.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::FORBIDDEN, message)
+    }
+
+    /// 400.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(what) => ApiError::new(StatusCode::CONFLICT, format!("{what} already exists")),
+            StoreError::Backend(reason) => {
+                tracing::error!(%reason, "storage failed");
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("storage unavailable, try again: {reason}"))
+            }
+            corrupt @ StoreError::Corrupt { .. } => {
+                tracing::error!(error = %corrupt, "corrupt document");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, corrupt.to_string())
+            }
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Store(e) => e.into(),
+            AuthError::Suspended(_) => ApiError::forbidden(e.to_string()),
+            _ => ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()),
+        }
+    }
+}
+
+/// Result of a handler.
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl FromRequestParts<App> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let token = bearer(header)?;
+        match app.auth.principal(token).await? {
+            Principal::Edge(_) => Err(ApiError::forbidden("edge credentials reach the gRPC API only")),
+            principal => Ok(principal),
+        }
+    }
+}
+
+/// Only the operator may call.
+pub fn require_operator(principal: &Principal) -> ApiResult<()> {
+    match principal {
+        Principal::Operator => Ok(()),
+        _ => Err(ApiError::forbidden("this needs an operator token")),
+    }
+}
+
+/// A JSON body whose errors name the field path: 400 `body.origin[0].url:
+/// invalid type ...`, unknown fields included.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = axum::body::Bytes::from_request(request, state)
+            .await
+            .map_err(|e| ApiError::new(e.status(), e.body_text()))?;
+        let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
+        let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if inner.is_syntax() || inner.is_eof() {
+                ApiError::bad_request(format!("invalid JSON: {inner}"))
+            } else if path == "." {
+                ApiError::bad_request(format!("invalid body: {inner}"))
+            } else {
+                ApiError::bad_request(format!("invalid body at `{path}`: {inner}"))
+            }
+        })?;
+        Ok(JsonBody(value))
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Parapet controller API", description = "Customers and operators manage the CDN. Every route takes `Authorization: Bearer <token>`."),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    }
+}
+
+/// The REST router, with `/openapi.json` and `/healthz`.
+pub fn router(app: App) -> axum::Router {
+    let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(operator::routes())
+        .split_for_parts();
+    let openapi = Arc::new(openapi);
+    router
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || {
+                let openapi = openapi.clone();
+                async move { Json(openapi.as_ref().clone()) }
+            }),
+        )
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .with_state(app)
+}

@@ -1,0 +1,119 @@
+//! Edges: registration, heartbeats and health.
+
+use serde_json::json;
+
+use crate::auth::new_token;
+use crate::model::{now_ms, Edge, EdgeStatus, TokenKind, TokenRecord};
+use crate::store::{Collection, Store, StoreError};
+
+/// How long heartbeat history is kept.
+const HEARTBEAT_HISTORY_MS: i64 = 24 * 3600 * 1000;
+
+/// An edge is healthy while it serves and its last heartbeat is younger
+/// than three intervals.
+pub fn healthy(edge: &Edge, interval_ms: u64, now: i64) -> bool {
+    edge.serving && edge.last_heartbeat_ms > 0 && now - edge.last_heartbeat_ms <= 3 * interval_ms as i64
+}
+
+/// Every edge with its health, by name.
+pub async fn list(store: &Store, interval_ms: u64) -> Result<Vec<EdgeStatus>, StoreError> {
+    let now = now_ms();
+    let mut edges: Vec<Edge> = store.find(Collection::Edges, &[]).await?;
+    edges.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(edges
+        .into_iter()
+        .map(|edge| EdgeStatus {
+            healthy: healthy(&edge, interval_ms, now),
+            edge,
+        })
+        .collect())
+}
+
+/// What an edge says about itself when registering.
+pub struct Registration<'a> {
+    /// Unique name.
+    pub name: &'a str,
+    /// PoP id.
+    pub pop: &'a str,
+    /// `edge` or `shield`.
+    pub role: &'a str,
+    /// Edge group.
+    pub group: &'a str,
+    /// Software version.
+    pub version: &'a str,
+}
+
+/// Registers (or re-registers) an edge; returns it and its new credential.
+/// Re-registering under the same name keeps the id and revokes the old
+/// credential.
+pub async fn register(store: &Store, registration: Registration<'_>) -> Result<(Edge, String), StoreError> {
+    let existing: Vec<Edge> = store.find(Collection::Edges, &[("name", json!(registration.name))]).await?;
+    let id = match existing.first() {
+        Some(edge) => {
+            let old: Vec<TokenRecord> = store.find(Collection::Tokens, &[("edge", json!(edge.id))]).await?;
+            for record in old {
+                store.update(Collection::Tokens, &record.hash, &[], &json!({ "revoked": true })).await?;
+            }
+            edge.id.clone()
+        }
+        None => format!("edge_{}", &crate::auth::hash_token(&format!("{}{}", registration.name, now_ms()))[..12]),
+    };
+    let edge = Edge {
+        id: id.clone(),
+        name: registration.name.to_string(),
+        pop: registration.pop.to_string(),
+        role: registration.role.to_string(),
+        group: registration.group.to_string(),
+        version: registration.version.to_string(),
+        registered_ms: now_ms(),
+        last_heartbeat_ms: 0,
+        config_revision: 0,
+        requests_per_second: 0.0,
+        cache_bytes: 0,
+        cache_objects: 0,
+        serving: false,
+    };
+    store.put(Collection::Edges, &id, &edge).await?;
+    let (record, credential) = new_token(TokenKind::Edge, None, Some(id), registration.name);
+    store.insert(Collection::Tokens, &record.hash, &record).await?;
+    Ok((edge, credential))
+}
+
+/// Working info from a heartbeat.
+pub struct Heartbeat {
+    /// Revision served.
+    pub config_revision: u64,
+    /// Software version.
+    pub version: String,
+    /// Requests per second.
+    pub requests_per_second: f64,
+    /// Cache bytes.
+    pub cache_bytes: u64,
+    /// Cached objects.
+    pub cache_objects: u64,
+    /// Whether it serves.
+    pub serving: bool,
+}
+
+/// Records a heartbeat; false when the edge is unknown.
+pub async fn heartbeat(store: &Store, edge: &str, beat: Heartbeat) -> Result<bool, StoreError> {
+    let now = now_ms();
+    let fields = json!({
+        "last_heartbeat_ms": now,
+        "config_revision": beat.config_revision,
+        "version": beat.version,
+        "requests_per_second": beat.requests_per_second,
+        "cache_bytes": beat.cache_bytes,
+        "cache_objects": beat.cache_objects,
+        "serving": beat.serving,
+    });
+    if !store.update(Collection::Edges, edge, &[], &fields).await? {
+        return Ok(false);
+    }
+    let mut history = fields;
+    history["edge"] = json!(edge);
+    history[crate::store::EXPIRES_AT] = json!(now + HEARTBEAT_HISTORY_MS);
+    let key = format!("{edge}/{now}");
+    store.put(Collection::Heartbeats, &key, &history).await?;
+    Ok(true)
+}
