@@ -50,7 +50,12 @@ fn random_hex(bytes: usize) -> String {
 
 /// A new token of `kind`: its record (to store) and the token (to show
 /// once).
-pub fn new_token(kind: TokenKind, customer: Option<String>, edge: Option<String>, name: &str) -> (TokenRecord, String) {
+pub fn new_token(
+    kind: TokenKind,
+    customer: Option<String>,
+    edge: Option<String>,
+    name: &str,
+) -> (TokenRecord, String) {
     let prefix = match kind {
         TokenKind::Operator => "ppo",
         TokenKind::Customer => "ppc",
@@ -140,7 +145,11 @@ impl Authenticator {
 
 /// Compares two hex digests without an early exit.
 fn constant_time_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 #[cfg(test)]

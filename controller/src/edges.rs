@@ -12,7 +12,9 @@ const HEARTBEAT_HISTORY_MS: i64 = 24 * 3600 * 1000;
 /// An edge is healthy while it serves and its last heartbeat is younger
 /// than three intervals.
 pub fn healthy(edge: &Edge, interval_ms: u64, now: i64) -> bool {
-    edge.serving && edge.last_heartbeat_ms > 0 && now - edge.last_heartbeat_ms <= 3 * interval_ms as i64
+    edge.serving
+        && edge.last_heartbeat_ms > 0
+        && now - edge.last_heartbeat_ms <= 3 * interval_ms as i64
 }
 
 /// Every edge with its health, by name.
@@ -46,17 +48,34 @@ pub struct Registration<'a> {
 /// Registers (or re-registers) an edge; returns it and its new credential.
 /// Re-registering under the same name keeps the id and revokes the old
 /// credential.
-pub async fn register(store: &Store, registration: Registration<'_>) -> Result<(Edge, String), StoreError> {
-    let existing: Vec<Edge> = store.find(Collection::Edges, &[("name", json!(registration.name))]).await?;
+pub async fn register(
+    store: &Store,
+    registration: Registration<'_>,
+) -> Result<(Edge, String), StoreError> {
+    let existing: Vec<Edge> = store
+        .find(Collection::Edges, &[("name", json!(registration.name))])
+        .await?;
     let id = match existing.first() {
         Some(edge) => {
-            let old: Vec<TokenRecord> = store.find(Collection::Tokens, &[("edge", json!(edge.id))]).await?;
+            let old: Vec<TokenRecord> = store
+                .find(Collection::Tokens, &[("edge", json!(edge.id))])
+                .await?;
             for record in old {
-                store.update(Collection::Tokens, &record.hash, &[], &json!({ "revoked": true })).await?;
+                store
+                    .update(
+                        Collection::Tokens,
+                        &record.hash,
+                        &[],
+                        &json!({ "revoked": true }),
+                    )
+                    .await?;
             }
             edge.id.clone()
         }
-        None => format!("edge_{}", &crate::auth::hash_token(&format!("{}{}", registration.name, now_ms()))[..12]),
+        None => format!(
+            "edge_{}",
+            &crate::auth::hash_token(&format!("{}{}", registration.name, now_ms()))[..12]
+        ),
     };
     let edge = Edge {
         id: id.clone(),
@@ -75,7 +94,9 @@ pub async fn register(store: &Store, registration: Registration<'_>) -> Result<(
     };
     store.put(Collection::Edges, &id, &edge).await?;
     let (record, credential) = new_token(TokenKind::Edge, None, Some(id), registration.name);
-    store.insert(Collection::Tokens, &record.hash, &record).await?;
+    store
+        .insert(Collection::Tokens, &record.hash, &record)
+        .await?;
     Ok((edge, credential))
 }
 

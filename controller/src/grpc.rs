@@ -6,9 +6,9 @@ use std::pin::Pin;
 use futures_util::Stream;
 use parapet_proto::edge::edge_control_server::EdgeControl;
 use parapet_proto::edge::{
-    AckResponse, ConfigSnapshot, FetchPluginRequest, HeartbeatRequest, HeartbeatResponse, LogBatch, Order,
-    OrderAck, PluginChunk, RegisterRequest, RegisterResponse, ShipLogsResponse, WatchConfigRequest,
-    WatchOrdersRequest,
+    AckResponse, ConfigSnapshot, FetchPluginRequest, HeartbeatRequest, HeartbeatResponse, LogBatch,
+    Order, OrderAck, PluginChunk, RegisterRequest, RegisterResponse, ShipLogsResponse,
+    WatchConfigRequest, WatchOrdersRequest,
 };
 use tonic::{Request, Response, Status, Streaming};
 
@@ -30,11 +30,16 @@ impl EdgeService {
 
     /// The calling edge's id, from its credential.
     async fn edge<T>(&self, request: &Request<T>) -> Result<String, Status> {
-        let header = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
+        let header = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
         let token = bearer(header).map_err(auth_status)?;
         match self.app.auth.principal(token).await.map_err(auth_status)? {
             Principal::Edge(id) => Ok(id),
-            _ => Err(Status::permission_denied("this API takes an edge credential (from Register)")),
+            _ => Err(Status::permission_denied(
+                "this API takes an edge credential (from Register)",
+            )),
         }
     }
 }
@@ -55,7 +60,10 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl EdgeControl for EdgeService {
-    async fn register(&self, request: Request<RegisterRequest>) -> Result<Response<RegisterResponse>, Status> {
+    async fn register(
+        &self,
+        request: Request<RegisterRequest>,
+    ) -> Result<Response<RegisterResponse>, Status> {
         let body = request.into_inner();
         if !self.app.auth.is_bootstrap(&body.bootstrap_token) {
             return Err(Status::unauthenticated("invalid bootstrap token"));
@@ -63,11 +71,21 @@ impl EdgeControl for EdgeService {
         if body.name.is_empty() || body.pop.is_empty() {
             return Err(Status::invalid_argument("name and pop must not be empty"));
         }
-        let role = if body.role.is_empty() { "edge" } else { body.role.as_str() };
+        let role = if body.role.is_empty() {
+            "edge"
+        } else {
+            body.role.as_str()
+        };
         if role != "edge" && role != "shield" {
-            return Err(Status::invalid_argument(format!("role `{role}`: expected edge or shield")));
+            return Err(Status::invalid_argument(format!(
+                "role `{role}`: expected edge or shield"
+            )));
         }
-        let group = if body.group.is_empty() { "default" } else { body.group.as_str() };
+        let group = if body.group.is_empty() {
+            "default"
+        } else {
+            body.group.as_str()
+        };
         let (edge, credential) = edges::register(
             &self.app.store,
             Registration {
@@ -87,7 +105,10 @@ impl EdgeControl for EdgeService {
         }))
     }
 
-    async fn heartbeat(&self, request: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, Status> {
+    async fn heartbeat(
+        &self,
+        request: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatResponse>, Status> {
         let edge = self.edge(&request).await?;
         let body = request.into_inner();
         let beat = Heartbeat {
@@ -98,8 +119,13 @@ impl EdgeControl for EdgeService {
             cache_objects: body.cache_objects,
             serving: body.serving,
         };
-        if !edges::heartbeat(&self.app.store, &edge, beat).await.map_err(store_status)? {
-            return Err(Status::not_found(format!("edge {edge} is not registered; register again")));
+        if !edges::heartbeat(&self.app.store, &edge, beat)
+            .await
+            .map_err(store_status)?
+        {
+            return Err(Status::not_found(format!(
+                "edge {edge} is not registered; register again"
+            )));
         }
         Ok(Response::new(HeartbeatResponse {
             interval_ms: self.app.heartbeat_interval_ms,
@@ -108,23 +134,38 @@ impl EdgeControl for EdgeService {
 
     type WatchConfigStream = BoxStream<ConfigSnapshot>;
 
-    async fn watch_config(&self, request: Request<WatchConfigRequest>) -> Result<Response<Self::WatchConfigStream>, Status> {
+    async fn watch_config(
+        &self,
+        request: Request<WatchConfigRequest>,
+    ) -> Result<Response<Self::WatchConfigStream>, Status> {
         self.edge(&request).await?;
-        Err(Status::unimplemented("WatchConfig is not built yet (issue 4)"))
+        Err(Status::unimplemented(
+            "WatchConfig is not built yet (issue 4)",
+        ))
     }
 
     type FetchPluginStream = BoxStream<PluginChunk>;
 
-    async fn fetch_plugin(&self, request: Request<FetchPluginRequest>) -> Result<Response<Self::FetchPluginStream>, Status> {
+    async fn fetch_plugin(
+        &self,
+        request: Request<FetchPluginRequest>,
+    ) -> Result<Response<Self::FetchPluginStream>, Status> {
         self.edge(&request).await?;
-        Err(Status::unimplemented("FetchPlugin is not built yet (issue 4)"))
+        Err(Status::unimplemented(
+            "FetchPlugin is not built yet (issue 4)",
+        ))
     }
 
     type WatchOrdersStream = BoxStream<Order>;
 
-    async fn watch_orders(&self, request: Request<WatchOrdersRequest>) -> Result<Response<Self::WatchOrdersStream>, Status> {
+    async fn watch_orders(
+        &self,
+        request: Request<WatchOrdersRequest>,
+    ) -> Result<Response<Self::WatchOrdersStream>, Status> {
         self.edge(&request).await?;
-        Err(Status::unimplemented("WatchOrders is not built yet (issue 4)"))
+        Err(Status::unimplemented(
+            "WatchOrders is not built yet (issue 4)",
+        ))
     }
 
     async fn ack_order(&self, request: Request<OrderAck>) -> Result<Response<AckResponse>, Status> {
@@ -132,7 +173,10 @@ impl EdgeControl for EdgeService {
         Err(Status::unimplemented("AckOrder is not built yet (issue 4)"))
     }
 
-    async fn ship_logs(&self, request: Request<Streaming<LogBatch>>) -> Result<Response<ShipLogsResponse>, Status> {
+    async fn ship_logs(
+        &self,
+        request: Request<Streaming<LogBatch>>,
+    ) -> Result<Response<ShipLogsResponse>, Status> {
         self.edge(&request).await?;
         Err(Status::unimplemented("ShipLogs is not built yet (issue 4)"))
     }

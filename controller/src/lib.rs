@@ -71,10 +71,15 @@ impl Running {
 /// Opens the store and starts the REST and gRPC listeners.
 pub async fn launch(options: LaunchOptions) -> anyhow::Result<Running> {
     let store = match &options.store {
-        StoreLocation::Embedded(dir) => Store::embedded(dir).with_context(|| format!("opening the store in {}", dir.display()))?,
+        StoreLocation::Embedded(dir) => Store::embedded(dir)
+            .with_context(|| format!("opening the store in {}", dir.display()))?,
         StoreLocation::Mongo(uri) => Store::mongo(uri).await.context("connecting to MongoDB")?,
     };
-    let auth = Authenticator::new(store.clone(), &options.admin_token, options.edge_bootstrap_token.as_deref());
+    let auth = Authenticator::new(
+        store.clone(),
+        &options.admin_token,
+        options.edge_bootstrap_token.as_deref(),
+    );
     let app = Arc::new(AppState {
         store,
         auth,
@@ -92,7 +97,10 @@ pub async fn launch(options: LaunchOptions) -> anyhow::Result<Running> {
         let shutdown = async move {
             let _ = rest_stopped.wait_for(|stop| *stop).await;
         };
-        if let Err(e) = axum::serve(rest, router).with_graceful_shutdown(shutdown).await {
+        if let Err(e) = axum::serve(rest, router)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
             tracing::error!(error = %e, "the REST listener failed");
         }
     });

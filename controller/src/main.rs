@@ -26,10 +26,20 @@ struct Cli {
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7071")]
     grpc_listen: SocketAddr,
     /// Keep the data in an embedded store in this directory.
-    #[arg(long, value_name = "DIR", conflicts_with = "mongodb_uri", required_unless_present = "mongodb_uri")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        conflicts_with = "mongodb_uri",
+        required_unless_present = "mongodb_uri"
+    )]
     data_dir: Option<PathBuf>,
     /// Keep the data in MongoDB (the URI's database, default `parapet`).
-    #[arg(long, value_name = "URI", env = "PARAPET_MONGODB_URI", hide_env_values = true)]
+    #[arg(
+        long,
+        value_name = "URI",
+        env = "PARAPET_MONGODB_URI",
+        hide_env_values = true
+    )]
     mongodb_uri: Option<String>,
     /// The operator's token.
     #[arg(long, env = "PARAPET_ADMIN_TOKEN", hide_env_values = true)]
@@ -109,7 +119,8 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
     })
     .await?;
     tracing::info!(rest = %running.rest, grpc = %running.grpc, "parapet-controller serving");
-    let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     tokio::select! {
         _ = terminate.recv() => {},

@@ -14,43 +14,66 @@ async fn customers_and_tokens() {
     let token = controller.customer("acme").await;
     assert!(token.starts_with("ppc_"), "{token}");
 
-    let (status, list) = controller.call("GET", "/v1/customers", Some(ADMIN), None).await;
+    let (status, list) = controller
+        .call("GET", "/v1/customers", Some(ADMIN), None)
+        .await;
     assert_eq!(status, 200);
     assert_eq!(list[0]["id"], "acme");
     assert_eq!(list[0]["suspended"], false);
 
     let (status, body) = controller
-        .call("POST", "/v1/customers", Some(ADMIN), Some(json!({"id": "acme", "name": "again"})))
+        .call(
+            "POST",
+            "/v1/customers",
+            Some(ADMIN),
+            Some(json!({"id": "acme", "name": "again"})),
+        )
         .await;
     assert_eq!(status, 409, "{body}");
 
     // Tokens are listed without their secret.
-    let (status, tokens) = controller.call("GET", "/v1/tokens", Some(ADMIN), None).await;
+    let (status, tokens) = controller
+        .call("GET", "/v1/tokens", Some(ADMIN), None)
+        .await;
     assert_eq!(status, 200);
     assert_eq!(tokens.as_array().expect("list").len(), 1);
     assert!(tokens[0].get("token").is_none(), "{tokens}");
     let id = tokens[0]["id"].as_str().expect("id").to_string();
 
     // A customer token may not use operator routes.
-    let (status, body) = controller.call("GET", "/v1/customers", Some(&token), None).await;
+    let (status, body) = controller
+        .call("GET", "/v1/customers", Some(&token), None)
+        .await;
     assert_eq!(status, 403, "{body}");
     assert_eq!(body["error"], "this needs an operator token");
 
     // Suspension refuses the customer's tokens; resuming restores them.
-    let (status, _) = controller.call("POST", "/v1/customers/acme/suspend", Some(ADMIN), None).await;
+    let (status, _) = controller
+        .call("POST", "/v1/customers/acme/suspend", Some(ADMIN), None)
+        .await;
     assert_eq!(status, 200);
-    let (status, body) = controller.call("GET", "/v1/customers", Some(&token), None).await;
+    let (status, body) = controller
+        .call("GET", "/v1/customers", Some(&token), None)
+        .await;
     assert_eq!(status, 403);
     assert_eq!(body["error"], "customer acme is suspended");
-    controller.call("POST", "/v1/customers/acme/resume", Some(ADMIN), None).await;
-    let (status, _) = controller.call("GET", "/v1/customers", Some(&token), None).await;
+    controller
+        .call("POST", "/v1/customers/acme/resume", Some(ADMIN), None)
+        .await;
+    let (status, _) = controller
+        .call("GET", "/v1/customers", Some(&token), None)
+        .await;
     assert_eq!(status, 403, "back to an ordinary customer refusal");
 
     // Revoked tokens get 401.
-    let (status, body) = controller.call("DELETE", &format!("/v1/tokens/{id}"), Some(ADMIN), None).await;
+    let (status, body) = controller
+        .call("DELETE", &format!("/v1/tokens/{id}"), Some(ADMIN), None)
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["revoked"], true);
-    let (status, body) = controller.call("GET", "/v1/customers", Some(&token), None).await;
+    let (status, body) = controller
+        .call("GET", "/v1/customers", Some(&token), None)
+        .await;
     assert_eq!(status, 401);
     assert_eq!(body["error"], format!("token {id} was revoked"));
 }
@@ -60,8 +83,13 @@ async fn wrong_or_missing_credentials_get_401() {
     let controller = TestController::start().await;
     let (status, body) = controller.call("GET", "/v1/customers", None, None).await;
     assert_eq!(status, 401);
-    assert_eq!(body["error"], "missing bearer token: send `Authorization: Bearer <token>`");
-    let (status, body) = controller.call("GET", "/v1/customers", Some("ppc_nope"), None).await;
+    assert_eq!(
+        body["error"],
+        "missing bearer token: send `Authorization: Bearer <token>`"
+    );
+    let (status, body) = controller
+        .call("GET", "/v1/customers", Some("ppc_nope"), None)
+        .await;
     assert_eq!(status, 401);
     assert_eq!(body["error"], "invalid token");
 }
@@ -70,15 +98,29 @@ async fn wrong_or_missing_credentials_get_401() {
 async fn bad_bodies_get_400_with_the_path() {
     let controller = TestController::start().await;
     let cases = [
-        (json!({"id": "acme", "name": "A", "colour": "red"}), "invalid body at `colour`: unknown field `colour`, expected `id` or `name`"),
-        (json!({"id": 7, "name": "A"}), "invalid body at `id`: invalid type: integer `7`, expected a string"),
-        (json!({"id": "Not Valid", "name": "A"}), "customer `Not Valid` is not a valid id"),
+        (
+            json!({"id": "acme", "name": "A", "colour": "red"}),
+            "invalid body at `colour`: unknown field `colour`, expected `id` or `name`",
+        ),
+        (
+            json!({"id": 7, "name": "A"}),
+            "invalid body at `id`: invalid type: integer `7`, expected a string",
+        ),
+        (
+            json!({"id": "Not Valid", "name": "A"}),
+            "customer `Not Valid` is not a valid id",
+        ),
     ];
     for (body, expected) in cases {
-        let (status, answer) = controller.call("POST", "/v1/customers", Some(ADMIN), Some(body)).await;
+        let (status, answer) = controller
+            .call("POST", "/v1/customers", Some(ADMIN), Some(body))
+            .await;
         assert_eq!(status, 400, "{answer}");
         let error = answer["error"].as_str().expect("error");
-        assert!(error.starts_with(expected), "{error:?} should start with {expected:?}");
+        assert!(
+            error.starts_with(expected),
+            "{error:?} should start with {expected:?}"
+        );
     }
     let response = controller
         .http
@@ -140,9 +182,15 @@ async fn edges_register_over_grpc_and_appear_with_their_health() {
     });
     request.metadata_mut().insert(
         "authorization",
-        format!("Bearer {}", registered.credential).parse().expect("header"),
+        format!("Bearer {}", registered.credential)
+            .parse()
+            .expect("header"),
     );
-    let answer = client.heartbeat(request).await.expect("heartbeat").into_inner();
+    let answer = client
+        .heartbeat(request)
+        .await
+        .expect("heartbeat")
+        .into_inner();
     assert_eq!(answer.interval_ms, 1_000);
     let (_, edges) = controller.call("GET", "/v1/edges", Some(ADMIN), None).await;
     assert_eq!(edges[0]["healthy"], true, "{edges}");
@@ -152,9 +200,14 @@ async fn edges_register_over_grpc_and_appear_with_their_health() {
 
     // An edge credential does not open the REST API, and a heartbeat
     // without one is refused.
-    let (status, body) = controller.call("GET", "/v1/edges", Some(&registered.credential), None).await;
+    let (status, body) = controller
+        .call("GET", "/v1/edges", Some(&registered.credential), None)
+        .await;
     assert_eq!(status, 403, "{body}");
-    let anonymous = client.heartbeat(HeartbeatRequest::default()).await.expect_err("no credential");
+    let anonymous = client
+        .heartbeat(HeartbeatRequest::default())
+        .await
+        .expect_err("no credential");
     assert_eq!(anonymous.code(), tonic::Code::Unauthenticated);
 
     // Silent for three intervals (3 s here): unhealthy.
@@ -169,8 +222,16 @@ async fn openapi_lists_the_routes() {
     let (status, openapi) = controller.call("GET", "/openapi.json", None, None).await;
     assert_eq!(status, 200);
     let paths = openapi["paths"].as_object().expect("paths");
-    for path in ["/v1/customers", "/v1/tokens", "/v1/tokens/{token}", "/v1/edges"] {
+    for path in [
+        "/v1/customers",
+        "/v1/tokens",
+        "/v1/tokens/{token}",
+        "/v1/edges",
+    ] {
         assert!(paths.contains_key(path), "{path} missing");
     }
-    assert_eq!(openapi["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    assert_eq!(
+        openapi["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
 }

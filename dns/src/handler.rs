@@ -80,10 +80,12 @@ impl RequestHandler for Handler {
                         _ => request.src().ip(),
                     };
                     let locator = self.state.locator();
+                    let health = self.state.health();
                     let result = zone.answer(
                         query.name(),
                         query.query_type(),
                         query.query_class(),
+                        &health,
                         || {
                             let location = locator.as_ref()?.locate(client);
                             scope = location.prefix_len;

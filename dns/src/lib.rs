@@ -4,6 +4,7 @@
 //! address in a MaxMind-format database.
 
 pub mod config;
+pub mod controller;
 pub mod geo;
 pub mod handler;
 pub mod metrics;
@@ -37,6 +38,8 @@ pub struct LaunchOptions {
     /// UDP worker threads, each with its own socket (SO_REUSEPORT) and
     /// single-threaded runtime; 0 is one per CPU.
     pub workers: usize,
+    /// PoP health from parapet-controller.
+    pub controller: Option<controller::ControllerSource>,
 }
 
 /// A running server.
@@ -53,12 +56,16 @@ pub struct Running {
     workers: Vec<std::thread::JoinHandle<()>>,
     stop: tokio::sync::watch::Sender<bool>,
     metrics_task: Option<tokio::task::JoinHandle<()>>,
+    controller_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
     /// Stops answering and waits for queries in flight.
     pub async fn shutdown(mut self) {
-        if let Some(task) = self.metrics_task.take() {
+        for task in [self.metrics_task.take(), self.controller_task.take()]
+            .into_iter()
+            .flatten()
+        {
             task.abort();
         }
         let _ = self.stop.send(true);
@@ -109,6 +116,9 @@ pub async fn launch(options: LaunchOptions) -> anyhow::Result<Running> {
             (None, None)
         }
     };
+    let controller_task = options
+        .controller
+        .map(|source| tokio::spawn(controller::follow(state.clone(), source)));
     Ok(Running {
         address,
         metrics,
@@ -117,6 +127,7 @@ pub async fn launch(options: LaunchOptions) -> anyhow::Result<Running> {
         workers,
         stop,
         metrics_task,
+        controller_task,
     })
 }
 

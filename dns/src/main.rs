@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use notify::Watcher;
+use parapet_dns::controller::ControllerSource;
 use parapet_dns::state::{Sources, State};
 use parapet_dns::{launch, LaunchOptions};
 use tokio::signal::unix::{signal, SignalKind};
@@ -26,6 +27,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 ///
 ///   parapet-dns --listen 0.0.0.0:53 --zone cdn.example.net \
 ///       --pops pops.toml --geoip dbip-city-lite.mmdb --config dns.toml
+///   PARAPET_TOKEN=... parapet-dns ... --controller http://controller:7070
 ///
 /// The PoPs file holds `[[pop]]` tables (id, lat, lon, ipv4, ipv6,
 /// enabled, weight, capacity); see examples/pops.toml. The settings file
@@ -57,6 +59,21 @@ struct Cli {
     /// Address for Prometheus `/metrics` and `/healthz`.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
+    /// parapet-controller's REST URL: a PoP is answered only while one of
+    /// its edges is healthy in the controller's edge list (polled).
+    #[arg(long, value_name = "URL")]
+    controller: Option<String>,
+    /// Token for the controller's edge list (an operator token).
+    #[arg(
+        long,
+        env = "PARAPET_TOKEN",
+        hide_env_values = true,
+        requires = "controller"
+    )]
+    token: Option<String>,
+    /// Time between two reads of the edge list, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 2_000)]
+    controller_interval_ms: u64,
     /// Log every query as a JSON line.
     #[arg(long)]
     query_log: bool,
@@ -124,11 +141,23 @@ fn init_logging() {
 }
 
 async fn serve(cli: Cli, sources: Sources) -> anyhow::Result<()> {
+    let controller = match (cli.controller.clone(), cli.token.clone()) {
+        (Some(url), Some(token)) => Some(ControllerSource {
+            url,
+            token,
+            interval: Duration::from_millis(cli.controller_interval_ms.max(100)),
+        }),
+        (Some(_), None) => {
+            anyhow::bail!("--controller needs a token: set PARAPET_TOKEN (or --token)")
+        }
+        _ => None,
+    };
     let running = launch(LaunchOptions {
         sources,
         listen: cli.listen,
         metrics: cli.metrics,
         workers: cli.workers,
+        controller,
     })
     .await?;
     let state = running.state.clone();

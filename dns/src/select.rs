@@ -1,6 +1,7 @@
 //! Choosing PoPs for a client: nearest by great-circle distance, scaled by
 //! weight, skipping PoPs that are down or over their answer rate.
 
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -17,6 +18,24 @@ pub enum Family {
     V4,
     /// AAAA records.
     V6,
+}
+
+/// Which PoPs have a healthy edge, as the controller reports them. Before
+/// the controller has answered (or without one) every PoP counts as up and
+/// the PoPs file's `enabled` decides alone.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Health(Option<HashSet<String>>);
+
+impl Health {
+    /// Health from the PoP ids that have at least one healthy edge.
+    pub fn from_healthy(pops: HashSet<String>) -> Self {
+        Health(Some(pops))
+    }
+
+    /// Whether the PoP may be answered.
+    pub fn up(&self, pop: &str) -> bool {
+        self.0.as_ref().is_none_or(|healthy| healthy.contains(pop))
+    }
 }
 
 /// A PoP as the selector uses it: its config and its answer-rate window.
@@ -129,10 +148,17 @@ impl Selector {
 
     /// Up to `count` PoPs with `family` addresses for a client at
     /// `position`, best first. Unknown positions get the default PoPs.
-    /// PoPs that are disabled are skipped, and so are PoPs past their
-    /// capacity while others remain; when every PoP is down, the defaults
-    /// are answered anyway, since answering nothing helps nobody.
-    pub fn choose(&self, position: Option<(f64, f64)>, family: Family, count: usize) -> Vec<&Pop> {
+    /// PoPs that are disabled or without a healthy edge are skipped, and so
+    /// are PoPs past their capacity while others remain; when every PoP is
+    /// down, the defaults are answered anyway, since answering nothing helps
+    /// nobody.
+    pub fn choose(
+        &self,
+        position: Option<(f64, f64)>,
+        family: Family,
+        count: usize,
+        health: &Health,
+    ) -> Vec<&Pop> {
         let candidates: Vec<usize> = match position {
             Some(client) => {
                 let mut by_distance: Vec<(f64, usize)> = self
@@ -149,7 +175,10 @@ impl Selector {
             }
             None => self.defaults.clone(),
         };
-        let usable = |i: &usize| self.pops[*i].config.enabled && self.pops[*i].has(family);
+        let usable = |i: &usize| {
+            let pop = &self.pops[*i];
+            pop.config.enabled && health.up(&pop.config.id) && pop.has(family)
+        };
         let now_second = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -238,10 +267,13 @@ mod tests {
     fn nearest_pops_come_first() {
         let selector = Selector::new(world(), &[]);
         let osaka = (34.69, 135.50);
-        assert_eq!(ids(selector.choose(Some(osaka), Family::V4, 1)), ["tyo"]);
+        assert_eq!(
+            ids(selector.choose(Some(osaka), Family::V4, 1, &Health::default())),
+            ["tyo"]
+        );
         let paris = (48.86, 2.35);
         assert_eq!(
-            ids(selector.choose(Some(paris), Family::V4, 2)),
+            ids(selector.choose(Some(paris), Family::V4, 2, &Health::default())),
             ["fra", "nyc"]
         );
     }
@@ -252,12 +284,22 @@ mod tests {
         let reykjavik = (64.15, -21.94);
         let mut pops = world();
         assert_eq!(
-            ids(Selector::new(pops.clone(), &[]).choose(Some(reykjavik), Family::V4, 1)),
+            ids(Selector::new(pops.clone(), &[]).choose(
+                Some(reykjavik),
+                Family::V4,
+                1,
+                &Health::default()
+            )),
             ["fra"]
         );
         pops[2].weight = 2.0;
         assert_eq!(
-            ids(Selector::new(pops, &[]).choose(Some(reykjavik), Family::V4, 1)),
+            ids(Selector::new(pops, &[]).choose(
+                Some(reykjavik),
+                Family::V4,
+                1,
+                &Health::default()
+            )),
             ["nyc"]
         );
     }
@@ -268,13 +310,16 @@ mod tests {
         pops[1].enabled = false;
         let selector = Selector::new(pops.clone(), &[]);
         // Tokyo–Frankfurt is 9 330 km, Tokyo–New York 10 850 km.
-        assert_eq!(ids(selector.choose(Some(TOKYO), Family::V4, 1)), ["fra"]);
+        assert_eq!(
+            ids(selector.choose(Some(TOKYO), Family::V4, 1, &Health::default())),
+            ["fra"]
+        );
         for pop in &mut pops {
             pop.enabled = false;
         }
         let selector = Selector::new(pops, &["nyc".into(), "fra".into()]);
         assert_eq!(
-            ids(selector.choose(Some(TOKYO), Family::V4, 2)),
+            ids(selector.choose(Some(TOKYO), Family::V4, 2, &Health::default())),
             ["nyc", "fra"]
         );
     }
@@ -284,14 +329,19 @@ mod tests {
         let mut pops = world();
         pops[1].ipv6 = vec!["2001:db8::1".parse().expect("ip")];
         let selector = Selector::new(pops, &["tyo".into()]);
-        assert_eq!(ids(selector.choose(None, Family::V4, 3)), ["tyo"]);
+        assert_eq!(
+            ids(selector.choose(None, Family::V4, 3, &Health::default())),
+            ["tyo"]
+        );
         // Only Tokyo has IPv6, so Frankfurt's clients get Tokyo for AAAA.
         assert_eq!(
-            ids(selector.choose(Some(FRANKFURT), Family::V6, 1)),
+            ids(selector.choose(Some(FRANKFURT), Family::V6, 1, &Health::default())),
             ["tyo"]
         );
         let selector = Selector::new(world(), &[]);
-        assert!(selector.choose(Some(FRANKFURT), Family::V6, 1).is_empty());
+        assert!(selector
+            .choose(Some(FRANKFURT), Family::V6, 1, &Health::default())
+            .is_empty());
     }
 
     #[test]
@@ -300,7 +350,7 @@ mod tests {
         pops[1].capacity = Some(2);
         let selector = Selector::new(pops, &[]);
         let answers: Vec<&str> = (0..6)
-            .flat_map(|_| ids(selector.choose(Some(TOKYO), Family::V4, 1)))
+            .flat_map(|_| ids(selector.choose(Some(TOKYO), Family::V4, 1, &Health::default())))
             .collect();
         // At most 2 a second for Tokyo; the six queries may straddle one
         // second boundary.
@@ -309,6 +359,22 @@ mod tests {
         assert!(
             answers.iter().all(|id| *id == "tyo" || *id == "fra"),
             "{answers:?}"
+        );
+    }
+
+    #[test]
+    fn pops_without_a_healthy_edge_are_skipped() {
+        let selector = Selector::new(world(), &["nyc".into()]);
+        let health = Health::from_healthy(["fra".to_string(), "nyc".to_string()].into());
+        assert_eq!(
+            ids(selector.choose(Some(TOKYO), Family::V4, 1, &health)),
+            ["fra"]
+        );
+        // No PoP has a healthy edge: the defaults.
+        let health = Health::from_healthy(HashSet::new());
+        assert_eq!(
+            ids(selector.choose(Some(TOKYO), Family::V4, 1, &health)),
+            ["nyc"]
         );
     }
 

@@ -11,6 +11,7 @@ use arc_swap::{ArcSwap, ArcSwapOption, Guard};
 use crate::config::{load_pops, ConfigError, Settings};
 use crate::geo::{GeoError, Locator};
 use crate::metrics::QueryRecord;
+use crate::select::Health;
 use crate::zone::Zone;
 
 /// Where the server's data comes from.
@@ -44,6 +45,7 @@ pub struct State {
     sources: Sources,
     zone: ArcSwap<Zone>,
     locator: ArcSwapOption<Locator>,
+    health: ArcSwap<Health>,
     query_log: AtomicBool,
 }
 
@@ -60,6 +62,7 @@ impl State {
             sources,
             zone: ArcSwap::from_pointee(zone),
             locator: ArcSwapOption::new(locator),
+            health: ArcSwap::from_pointee(Health::default()),
         };
         Ok((state, settings))
     }
@@ -77,6 +80,18 @@ impl State {
     /// The current GeoIP database.
     pub fn locator(&self) -> Guard<Option<Arc<Locator>>> {
         self.locator.load()
+    }
+
+    /// PoP health from the controller.
+    pub fn health(&self) -> Guard<Arc<Health>> {
+        self.health.load()
+    }
+
+    /// Replaces the PoP health; true when it changed.
+    pub fn set_health(&self, health: Health) -> bool {
+        let changed = **self.health.load() != health;
+        self.health.store(Arc::new(health));
+        changed
     }
 
     /// Re-reads the settings and PoPs files. On error the running zone

@@ -10,7 +10,7 @@ use hickory_proto::rr::rdata::{A, AAAA, NS, SOA};
 use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 
 use crate::config::{PopConfig, Settings};
-use crate::select::{Family, Selector};
+use crate::select::{Family, Health, Selector};
 
 /// What the zone answers to one question.
 #[derive(Debug, Default)]
@@ -249,6 +249,7 @@ impl Zone {
         name: &LowerName,
         qtype: RecordType,
         qclass: DNSClass,
+        health: &Health,
         locate: impl FnOnce() -> Option<(f64, f64)>,
     ) -> Answer {
         if qclass != DNSClass::IN || !self.origin.zone_of(name) {
@@ -287,7 +288,7 @@ impl Zone {
                 _ => None,
             };
             if let Some(family) = family {
-                for pop in self.selector.choose(locate(), family, self.answers) {
+                for pop in self.selector.choose(locate(), family, self.answers, health) {
                     answer.pops.push(pop.config.id.clone());
                     for ip in pop.addresses(family) {
                         let rdata = match ip {
@@ -418,7 +419,9 @@ mod tests {
 
     fn ask(zone: &Zone, name: &str, qtype: RecordType) -> Answer {
         let name = LowerName::new(&Name::from_ascii(name).expect("name"));
-        zone.answer(&name, qtype, DNSClass::IN, || Some((35.0, 135.0)))
+        zone.answer(&name, qtype, DNSClass::IN, &Health::default(), || {
+            Some((35.0, 135.0))
+        })
     }
 
     fn types(records: &[Record]) -> Vec<RecordType> {
@@ -494,7 +497,13 @@ mod tests {
         assert_eq!(answer.rcode, ResponseCode::Refused);
         assert!(!answer.authoritative);
         let name = LowerName::new(&Name::from_ascii("cdn.example.net.").expect("name"));
-        let chaos = zone.answer(&name, RecordType::SOA, DNSClass::CH, || None);
+        let chaos = zone.answer(
+            &name,
+            RecordType::SOA,
+            DNSClass::CH,
+            &Health::default(),
+            || None,
+        );
         assert_eq!(chaos.rcode, ResponseCode::Refused);
         assert_eq!(
             ask(&zone, "cdn.example.net.", RecordType::AXFR).rcode,

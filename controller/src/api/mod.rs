@@ -76,10 +76,15 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Conflict(what) => ApiError::new(StatusCode::CONFLICT, format!("{what} already exists")),
+            StoreError::Conflict(what) => {
+                ApiError::new(StatusCode::CONFLICT, format!("{what} already exists"))
+            }
             StoreError::Backend(reason) => {
                 tracing::error!(%reason, "storage failed");
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("storage unavailable, try again: {reason}"))
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("storage unavailable, try again: {reason}"),
+                )
             }
             corrupt @ StoreError::Corrupt { .. } => {
                 tracing::error!(error = %corrupt, "corrupt document");
@@ -112,7 +117,9 @@ impl FromRequestParts<App> for Principal {
             .and_then(|v| v.to_str().ok());
         let token = bearer(header)?;
         match app.auth.principal(token).await? {
-            Principal::Edge(_) => Err(ApiError::forbidden("edge credentials reach the gRPC API only")),
+            Principal::Edge(_) => Err(ApiError::forbidden(
+                "edge credentials reach the gRPC API only",
+            )),
             principal => Ok(principal),
         }
     }
@@ -166,7 +173,10 @@ struct BearerAuth;
 impl Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
     }
 }
 

@@ -38,7 +38,9 @@ pub struct NewCustomer {
 pub fn check_id(what: &str, id: &str) -> ApiResult<()> {
     let valid = !id.is_empty()
         && id.len() <= 40
-        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !id.starts_with('-')
         && !id.ends_with('-');
     if valid {
@@ -65,13 +67,18 @@ async fn create_customer(
         suspended: false,
         created_ms: now_ms(),
     };
-    app.store.insert(Collection::Customers, &customer.id, &customer).await?;
+    app.store
+        .insert(Collection::Customers, &customer.id, &customer)
+        .await?;
     tracing::info!(customer = %customer.id, "customer created");
     Ok((StatusCode::CREATED, Json(customer)))
 }
 
 #[utoipa::path(get, path = "/v1/customers", responses((status = 200, body = [Customer])))]
-async fn list_customers(State(app): State<App>, principal: Principal) -> ApiResult<Json<Vec<Customer>>> {
+async fn list_customers(
+    State(app): State<App>,
+    principal: Principal,
+) -> ApiResult<Json<Vec<Customer>>> {
     require_operator(&principal)?;
     Ok(Json(app.store.find(Collection::Customers, &[]).await?))
 }
@@ -79,7 +86,12 @@ async fn list_customers(State(app): State<App>, principal: Principal) -> ApiResu
 async fn set_suspended(app: &App, id: &str, suspended: bool) -> ApiResult<Json<Customer>> {
     let updated = app
         .store
-        .update(Collection::Customers, id, &[], &json!({ "suspended": suspended }))
+        .update(
+            Collection::Customers,
+            id,
+            &[],
+            &json!({ "suspended": suspended }),
+        )
         .await?;
     if !updated {
         return Err(ApiError::not_found(format!("customer `{id}`")));
@@ -96,7 +108,11 @@ async fn set_suspended(app: &App, id: &str, suspended: bool) -> ApiResult<Json<C
 #[utoipa::path(post, path = "/v1/customers/{customer}/suspend",
     params(("customer" = String, Path, description = "customer id")),
     responses((status = 200, body = Customer), (status = 404)))]
-async fn suspend_customer(State(app): State<App>, principal: Principal, Path(customer): Path<String>) -> ApiResult<Json<Customer>> {
+async fn suspend_customer(
+    State(app): State<App>,
+    principal: Principal,
+    Path(customer): Path<String>,
+) -> ApiResult<Json<Customer>> {
     require_operator(&principal)?;
     set_suspended(&app, &customer, true).await
 }
@@ -104,7 +120,11 @@ async fn suspend_customer(State(app): State<App>, principal: Principal, Path(cus
 #[utoipa::path(post, path = "/v1/customers/{customer}/resume",
     params(("customer" = String, Path, description = "customer id")),
     responses((status = 200, body = Customer), (status = 404)))]
-async fn resume_customer(State(app): State<App>, principal: Principal, Path(customer): Path<String>) -> ApiResult<Json<Customer>> {
+async fn resume_customer(
+    State(app): State<App>,
+    principal: Principal,
+    Path(customer): Path<String>,
+) -> ApiResult<Json<Customer>> {
     require_operator(&principal)?;
     set_suspended(&app, &customer, false).await
 }
@@ -140,7 +160,12 @@ async fn issue_token(
     require_operator(&principal)?;
     let kind = match &new.customer {
         Some(customer) => {
-            if app.store.get::<Customer>(Collection::Customers, customer).await?.is_none() {
+            if app
+                .store
+                .get::<Customer>(Collection::Customers, customer)
+                .await?
+                .is_none()
+            {
                 return Err(ApiError::not_found(format!("customer `{customer}`")));
             }
             TokenKind::Customer
@@ -148,7 +173,9 @@ async fn issue_token(
         None => TokenKind::Operator,
     };
     let (record, token) = new_token(kind, new.customer, None, &new.name);
-    app.store.insert(Collection::Tokens, &record.hash, &record).await?;
+    app.store
+        .insert(Collection::Tokens, &record.hash, &record)
+        .await?;
     tracing::info!(token = %record.id, kind = ?kind, "token issued");
     Ok((
         StatusCode::CREATED,
@@ -160,7 +187,10 @@ async fn issue_token(
 }
 
 #[utoipa::path(get, path = "/v1/tokens", responses((status = 200, body = [TokenInfo])))]
-async fn list_tokens(State(app): State<App>, principal: Principal) -> ApiResult<Json<Vec<TokenInfo>>> {
+async fn list_tokens(
+    State(app): State<App>,
+    principal: Principal,
+) -> ApiResult<Json<Vec<TokenInfo>>> {
     require_operator(&principal)?;
     let records: Vec<TokenRecord> = app.store.find(Collection::Tokens, &[]).await?;
     let mut tokens: Vec<TokenInfo> = records
@@ -175,14 +205,26 @@ async fn list_tokens(State(app): State<App>, principal: Principal) -> ApiResult<
 #[utoipa::path(delete, path = "/v1/tokens/{token}",
     params(("token" = String, Path, description = "public token id, `tok_...`")),
     responses((status = 200, body = TokenInfo), (status = 404)))]
-async fn revoke_token(State(app): State<App>, principal: Principal, Path(token): Path<String>) -> ApiResult<Json<TokenInfo>> {
+async fn revoke_token(
+    State(app): State<App>,
+    principal: Principal,
+    Path(token): Path<String>,
+) -> ApiResult<Json<TokenInfo>> {
     require_operator(&principal)?;
-    let records: Vec<TokenRecord> = app.store.find(Collection::Tokens, &[("id", json!(token))]).await?;
+    let records: Vec<TokenRecord> = app
+        .store
+        .find(Collection::Tokens, &[("id", json!(token))])
+        .await?;
     let Some(mut record) = records.into_iter().next() else {
         return Err(ApiError::not_found(format!("token `{token}`")));
     };
     app.store
-        .update(Collection::Tokens, &record.hash, &[], &json!({ "revoked": true }))
+        .update(
+            Collection::Tokens,
+            &record.hash,
+            &[],
+            &json!({ "revoked": true }),
+        )
         .await?;
     record.revoked = true;
     tracing::info!(token = %record.id, "token revoked");
@@ -190,7 +232,12 @@ async fn revoke_token(State(app): State<App>, principal: Principal, Path(token):
 }
 
 #[utoipa::path(get, path = "/v1/edges", responses((status = 200, body = [EdgeStatus])))]
-async fn list_edges(State(app): State<App>, principal: Principal) -> ApiResult<Json<Vec<EdgeStatus>>> {
+async fn list_edges(
+    State(app): State<App>,
+    principal: Principal,
+) -> ApiResult<Json<Vec<EdgeStatus>>> {
     require_operator(&principal)?;
-    Ok(Json(crate::edges::list(&app.store, app.heartbeat_interval_ms).await?))
+    Ok(Json(
+        crate::edges::list(&app.store, app.heartbeat_interval_ms).await?,
+    ))
 }

@@ -91,9 +91,14 @@ impl Backend for Embedded {
             {
                 let mut table = write.open_table(table(collection)).map_err(backend_error)?;
                 if table.get(id.as_str()).map_err(backend_error)?.is_some() {
-                    return Err(StoreError::Conflict(format!("{} `{id}`", collection.name())));
+                    return Err(StoreError::Conflict(format!(
+                        "{} `{id}`",
+                        collection.name()
+                    )));
                 }
-                table.insert(id.as_str(), bytes.as_slice()).map_err(backend_error)?;
+                table
+                    .insert(id.as_str(), bytes.as_slice())
+                    .map_err(backend_error)?;
             }
             write.commit().map_err(backend_error)
         })
@@ -107,7 +112,9 @@ impl Backend for Embedded {
             let write = db.begin_write().map_err(backend_error)?;
             {
                 let mut table = write.open_table(table(collection)).map_err(backend_error)?;
-                table.insert(id.as_str(), bytes.as_slice()).map_err(backend_error)?;
+                table
+                    .insert(id.as_str(), bytes.as_slice())
+                    .map_err(backend_error)?;
             }
             write.commit().map_err(backend_error)
         })
@@ -131,11 +138,24 @@ impl Backend for Embedded {
         .await
     }
 
-    async fn find(&self, collection: Collection, filter: Filter<'_>) -> Result<Vec<Value>, StoreError> {
-        let filter: Vec<(String, Value)> = filter.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    async fn find(
+        &self,
+        collection: Collection,
+        filter: Filter<'_>,
+    ) -> Result<Vec<Value>, StoreError> {
+        let filter: Vec<(String, Value)> = filter
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
         self.blocking(move |db| {
-            let filter: Vec<(&str, Value)> = filter.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-            Ok(scan(db, collection)?.into_iter().filter(|doc| matches(doc, &filter)).collect())
+            let filter: Vec<(&str, Value)> = filter
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.clone()))
+                .collect();
+            Ok(scan(db, collection)?
+                .into_iter()
+                .filter(|doc| matches(doc, &filter))
+                .collect())
         })
         .await
     }
@@ -148,9 +168,15 @@ impl Backend for Embedded {
         fields: Map<String, Value>,
     ) -> Result<bool, StoreError> {
         let id = id.to_string();
-        let condition: Vec<(String, Value)> = condition.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+        let condition: Vec<(String, Value)> = condition
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
         self.blocking(move |db| {
-            let condition: Vec<(&str, Value)> = condition.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+            let condition: Vec<(&str, Value)> = condition
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.clone()))
+                .collect();
             let write = db.begin_write().map_err(backend_error)?;
             let updated = {
                 let mut table = write.open_table(table(collection)).map_err(backend_error)?;
@@ -220,8 +246,13 @@ impl Backend for Embedded {
             let write = db.begin_write().map_err(backend_error)?;
             let next = {
                 let mut table = write.open_table(COUNTERS).map_err(backend_error)?;
-                let current = table.get(counter.as_str()).map_err(backend_error)?.map_or(0, |v| v.value());
-                table.insert(counter.as_str(), current + 1).map_err(backend_error)?;
+                let current = table
+                    .get(counter.as_str())
+                    .map_err(backend_error)?
+                    .map_or(0, |v| v.value());
+                table
+                    .insert(counter.as_str(), current + 1)
+                    .map_err(backend_error)?;
                 current + 1
             };
             write.commit().map_err(backend_error)?;
@@ -239,7 +270,10 @@ impl Backend for Embedded {
                 Err(TableError::TableDoesNotExist(_)) => return Ok(0),
                 Err(e) => return Err(backend_error(e)),
             };
-            Ok(table.get(counter.as_str()).map_err(backend_error)?.map_or(0, |v| v.value()))
+            Ok(table
+                .get(counter.as_str())
+                .map_err(backend_error)?
+                .map_or(0, |v| v.value()))
         })
         .await
     }
@@ -251,7 +285,9 @@ impl Backend for Embedded {
             let write = db.begin_write().map_err(backend_error)?;
             {
                 let mut table = write.open_table(BLOBS).map_err(backend_error)?;
-                table.insert(key.as_str(), data.as_slice()).map_err(backend_error)?;
+                table
+                    .insert(key.as_str(), data.as_slice())
+                    .map_err(backend_error)?;
             }
             write.commit().map_err(backend_error)
         })
@@ -267,7 +303,10 @@ impl Backend for Embedded {
                 Err(TableError::TableDoesNotExist(_)) => return Ok(None),
                 Err(e) => return Err(backend_error(e)),
             };
-            Ok(table.get(key.as_str()).map_err(backend_error)?.map(|v| v.value().to_vec()))
+            Ok(table
+                .get(key.as_str())
+                .map_err(backend_error)?
+                .map(|v| v.value().to_vec()))
         })
         .await
     }

@@ -128,7 +128,11 @@ pub trait Backend: Send + Sync + 'static {
     /// The document with `_id`.
     async fn get(&self, collection: Collection, id: &str) -> Result<Option<Value>, StoreError>;
     /// Documents matching every condition, in `_id` order.
-    async fn find(&self, collection: Collection, filter: Filter<'_>) -> Result<Vec<Value>, StoreError>;
+    async fn find(
+        &self,
+        collection: Collection,
+        filter: Filter<'_>,
+    ) -> Result<Vec<Value>, StoreError>;
     /// Sets `fields` on the document when it matches `condition`; false
     /// when it does not exist or does not match.
     async fn update(
@@ -181,17 +185,35 @@ impl Store {
     }
 
     /// Adds a typed document; `Conflict` when its id exists.
-    pub async fn insert<T: Serialize>(&self, collection: Collection, id: &str, doc: &T) -> Result<(), StoreError> {
-        self.backend.insert(collection, id, to_value(collection, id, doc)?).await
+    pub async fn insert<T: Serialize>(
+        &self,
+        collection: Collection,
+        id: &str,
+        doc: &T,
+    ) -> Result<(), StoreError> {
+        self.backend
+            .insert(collection, id, to_value(collection, id, doc)?)
+            .await
     }
 
     /// Adds or replaces a typed document.
-    pub async fn put<T: Serialize>(&self, collection: Collection, id: &str, doc: &T) -> Result<(), StoreError> {
-        self.backend.put(collection, id, to_value(collection, id, doc)?).await
+    pub async fn put<T: Serialize>(
+        &self,
+        collection: Collection,
+        id: &str,
+        doc: &T,
+    ) -> Result<(), StoreError> {
+        self.backend
+            .put(collection, id, to_value(collection, id, doc)?)
+            .await
     }
 
     /// A typed document.
-    pub async fn get<T: DeserializeOwned>(&self, collection: Collection, id: &str) -> Result<Option<T>, StoreError> {
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        collection: Collection,
+        id: &str,
+    ) -> Result<Option<T>, StoreError> {
         match self.backend.get(collection, id).await? {
             Some(value) => Ok(Some(from_value(collection, value)?)),
             None => Ok(None),
@@ -199,9 +221,16 @@ impl Store {
     }
 
     /// Typed documents matching `filter`, in id order.
-    pub async fn find<T: DeserializeOwned>(&self, collection: Collection, filter: Filter<'_>) -> Result<Vec<T>, StoreError> {
+    pub async fn find<T: DeserializeOwned>(
+        &self,
+        collection: Collection,
+        filter: Filter<'_>,
+    ) -> Result<Vec<T>, StoreError> {
         let values = self.backend.find(collection, filter).await?;
-        values.into_iter().map(|v| from_value(collection, v)).collect()
+        values
+            .into_iter()
+            .map(|v| from_value(collection, v))
+            .collect()
     }
 
     /// Sets fields of a document when it matches `condition`.
@@ -213,7 +242,9 @@ impl Store {
         fields: &T,
     ) -> Result<bool, StoreError> {
         let Value::Object(fields) = to_value(collection, id, fields)? else {
-            return Err(StoreError::Backend("update fields must be an object".into()));
+            return Err(StoreError::Backend(
+                "update fields must be an object".into(),
+            ));
         };
         self.backend.update(collection, id, condition, fields).await
     }
@@ -233,7 +264,11 @@ fn to_value<T: Serialize>(collection: Collection, id: &str, doc: &T) -> Result<V
 }
 
 fn from_value<T: DeserializeOwned>(collection: Collection, value: Value) -> Result<T, StoreError> {
-    let id = value.get("_id").and_then(Value::as_str).unwrap_or("?").to_string();
+    let id = value
+        .get("_id")
+        .and_then(Value::as_str)
+        .unwrap_or("?")
+        .to_string();
     serde_json::from_value(value).map_err(|e| StoreError::Corrupt {
         collection: collection.name(),
         id,

@@ -20,7 +20,9 @@ pub struct Mongo {
 }
 
 fn backend_error(e: mongodb::error::Error) -> StoreError {
-    if let mongodb::error::ErrorKind::Write(mongodb::error::WriteFailure::WriteError(w)) = e.kind.as_ref() {
+    if let mongodb::error::ErrorKind::Write(mongodb::error::WriteFailure::WriteError(w)) =
+        e.kind.as_ref()
+    {
         if w.code == 11000 {
             return StoreError::Conflict(w.message.clone());
         }
@@ -32,12 +34,16 @@ fn backend_error(e: mongodb::error::Error) -> StoreError {
 fn to_document(id: &str, value: Value) -> Result<Document, StoreError> {
     let bson = Bson::try_from(value).map_err(|e| StoreError::Backend(format!("to BSON: {e}")))?;
     let Bson::Document(mut doc) = bson else {
-        return Err(StoreError::Backend("a document must be a JSON object".into()));
+        return Err(StoreError::Backend(
+            "a document must be a JSON object".into(),
+        ));
     };
     doc.insert("_id", id);
-    if let Some(millis) = doc.get(EXPIRES_AT).and_then(Bson::as_i64).or_else(|| {
-        doc.get(EXPIRES_AT).and_then(Bson::as_i32).map(i64::from)
-    }) {
+    if let Some(millis) = doc
+        .get(EXPIRES_AT)
+        .and_then(Bson::as_i64)
+        .or_else(|| doc.get(EXPIRES_AT).and_then(Bson::as_i32).map(i64::from))
+    {
         doc.insert(EXPIRES_AT, bson::DateTime::from_millis(millis));
     }
     Ok(doc)
@@ -55,7 +61,8 @@ fn to_value(mut doc: Document) -> Value {
 fn filter_document(filter: Filter<'_>) -> Result<Document, StoreError> {
     let mut document = Document::new();
     for (field, value) in filter {
-        let bson = Bson::try_from(value.clone()).map_err(|e| StoreError::Backend(format!("to BSON: {e}")))?;
+        let bson = Bson::try_from(value.clone())
+            .map_err(|e| StoreError::Backend(format!("to BSON: {e}")))?;
         document.insert(*field, bson);
     }
     Ok(document)
@@ -95,9 +102,17 @@ impl Mongo {
             .build();
         let indexes = [
             (Collection::Tokens, unique(doc! { "id": 1 })),
-            (Collection::Versions, unique(doc! { "distribution": 1, "version": 1 })),
+            (
+                Collection::Versions,
+                unique(doc! { "distribution": 1, "version": 1 }),
+            ),
             (Collection::Edges, unique(doc! { "name": 1 })),
-            (Collection::Orders, IndexModel::builder().keys(doc! { "edge": 1, "job": 1 }).build()),
+            (
+                Collection::Orders,
+                IndexModel::builder()
+                    .keys(doc! { "edge": 1, "job": 1 })
+                    .build(),
+            ),
             (Collection::Logs, expiring.clone()),
             (Collection::Heartbeats, expiring.clone()),
             (Collection::Jobs, expiring),
@@ -145,7 +160,11 @@ impl Backend for Mongo {
         Ok(found.map(to_value))
     }
 
-    async fn find(&self, collection: Collection, filter: Filter<'_>) -> Result<Vec<Value>, StoreError> {
+    async fn find(
+        &self,
+        collection: Collection,
+        filter: Filter<'_>,
+    ) -> Result<Vec<Value>, StoreError> {
         let cursor = self
             .collection(collection)
             .find(filter_document(filter)?)
@@ -232,7 +251,9 @@ impl Backend for Mongo {
             })
             .collect();
         let chunks = if chunks.is_empty() {
-            vec![doc! { "key": key, "n": 0_i64, "data": Bson::Binary(bson::Binary { subtype: bson::spec::BinarySubtype::Generic, bytes: Vec::new() }) }]
+            vec![
+                doc! { "key": key, "n": 0_i64, "data": Bson::Binary(bson::Binary { subtype: bson::spec::BinarySubtype::Generic, bytes: Vec::new() }) },
+            ]
         } else {
             chunks
         };

@@ -58,7 +58,13 @@ impl TestController {
 
     /// Sends `method path` with `token` and an optional JSON body; returns
     /// the status and the JSON answer (Null when not JSON).
-    pub async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
         let mut request = self.http.request(method, self.url(path));
         if let Some(token) = token {
@@ -76,11 +82,21 @@ impl TestController {
     /// Creates a customer and a token for it; returns the token.
     pub async fn customer(&self, id: &str) -> String {
         let (status, body) = self
-            .call("POST", "/v1/customers", Some(ADMIN), Some(serde_json::json!({"id": id, "name": id})))
+            .call(
+                "POST",
+                "/v1/customers",
+                Some(ADMIN),
+                Some(serde_json::json!({"id": id, "name": id})),
+            )
             .await;
         assert_eq!(status, 201, "{body}");
         let (status, body) = self
-            .call("POST", "/v1/tokens", Some(ADMIN), Some(serde_json::json!({"customer": id, "name": "test"})))
+            .call(
+                "POST",
+                "/v1/tokens",
+                Some(ADMIN),
+                Some(serde_json::json!({"customer": id, "name": "test"})),
+            )
             .await;
         assert_eq!(status, 201, "{body}");
         body["token"].as_str().expect("token").to_string()

@@ -16,7 +16,10 @@ pub struct MongoServer {
 impl MongoServer {
     /// The connection string for database `db`.
     pub fn uri(&self, db: &str) -> String {
-        format!("mongodb://127.0.0.1:{}/{db}?directConnection=true", self.port)
+        format!(
+            "mongodb://127.0.0.1:{}/{db}?directConnection=true",
+            self.port
+        )
     }
 
     /// Stops the server (as a crash would: no clean shutdown).
@@ -44,7 +47,14 @@ fn binary() -> PathBuf {
 
 fn spawn_on(port: u16) -> Result<MongoServer, String> {
     let child = Command::new(binary())
-        .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--storage-path", ":memory:"])
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--storage-path",
+            ":memory:",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -53,7 +63,9 @@ fn spawn_on(port: u16) -> Result<MongoServer, String> {
     let deadline = Instant::now() + Duration::from_secs(15);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         if Instant::now() > deadline {
-            return Err(format!("SecantusDB did not listen on port {port} within 15 s"));
+            return Err(format!(
+                "SecantusDB did not listen on port {port} within 15 s"
+            ));
         }
         std::thread::sleep(Duration::from_millis(50));
     }

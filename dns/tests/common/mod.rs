@@ -17,6 +17,7 @@ use hickory_net::xfer::DnsHandle;
 use hickory_proto::op::{DnsRequest, DnsRequestOptions, Edns, Message, Query, ResponseCode};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
+use parapet_dns::controller::ControllerSource;
 use parapet_dns::state::Sources;
 use parapet_dns::{launch, LaunchOptions, Running};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -87,6 +88,16 @@ impl TestDns {
     /// Starts a server for `ZONE` with `pops`, optional settings and GeoIP
     /// database, and a metrics listener.
     pub async fn start(pops: &str, settings: Option<&str>, geoip: Option<PathBuf>) -> TestDns {
+        Self::start_with(pops, settings, geoip, None).await
+    }
+
+    /// Starts a server that also follows a controller's edge list.
+    pub async fn start_with(
+        pops: &str,
+        settings: Option<&str>,
+        geoip: Option<PathBuf>,
+        controller: Option<ControllerSource>,
+    ) -> TestDns {
         let dir = tempfile::tempdir().expect("temp dir");
         let pops_path = dir.path().join("pops.toml");
         std::fs::write(&pops_path, pops).expect("write pops");
@@ -106,6 +117,7 @@ impl TestDns {
             listen: "127.0.0.1:0".parse().expect("address"),
             metrics: Some("127.0.0.1:0".parse().expect("address")),
             workers: 2,
+            controller,
         })
         .await
         .expect("parapet-dns starts");
