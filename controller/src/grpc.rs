@@ -1,21 +1,27 @@
 //! The gRPC API for edges (`parapet.edge.v1.EdgeControl`), authenticated
 //! per edge.
 
+use std::collections::HashSet;
 use std::pin::Pin;
+use std::time::Duration;
 
 use futures_util::Stream;
 use parapet_proto::edge::edge_control_server::EdgeControl;
+use parapet_proto::edge::order::Work as OrderWork;
 use parapet_proto::edge::{
     AckResponse, ConfigSnapshot, FetchPluginRequest, HeartbeatRequest, HeartbeatResponse, LogBatch,
-    Order, OrderAck, PluginChunk, RegisterRequest, RegisterResponse, ShipLogsResponse,
-    WatchConfigRequest, WatchOrdersRequest,
+    Order, OrderAck, PluginChunk, Prewarm, Purge, RegisterRequest, RegisterResponse,
+    ShipLogsResponse, WatchConfigRequest, WatchOrdersRequest,
 };
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::api::App;
 use crate::auth::{bearer, AuthError, Principal};
 use crate::edges::{self, Heartbeat, Registration};
-use crate::store::StoreError;
+use crate::jobs;
+use crate::model::{now_ms, Edge, LogRecord, PluginVersion, PurgeTarget, Work};
+use crate::snapshot;
+use crate::store::{Collection, Store, StoreError};
 
 /// The service, over the controller's state.
 pub struct EdgeService {
@@ -138,10 +144,38 @@ impl EdgeControl for EdgeService {
         &self,
         request: Request<WatchConfigRequest>,
     ) -> Result<Response<Self::WatchConfigStream>, Status> {
-        self.edge(&request).await?;
-        Err(Status::unimplemented(
-            "WatchConfig is not built yet (issue 4)",
-        ))
+        let edge_id = self.edge(&request).await?;
+        let mut sent = request.into_inner().have_revision;
+        let store = self.app.store.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut changes = store.config_changes();
+            loop {
+                match snapshot_if_newer(&store, &edge_id, sent).await {
+                    Ok(Some(snapshot)) => {
+                        sent = snapshot.revision;
+                        if tx.send(Ok(snapshot)).await.is_err() {
+                            return; // the edge went away
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        return;
+                    }
+                }
+                // Woken by a change here, or polled for changes made by
+                // another controller replica.
+                tokio::select! {
+                    _ = changes.changed() => {},
+                    _ = tokio::time::sleep(WATCH_POLL) => {},
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     type FetchPluginStream = BoxStream<PluginChunk>;
@@ -151,9 +185,20 @@ impl EdgeControl for EdgeService {
         request: Request<FetchPluginRequest>,
     ) -> Result<Response<Self::FetchPluginStream>, Status> {
         self.edge(&request).await?;
-        Err(Status::unimplemented(
-            "FetchPlugin is not built yet (issue 4)",
-        ))
+        let sha256 = request.into_inner().sha256;
+        let bytes = self
+            .app
+            .store
+            .backend()
+            .get_blob(&PluginVersion::blob(&sha256))
+            .await
+            .map_err(store_status)?
+            .ok_or_else(|| Status::not_found(format!("no plugin sha256:{sha256}")))?;
+        let chunks: Vec<Result<PluginChunk, Status>> = bytes
+            .chunks(PLUGIN_CHUNK)
+            .map(|c| Ok(PluginChunk { data: c.to_vec() }))
+            .collect();
+        Ok(Response::new(Box::pin(futures_util::stream::iter(chunks))))
     }
 
     type WatchOrdersStream = BoxStream<Order>;
@@ -162,22 +207,157 @@ impl EdgeControl for EdgeService {
         &self,
         request: Request<WatchOrdersRequest>,
     ) -> Result<Response<Self::WatchOrdersStream>, Status> {
-        self.edge(&request).await?;
-        Err(Status::unimplemented(
-            "WatchOrders is not built yet (issue 4)",
-        ))
+        let edge_id = self.edge(&request).await?;
+        let store = self.app.store.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            let mut changes = store.order_changes();
+            let mut sent: HashSet<String> = HashSet::new();
+            let mut backlog_done = false;
+            loop {
+                match jobs::pending(&store, &edge_id).await {
+                    Ok(orders) => {
+                        for order in orders {
+                            if !sent.insert(order.id.clone()) {
+                                continue;
+                            }
+                            if tx.send(Ok(to_message(order))).await.is_err() {
+                                return;
+                            }
+                        }
+                        if !backlog_done {
+                            backlog_done = true;
+                            let marker = Order {
+                                backlog_done: true,
+                                ..Default::default()
+                            };
+                            if tx.send(Ok(marker)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(store_status(e))).await;
+                        return;
+                    }
+                }
+                tokio::select! {
+                    _ = changes.changed() => {},
+                    _ = tokio::time::sleep(WATCH_POLL) => {},
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn ack_order(&self, request: Request<OrderAck>) -> Result<Response<AckResponse>, Status> {
-        self.edge(&request).await?;
-        Err(Status::unimplemented("AckOrder is not built yet (issue 4)"))
+        let edge = self.edge(&request).await?;
+        let ack = request.into_inner();
+        let error = (!ack.error.is_empty()).then_some(ack.error);
+        let known = jobs::acknowledge(&self.app.store, &edge, &ack.order_id, ack.count, error)
+            .await
+            .map_err(store_status)?;
+        if !known {
+            return Err(Status::not_found(format!(
+                "no order {} for this edge",
+                ack.order_id
+            )));
+        }
+        Ok(Response::new(AckResponse {}))
     }
 
     async fn ship_logs(
         &self,
         request: Request<Streaming<LogBatch>>,
     ) -> Result<Response<ShipLogsResponse>, Status> {
-        self.edge(&request).await?;
-        Err(Status::unimplemented("ShipLogs is not built yet (issue 4)"))
+        let edge = self.edge(&request).await?;
+        let mut batches = request.into_inner();
+        let mut accepted = 0u64;
+        let expires_at = now_ms() + LOG_TTL_MS;
+        while let Some(batch) = batches.message().await? {
+            let batch_id = now_ms();
+            for (n, line) in batch.lines.into_iter().enumerate() {
+                let Ok(parsed) = serde_json::from_str::<serde_json::Value>(&line.json) else {
+                    continue; // not JSON: dropped, and not counted
+                };
+                let record = LogRecord {
+                    distribution: line.distribution,
+                    edge: edge.clone(),
+                    timestamp_ms: line.timestamp_ms,
+                    line: parsed,
+                    expires_at,
+                };
+                let key = format!("{edge}:{batch_id}:{n}");
+                self.app
+                    .store
+                    .put(Collection::Logs, &key, &record)
+                    .await
+                    .map_err(store_status)?;
+                accepted += 1;
+            }
+        }
+        Ok(Response::new(ShipLogsResponse { accepted }))
+    }
+}
+
+/// How often watchers look for changes made by another replica.
+const WATCH_POLL: Duration = Duration::from_secs(1);
+/// Plugin bytes per message.
+const PLUGIN_CHUNK: usize = 1 << 20;
+/// How long shipped logs are kept.
+const LOG_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
+
+/// The edge's snapshot when the revision moved past `sent`.
+async fn snapshot_if_newer(
+    store: &Store,
+    edge_id: &str,
+    sent: u64,
+) -> Result<Option<ConfigSnapshot>, Status> {
+    let revision = crate::revision::current(store)
+        .await
+        .map_err(store_status)?;
+    if revision <= sent && sent != 0 {
+        return Ok(None);
+    }
+    let edge: Edge = store
+        .get(Collection::Edges, edge_id)
+        .await
+        .map_err(store_status)?
+        .ok_or_else(|| {
+            Status::not_found(format!("edge {edge_id} is not registered; register again"))
+        })?;
+    let snapshot = snapshot::for_edge(store, &edge)
+        .await
+        .map_err(store_status)?;
+    Ok((snapshot.revision > sent || sent == 0).then_some(snapshot))
+}
+
+/// A stored order as the edge gets it.
+fn to_message(order: crate::model::Order) -> Order {
+    let work = match order.work {
+        Work::Purge { target, soft } => {
+            let mut purge = Purge {
+                distribution: order.distribution,
+                soft,
+                ..Default::default()
+            };
+            match target {
+                PurgeTarget::Url(url) => purge.url = url,
+                PurgeTarget::Prefix(prefix) => purge.prefix = prefix,
+                PurgeTarget::Tag(tag) => purge.tag = tag,
+                PurgeTarget::Everything => purge.everything = true,
+            }
+            Some(OrderWork::Purge(purge))
+        }
+        Work::Prewarm { urls } => Some(OrderWork::Prewarm(Prewarm { urls })),
+        Work::Compact => None,
+    };
+    Order {
+        id: order.id,
+        work,
+        backlog_done: false,
     }
 }

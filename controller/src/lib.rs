@@ -4,11 +4,16 @@
 
 pub mod api;
 pub mod auth;
+pub mod deployments;
+pub mod distributions;
 pub mod edges;
 pub mod grpc;
+pub mod jobs;
 pub mod model;
 pub mod revision;
+pub mod snapshot;
 pub mod store;
+pub mod worker;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -46,6 +51,8 @@ pub struct LaunchOptions {
     pub edge_bootstrap_token: Option<String>,
     /// How often edges send heartbeats.
     pub heartbeat_interval_ms: u64,
+    /// Largest plugin upload, in bytes.
+    pub max_plugin_bytes: usize,
 }
 
 /// A running controller.
@@ -56,12 +63,14 @@ pub struct Running {
     pub grpc: SocketAddr,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    worker: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
     /// Stops both listeners.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
+        self.worker.abort();
         for task in self.tasks {
             let _ = task.await;
         }
@@ -80,11 +89,16 @@ pub async fn launch(options: LaunchOptions) -> anyhow::Result<Running> {
         &options.admin_token,
         options.edge_bootstrap_token.as_deref(),
     );
+    let validator =
+        Arc::new(parapet_host::PluginEngine::validator().context("starting the plugin validator")?);
     let app = Arc::new(AppState {
-        store,
+        store: store.clone(),
         auth,
         heartbeat_interval_ms: options.heartbeat_interval_ms,
+        validator,
+        max_plugin_bytes: options.max_plugin_bytes,
     });
+    let worker = tokio::spawn(worker::run(store));
     let (stop, stopped) = watch::channel(false);
 
     let rest = tokio::net::TcpListener::bind(options.listen)
@@ -129,5 +143,6 @@ pub async fn launch(options: LaunchOptions) -> anyhow::Result<Running> {
         grpc: grpc_address,
         stop,
         tasks: vec![rest_task, grpc_task],
+        worker,
     })
 }

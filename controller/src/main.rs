@@ -54,6 +54,9 @@ struct Cli {
     /// three intervals is unhealthy.
     #[arg(long, value_name = "MS", default_value_t = 5_000)]
     heartbeat_interval_ms: u64,
+    /// Largest plugin upload, in MiB (larger ones get 413).
+    #[arg(long, value_name = "MIB", default_value_t = 32)]
+    max_plugin_mib: usize,
 }
 
 fn main() -> ExitCode {
@@ -116,6 +119,7 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         admin_token,
         edge_bootstrap_token: cli.edge_bootstrap_token,
         heartbeat_interval_ms: cli.heartbeat_interval_ms,
+        max_plugin_bytes: cli.max_plugin_mib << 20,
     })
     .await?;
     tracing::info!(rest = %running.rest, grpc = %running.grpc, "parapet-controller serving");

@@ -130,3 +130,250 @@ pub struct EdgeStatus {
     /// Serving, with a heartbeat within the last three intervals.
     pub healthy: bool,
 }
+
+/// A distribution: a customer's site, served by every edge.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Distribution {
+    /// Unique id; also its DNS label (`<id>.<zone>`).
+    pub id: String,
+    /// Owner.
+    pub customer: String,
+    /// The version edges serve (outside a deployment's group).
+    pub live_version: u64,
+    /// The newest version.
+    pub latest_version: u64,
+    /// Domains of the live and latest versions (kept unique across
+    /// distributions).
+    pub domains: Vec<String>,
+    /// Creation time.
+    pub created_ms: i64,
+}
+
+/// One configuration version of a distribution.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Version {
+    /// Distribution id.
+    pub distribution: String,
+    /// 1, 2, ...
+    pub version: u64,
+    /// The configuration as submitted (plugins by name).
+    #[schema(value_type = Object)]
+    pub spec: serde_json::Value,
+    /// The configuration as edges get it (plugins by sha256).
+    #[schema(value_type = Object)]
+    pub resolved: serde_json::Value,
+    /// sha256 of every plugin it uses.
+    pub plugins: Vec<String>,
+    /// Creation time.
+    pub created_ms: i64,
+}
+
+impl Version {
+    /// Storage key.
+    pub fn key(distribution: &str, version: u64) -> String {
+        format!("{distribution}@{version}")
+    }
+}
+
+/// An uploaded plugin version; the bytes are a blob under `plugin/<sha256>`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PluginVersion {
+    /// Owner.
+    pub customer: String,
+    /// Plugin name.
+    pub name: String,
+    /// 1, 2, ... per name.
+    pub version: u64,
+    /// Hex SHA-256 of the component.
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Upload time.
+    pub created_ms: i64,
+}
+
+impl PluginVersion {
+    /// Storage key.
+    pub fn key(customer: &str, name: &str, version: u64) -> String {
+        format!("{customer}/{name}/{version}")
+    }
+
+    /// Blob key of a component.
+    pub fn blob(sha256: &str) -> String {
+        format!("plugin/{sha256}")
+    }
+}
+
+/// A KV entry plugins read.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct KvEntry {
+    /// Distribution id.
+    pub distribution: String,
+    /// Key.
+    pub key: String,
+    /// Value.
+    pub value: String,
+}
+
+impl KvEntry {
+    /// Storage key.
+    pub fn id(distribution: &str, key: &str) -> String {
+        format!("{distribution}/{key}")
+    }
+}
+
+/// Where a deployment stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeploymentState {
+    /// The new version serves in the group only.
+    Rolling,
+    /// The new version serves everywhere.
+    Promoted,
+    /// The group is back on the live version.
+    RolledBack,
+}
+
+/// A blue/green deployment: a distribution version served by one edge
+/// group until promoted to all or rolled back.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Deployment {
+    /// Deployment id.
+    pub id: String,
+    /// Distribution id.
+    pub distribution: String,
+    /// Owner.
+    pub customer: String,
+    /// The edge group that gets the new version first.
+    pub group: String,
+    /// The version live when it started.
+    pub from_version: u64,
+    /// The version rolled out.
+    pub to_version: u64,
+    /// Where it stands.
+    pub state: DeploymentState,
+    /// Start time.
+    pub created_ms: i64,
+    /// Last change.
+    pub updated_ms: i64,
+}
+
+/// What a purge removes (exactly one selector).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PurgeTarget {
+    /// One URL, as `host/path?query` or a full `https://host/path` URL.
+    Url(String),
+    /// Every URL starting with this `host/path` prefix.
+    Prefix(String),
+    /// Objects tagged with this Surrogate-Key.
+    Tag(String),
+    /// The whole distribution.
+    Everything,
+}
+
+/// The work a job sends each edge.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Work {
+    /// Purge cached objects.
+    Purge {
+        /// What.
+        target: PurgeTarget,
+        /// Mark stale (served while revalidating) instead of deleting.
+        soft: bool,
+    },
+    /// Fetch URLs ahead of demand.
+    Prewarm {
+        /// Full URLs.
+        urls: Vec<String>,
+    },
+    /// Delete expired logs, heartbeats and finished jobs (the controller's
+    /// own work; no edge takes part).
+    Compact,
+}
+
+/// Where a job stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    /// Waiting for the worker.
+    Queued,
+    /// The worker is handing it out.
+    Dispatching,
+    /// Every edge has its order; waiting for acknowledgements.
+    Dispatched,
+    /// Every edge acknowledged (or, for controller work, it ran).
+    Done,
+    /// Gave up after retries.
+    Failed,
+}
+
+/// A background job: a purge or prewarm for every edge, or controller
+/// housekeeping.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Job {
+    /// Job id.
+    pub id: String,
+    /// Owner (empty for controller work).
+    pub customer: String,
+    /// Distribution (empty for controller work).
+    pub distribution: String,
+    /// What it does.
+    pub work: Work,
+    /// Where it stands.
+    pub status: JobStatus,
+    /// Dispatch attempts so far.
+    pub attempts: u32,
+    /// The last error, when an attempt failed.
+    pub error: Option<String>,
+    /// Creation time.
+    pub created_ms: i64,
+    /// Last change.
+    pub updated_ms: i64,
+    /// When a finished job is deleted (ms since the epoch).
+    pub expires_at: Option<i64>,
+}
+
+/// One edge's part of a job, kept until the job expires.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Order {
+    /// `<job>:<edge>`.
+    pub id: String,
+    /// Job id.
+    pub job: String,
+    /// Edge id.
+    pub edge: String,
+    /// Distribution.
+    pub distribution: String,
+    /// What to do.
+    pub work: Work,
+    /// Creation time.
+    pub created_ms: i64,
+    /// Whether the edge acknowledged it.
+    pub acked: bool,
+    /// Acknowledgement time.
+    pub acked_ms: Option<i64>,
+    /// Objects purged or URLs fetched.
+    pub count: u64,
+    /// The edge's error, if it failed.
+    pub error: Option<String>,
+    /// Deleted with its job.
+    pub expires_at: Option<i64>,
+}
+
+/// A log line an edge shipped.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LogRecord {
+    /// Distribution.
+    pub distribution: String,
+    /// The edge that served it.
+    pub edge: String,
+    /// When (ms since the epoch).
+    pub timestamp_ms: i64,
+    /// The access log line.
+    #[schema(value_type = Object)]
+    pub line: serde_json::Value,
+    /// When it is deleted.
+    pub expires_at: i64,
+}

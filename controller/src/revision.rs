@@ -6,9 +6,12 @@ use crate::store::{Store, StoreError};
 
 const COUNTER: &str = "config_revision";
 
-/// Records a change; returns the new revision.
+/// Records a change and wakes the edges' watchers; returns the new
+/// revision.
 pub async fn bump(store: &Store) -> Result<u64, StoreError> {
-    store.backend().increment(COUNTER).await
+    let revision = store.backend().increment(COUNTER).await?;
+    store.signal_config(revision);
+    Ok(revision)
 }
 
 /// The current revision.

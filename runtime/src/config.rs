@@ -429,15 +429,11 @@ impl EdgeConfig {
                     format!("`{}` is used by another distribution", dist.id),
                 ));
             }
-            if dist.domains.is_empty() {
-                return Err(ConfigError::at(
-                    at("domains"),
-                    "at least one domain is needed",
-                ));
-            }
+            dist.validate().map_err(|mut e| {
+                e.field = at(&e.field);
+                e
+            })?;
             for (i, domain) in dist.domains.iter().enumerate() {
-                check_domain(domain)
-                    .map_err(|why| ConfigError::at(at(&format!("domains[{i}]")), why))?;
                 if !domains.insert(domain.to_ascii_lowercase()) {
                     return Err(ConfigError::at(
                         at(&format!("domains[{i}]")),
@@ -445,36 +441,48 @@ impl EdgeConfig {
                     ));
                 }
             }
-            if dist.origins.is_empty() {
+        }
+        Ok(())
+    }
+}
+
+impl DistributionConfig {
+    /// Checks one distribution on its own (ids and domains shared with
+    /// other distributions are the caller's to check); fields in errors
+    /// are relative to it. The controller runs this on every upload.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.domains.is_empty() {
+            return Err(ConfigError::at("domains", "at least one domain is needed"));
+        }
+        for (i, domain) in self.domains.iter().enumerate() {
+            check_domain(domain).map_err(|why| ConfigError::at(format!("domains[{i}]"), why))?;
+        }
+        if self.origins.is_empty() {
+            return Err(ConfigError::at("origin", "at least one origin is needed"));
+        }
+        for (i, origin) in self.origins.iter().enumerate() {
+            check_url(&format!("origin[{i}].url"), &origin.url)?;
+        }
+        let mut plugins = HashSet::new();
+        for (i, plugin) in self.plugins.iter().enumerate() {
+            if plugin.name.is_empty() || !plugins.insert(plugin.name.as_str()) {
                 return Err(ConfigError::at(
-                    at("origin"),
-                    "at least one origin is needed",
+                    format!("plugin[{i}].name"),
+                    format!("`{}` is empty or used by another plugin", plugin.name),
                 ));
             }
-            for (i, origin) in dist.origins.iter().enumerate() {
-                check_url(&at(&format!("origin[{i}].url")), &origin.url)?;
-            }
-            let mut plugins = HashSet::new();
-            for (i, plugin) in dist.plugins.iter().enumerate() {
-                if plugin.name.is_empty() || !plugins.insert(plugin.name.as_str()) {
-                    return Err(ConfigError::at(
-                        at(&format!("plugin[{i}].name")),
-                        format!("`{}` is empty or used by another plugin", plugin.name),
-                    ));
-                }
-            }
-            if !dist.behaviors.iter().any(|b| b.path == "*") {
-                return Err(ConfigError::at(
-                    at("behavior"),
-                    "a default behavior (`path = \"*\"`) is needed",
-                ));
-            }
-            for (b, behavior) in dist.behaviors.iter().enumerate() {
-                behavior.validate(&plugins).map_err(|mut e| {
-                    e.field = at(&format!("behavior[{b}].{}", e.field));
-                    e
-                })?;
-            }
+        }
+        if !self.behaviors.iter().any(|b| b.path == "*") {
+            return Err(ConfigError::at(
+                "behavior",
+                "a default behavior (`path = \"*\"`) is needed",
+            ));
+        }
+        for (b, behavior) in self.behaviors.iter().enumerate() {
+            behavior.validate(&plugins).map_err(|mut e| {
+                e.field = format!("behavior[{b}].{}", e.field);
+                e
+            })?;
         }
         Ok(())
     }

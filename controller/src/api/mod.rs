@@ -2,7 +2,12 @@
 //! and edges; customers manage their own distributions, plugins, KV data,
 //! purges and logs. `/openapi.json` describes every route.
 
+mod deployments;
+mod distributions;
+mod jobs;
+mod kv;
 mod operator;
+mod plugins;
 
 use std::sync::Arc;
 
@@ -28,6 +33,10 @@ pub struct AppState {
     pub auth: Authenticator,
     /// Heartbeat interval edges are told to keep.
     pub heartbeat_interval_ms: u64,
+    /// Checks uploaded plugins, as an edge would load them.
+    pub validator: Arc<parapet_host::PluginEngine>,
+    /// Largest plugin upload, in bytes.
+    pub max_plugin_bytes: usize,
 }
 
 /// Shared handle on [`AppState`].
@@ -69,7 +78,16 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({ "error": self.message }))).into_response()
+        let mut response = (self.status, Json(json!({ "error": self.message }))).into_response();
+        if self.status == StatusCode::PAYLOAD_TOO_LARGE {
+            // The rest of the body was not read: the connection cannot be
+            // reused, and the client must know before it tries.
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+        }
+        response
     }
 }
 
@@ -184,6 +202,11 @@ impl Modify for BearerAuth {
 pub fn router(app: App) -> axum::Router {
     let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(operator::routes())
+        .merge(distributions::routes())
+        .merge(plugins::routes())
+        .merge(kv::routes())
+        .merge(jobs::routes())
+        .merge(deployments::routes())
         .split_for_parts();
     let openapi = Arc::new(openapi);
     router
@@ -195,5 +218,6 @@ pub fn router(app: App) -> axum::Router {
             }),
         )
         .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .layer(axum::extract::DefaultBodyLimit::max(app.max_plugin_bytes))
         .with_state(app)
 }

@@ -158,10 +158,28 @@ pub trait Backend: Send + Sync + 'static {
     async fn delete_blob(&self, key: &str) -> Result<(), StoreError>;
 }
 
-/// The storage the controller uses: a backend and typed access to it.
+/// The storage the controller uses: a backend, typed access to it, and
+/// in-process signals that wake watchers when something they follow
+/// changes (watchers also poll, for changes made by other replicas).
 #[derive(Clone)]
 pub struct Store {
     backend: Arc<dyn Backend>,
+    signals: Arc<Signals>,
+}
+
+/// What watchers wait on.
+struct Signals {
+    config: tokio::sync::watch::Sender<u64>,
+    orders: tokio::sync::watch::Sender<u64>,
+}
+
+impl Signals {
+    fn new() -> Arc<Self> {
+        Arc::new(Signals {
+            config: tokio::sync::watch::channel(0).0,
+            orders: tokio::sync::watch::channel(0).0,
+        })
+    }
 }
 
 impl Store {
@@ -169,6 +187,7 @@ impl Store {
     pub fn embedded(dir: &Path) -> Result<Self, StoreError> {
         Ok(Store {
             backend: Arc::new(Embedded::open(dir)?),
+            signals: Signals::new(),
         })
     }
 
@@ -176,7 +195,28 @@ impl Store {
     pub async fn mongo(uri: &str) -> Result<Self, StoreError> {
         Ok(Store {
             backend: Arc::new(Mongo::connect(uri).await?),
+            signals: Signals::new(),
         })
+    }
+
+    /// Wakes configuration watchers (`revision` is the new revision).
+    pub fn signal_config(&self, revision: u64) {
+        self.signals.config.send_replace(revision);
+    }
+
+    /// A receiver woken by [`Store::signal_config`].
+    pub fn config_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.signals.config.subscribe()
+    }
+
+    /// Wakes order watchers.
+    pub fn signal_orders(&self) {
+        self.signals.orders.send_modify(|n| *n += 1);
+    }
+
+    /// A receiver woken by [`Store::signal_orders`].
+    pub fn order_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.signals.orders.subscribe()
     }
 
     /// The backend, for the primitive operations.

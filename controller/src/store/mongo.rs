@@ -115,7 +115,8 @@ impl Mongo {
             ),
             (Collection::Logs, expiring.clone()),
             (Collection::Heartbeats, expiring.clone()),
-            (Collection::Jobs, expiring),
+            (Collection::Jobs, expiring.clone()),
+            (Collection::Orders, expiring),
         ];
         for (collection, index) in indexes {
             self.collection(collection)

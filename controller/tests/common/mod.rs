@@ -36,6 +36,7 @@ impl TestController {
             admin_token: ADMIN.into(),
             edge_bootstrap_token: None,
             heartbeat_interval_ms: 1_000,
+            max_plugin_bytes: 12 << 20,
         })
         .await
         .expect("the controller starts");
@@ -100,5 +101,40 @@ impl TestController {
             .await;
         assert_eq!(status, 201, "{body}");
         body["token"].as_str().expect("token").to_string()
+    }
+}
+
+/// A built example plugin (`make plugins` puts them in target/plugins).
+pub fn plugin(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/plugins")
+        .join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}: run `make plugins`", path.display()))
+}
+
+/// A minimal distribution for `domain`.
+pub fn distribution(domain: &str) -> Value {
+    serde_json::json!({
+        "domains": [domain],
+        "origin": [{"url": "http://127.0.0.1:9"}],
+        "behavior": [{"path": "*"}],
+    })
+}
+
+impl TestController {
+    /// Uploads a plugin as `token`'s customer.
+    pub async fn upload(&self, token: &str, name: &str, bytes: Vec<u8>) -> (u16, Value) {
+        let response = self
+            .http
+            .post(self.url(&format!("/v1/plugins/{name}")))
+            .bearer_auth(token)
+            .header("content-type", "application/wasm")
+            .body(bytes)
+            .send()
+            .await
+            .expect("answer");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 }

@@ -1,0 +1,279 @@
+//! Distribution routes: apply a config (a new version), list, show,
+//! versions, diff. A customer reaches its own distributions only; another
+//! customer's look the same as missing ones (404).
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::operator::check_id;
+use super::{ApiError, ApiResult, App, JsonBody};
+use crate::auth::Principal;
+use crate::distributions::{self, SpecError};
+use crate::model::{Customer, Distribution, Version};
+use crate::store::Collection;
+
+pub fn routes() -> OpenApiRouter<App> {
+    OpenApiRouter::new()
+        .routes(routes!(apply_distribution, get_distribution))
+        .routes(routes!(list_distributions))
+        .routes(routes!(list_versions))
+        .routes(routes!(get_version))
+        .routes(routes!(diff_versions))
+}
+
+/// How to apply a config.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ApplyQuery {
+    /// The customer (operator tokens only).
+    pub customer: Option<String>,
+    /// Store the version without making it live, for a blue/green
+    /// deployment (`POST /v1/deployments`).
+    #[serde(default)]
+    pub stage: bool,
+}
+
+/// The customer a request acts for: the token's own, or for the operator
+/// the `customer` query parameter.
+pub async fn acting_customer(
+    app: &App,
+    principal: &Principal,
+    on_behalf: Option<String>,
+) -> ApiResult<String> {
+    match (principal, on_behalf) {
+        (Principal::Customer(own), None) => Ok(own.clone()),
+        (Principal::Customer(own), Some(other)) if *own == other => Ok(other),
+        (Principal::Customer(_), Some(_)) => Err(ApiError::forbidden(
+            "a customer token acts for its own customer only",
+        )),
+        (Principal::Operator, Some(customer)) => {
+            if app
+                .store
+                .get::<Customer>(Collection::Customers, &customer)
+                .await?
+                .is_none()
+            {
+                return Err(ApiError::not_found(format!("customer `{customer}`")));
+            }
+            Ok(customer)
+        }
+        (Principal::Operator, None) => Err(ApiError::bad_request(
+            "operators name the customer: add `?customer=<id>`",
+        )),
+        (Principal::Edge(_), _) => Err(ApiError::forbidden(
+            "edge credentials reach the gRPC API only",
+        )),
+    }
+}
+
+/// The distribution `id` if the caller may see it; 404 otherwise.
+pub async fn owned(app: &App, principal: &Principal, id: &str) -> ApiResult<Distribution> {
+    let distribution: Option<Distribution> = app.store.get(Collection::Distributions, id).await?;
+    match distribution {
+        Some(d) if matches!(principal, Principal::Operator) => Ok(d),
+        Some(d) if matches!(principal, Principal::Customer(c) if *c == d.customer) => Ok(d),
+        _ => Err(ApiError::not_found(format!("distribution `{id}`"))),
+    }
+}
+
+/// A distribution and its live configuration.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DistributionView {
+    /// The distribution.
+    #[serde(flatten)]
+    pub distribution: Distribution,
+    /// The live version's configuration as submitted.
+    #[schema(value_type = Object)]
+    pub config: Value,
+}
+
+impl From<SpecError> for ApiError {
+    fn from(e: SpecError) -> Self {
+        match e {
+            SpecError::Invalid(message) => ApiError::bad_request(message),
+            SpecError::Conflict(message) => ApiError::new(StatusCode::CONFLICT, message),
+            SpecError::Store(e) => e.into(),
+        }
+    }
+}
+
+#[utoipa::path(put, path = "/v1/distributions/{distribution}",
+    params(("distribution" = String, Path, description = "distribution id"), ApplyQuery),
+    request_body(content = Object, description = "the distribution table of parapet-edge's configuration, without `id` and `customer`; plugins name uploaded plugins (`waf` or `waf@2`)"),
+    responses((status = 201, body = DistributionView, description = "a new version, live unless staged"), (status = 400), (status = 409)))]
+async fn apply_distribution(
+    State(app): State<App>,
+    principal: Principal,
+    Path(id): Path<String>,
+    Query(query): Query<ApplyQuery>,
+    JsonBody(spec): JsonBody<Value>,
+) -> ApiResult<(StatusCode, Json<DistributionView>)> {
+    check_id("distribution", &id)?;
+    let customer = acting_customer(&app, &principal, query.customer).await?;
+    if let Some(existing) = app
+        .store
+        .get::<Distribution>(Collection::Distributions, &id)
+        .await?
+    {
+        if existing.customer != customer {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("distribution id `{id}` is taken; choose another"),
+            ));
+        }
+        if crate::deployments::active(&app.store, &id).await?.is_some() {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("a deployment of `{id}` is in progress: promote or roll it back first"),
+            ));
+        }
+    }
+    let resolved = distributions::resolve(&app.store, &id, &customer, &spec).await?;
+    let distribution = distributions::apply(
+        &app.store,
+        &id,
+        &customer,
+        spec.clone(),
+        resolved,
+        query.stage,
+    )
+    .await?;
+    tracing::info!(distribution = %id, %customer, version = distribution.live_version, "distribution applied");
+    Ok((
+        StatusCode::CREATED,
+        Json(DistributionView {
+            distribution,
+            config: spec,
+        }),
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/distributions/{distribution}",
+    params(("distribution" = String, Path, description = "distribution id")),
+    responses((status = 200, body = DistributionView), (status = 404)))]
+async fn get_distribution(
+    State(app): State<App>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<Json<DistributionView>> {
+    let distribution = owned(&app, &principal, &id).await?;
+    let live = distributions::version(&app.store, &id, distribution.live_version)
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found(format!("version {} of `{id}`", distribution.live_version))
+        })?;
+    Ok(Json(DistributionView {
+        distribution,
+        config: live.spec,
+    }))
+}
+
+#[utoipa::path(get, path = "/v1/distributions", responses((status = 200, body = [Distribution])))]
+async fn list_distributions(
+    State(app): State<App>,
+    principal: Principal,
+) -> ApiResult<Json<Vec<Distribution>>> {
+    let distributions = match &principal {
+        Principal::Customer(customer) => {
+            app.store
+                .find(Collection::Distributions, &[("customer", json!(customer))])
+                .await?
+        }
+        _ => app.store.find(Collection::Distributions, &[]).await?,
+    };
+    Ok(Json(distributions))
+}
+
+/// A version as listed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VersionSummary {
+    /// Version number.
+    pub version: u64,
+    /// Creation time.
+    pub created_ms: i64,
+    /// Whether edges serve it (outside a deployment's group).
+    pub live: bool,
+}
+
+#[utoipa::path(get, path = "/v1/distributions/{distribution}/versions",
+    params(("distribution" = String, Path, description = "distribution id")),
+    responses((status = 200, body = [VersionSummary]), (status = 404)))]
+async fn list_versions(
+    State(app): State<App>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Vec<VersionSummary>>> {
+    let distribution = owned(&app, &principal, &id).await?;
+    let versions = distributions::versions(&app.store, &id).await?;
+    Ok(Json(
+        versions
+            .iter()
+            .map(|v| VersionSummary {
+                version: v.version,
+                created_ms: v.created_ms,
+                live: v.version == distribution.live_version,
+            })
+            .collect(),
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/distributions/{distribution}/versions/{version}",
+    params(("distribution" = String, Path, description = "distribution id"), ("version" = u64, Path, description = "version number")),
+    responses((status = 200, body = Version), (status = 404)))]
+async fn get_version(
+    State(app): State<App>,
+    principal: Principal,
+    Path((id, number)): Path<(String, u64)>,
+) -> ApiResult<Json<Version>> {
+    owned(&app, &principal, &id).await?;
+    let version = distributions::version(&app.store, &id, number)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("version {number} of `{id}`")))?;
+    Ok(Json(version))
+}
+
+/// Which versions to compare.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct DiffQuery {
+    /// The older version.
+    pub from: u64,
+    /// The newer version.
+    pub to: u64,
+}
+
+/// A unified diff.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DiffView {
+    /// Unified diff of the submitted configs (pretty JSON).
+    pub diff: String,
+}
+
+#[utoipa::path(get, path = "/v1/distributions/{distribution}/diff",
+    params(("distribution" = String, Path, description = "distribution id"), DiffQuery),
+    responses((status = 200, body = DiffView), (status = 404)))]
+async fn diff_versions(
+    State(app): State<App>,
+    principal: Principal,
+    Path(id): Path<String>,
+    Query(query): Query<DiffQuery>,
+) -> ApiResult<Json<DiffView>> {
+    owned(&app, &principal, &id).await?;
+    let load = |n: u64| {
+        let app = app.clone();
+        let id = id.clone();
+        async move {
+            distributions::version(&app.store, &id, n)
+                .await?
+                .ok_or_else(|| ApiError::not_found(format!("version {n} of `{id}`")))
+        }
+    };
+    let (from, to) = (load(query.from).await?, load(query.to).await?);
+    Ok(Json(DiffView {
+        diff: distributions::diff(&from, &to),
+    }))
+}

@@ -1,0 +1,241 @@
+//! Distribution configs: a customer's submission is checked with the edge's
+//! own configuration model and rules (so the controller refuses what an
+//! edge would, with the same message), its plugins are resolved to
+//! uploaded components, and each accepted submission becomes a version.
+
+use serde_json::{json, Map, Value};
+
+use crate::model::{Distribution, PluginVersion, Version};
+use crate::store::{Collection, Store, StoreError};
+
+/// Why a submission was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    /// The submission is wrong: 400, with the field.
+    #[error("{0}")]
+    Invalid(String),
+    /// It clashes with another distribution: 409.
+    #[error("{0}")]
+    Conflict(String),
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn invalid(field: &str, reason: impl std::fmt::Display) -> SpecError {
+    if field.is_empty() {
+        SpecError::Invalid(reason.to_string())
+    } else {
+        SpecError::Invalid(format!("{field}: {reason}"))
+    }
+}
+
+/// A submission turned into what edges get.
+pub struct Resolved {
+    /// The edge's configuration table for the distribution.
+    pub config: Value,
+    /// Its domains.
+    pub domains: Vec<String>,
+    /// sha256 of each plugin used.
+    pub plugins: Vec<String>,
+}
+
+/// Finds an uploaded plugin of `customer`: `name` (newest version) or
+/// `name@version`.
+async fn find_plugin(
+    store: &Store,
+    customer: &str,
+    reference: &str,
+) -> Result<Option<PluginVersion>, StoreError> {
+    let (name, version) = match reference.split_once('@') {
+        Some((name, version)) => (name, version.parse::<u64>().ok()),
+        None => (reference, None),
+    };
+    let versions: Vec<PluginVersion> = store
+        .find(
+            Collection::Plugins,
+            &[("customer", json!(customer)), ("name", json!(name))],
+        )
+        .await?;
+    Ok(match version {
+        Some(v) => versions.into_iter().find(|p| p.version == v),
+        None => versions.into_iter().max_by_key(|p| p.version),
+    })
+}
+
+/// Checks `spec` (the distribution table without `id` and `customer`) for
+/// distribution `id` of `customer`, resolving plugin names.
+pub async fn resolve(
+    store: &Store,
+    id: &str,
+    customer: &str,
+    spec: &Value,
+) -> Result<Resolved, SpecError> {
+    let Value::Object(table) = spec else {
+        return Err(invalid("", "the distribution must be a JSON object"));
+    };
+    for (field, why) in [
+        ("id", "comes from the URL"),
+        ("customer", "comes from the token (operators: the `customer` query parameter)"),
+        ("kv", "KV data is managed with /v1/distributions/{id}/kv"),
+        ("tls", "certificates are not managed by the controller yet; terminate TLS for this distribution at the edge's own configuration"),
+    ] {
+        if table.contains_key(field) {
+            return Err(invalid(field, why));
+        }
+    }
+    let mut config: Map<String, Value> = table.clone();
+    config.insert("id".into(), json!(id));
+    config.insert("customer".into(), json!(customer));
+
+    let mut plugins = Vec::new();
+    if let Some(Value::Array(entries)) = config.get_mut("plugin") {
+        for (i, entry) in entries.iter_mut().enumerate() {
+            let field = format!("plugin[{i}].wasm");
+            let Some(reference) = entry
+                .get("wasm")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+            else {
+                continue; // the edge's model reports the missing field below
+            };
+            let plugin = find_plugin(store, customer, &reference)
+                .await?
+                .ok_or_else(|| {
+                    invalid(
+                        &field,
+                        format!("no plugin `{reference}` uploaded (see GET /v1/plugins)"),
+                    )
+                })?;
+            entry["wasm"] = json!(format!("sha256:{}", plugin.sha256));
+            plugins.push(plugin.sha256);
+        }
+    }
+
+    let config = Value::Object(config);
+    let parsed: parapet_edge::config::DistributionConfig =
+        serde_path_to_error::deserialize(config.clone()).map_err(|e| {
+            let path = e.path().to_string();
+            invalid(if path == "." { "" } else { &path }, e.into_inner())
+        })?;
+    parsed
+        .validate()
+        .map_err(|e| invalid(&e.field, &e.reason))?;
+    for (i, origin) in parsed.origins.iter().enumerate() {
+        if origin.ca_file.is_some() {
+            return Err(invalid(
+                &format!("origin[{i}].ca_file"),
+                "files on the controller cannot reach edges; leave it out",
+            ));
+        }
+    }
+
+    let domains: Vec<String> = parsed
+        .domains
+        .iter()
+        .map(|d| d.to_ascii_lowercase())
+        .collect();
+    let others: Vec<Distribution> = store.find(Collection::Distributions, &[]).await?;
+    for other in others.iter().filter(|d| d.id != id) {
+        if let Some(domain) = domains.iter().find(|d| other.domains.contains(d)) {
+            return Err(SpecError::Conflict(format!(
+                "`{domain}` is served by another distribution"
+            )));
+        }
+    }
+    plugins.sort();
+    plugins.dedup();
+    Ok(Resolved {
+        config,
+        domains,
+        plugins,
+    })
+}
+
+/// Stores `resolved` as the next version of `id`; makes it live unless
+/// `stage` (for a blue/green deployment), except as a first version.
+/// Returns the distribution.
+pub async fn apply(
+    store: &Store,
+    id: &str,
+    customer: &str,
+    spec: Value,
+    resolved: Resolved,
+    stage: bool,
+) -> Result<Distribution, SpecError> {
+    let now = crate::model::now_ms();
+    let existing: Option<Distribution> = store.get(Collection::Distributions, id).await?;
+    let version = existing.as_ref().map_or(1, |d| d.latest_version + 1);
+    let record = Version {
+        distribution: id.to_string(),
+        version,
+        spec,
+        resolved: resolved.config,
+        plugins: resolved.plugins,
+        created_ms: now,
+    };
+    store
+        .insert(Collection::Versions, &Version::key(id, version), &record)
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict(_) => SpecError::Conflict(format!(
+                "distribution `{id}` changed meanwhile; submit again"
+            )),
+            other => other.into(),
+        })?;
+    let live_version = match &existing {
+        Some(d) if stage => d.live_version,
+        _ => version,
+    };
+    // Domains of both the live and the newest version stay reserved.
+    let mut domains = resolved.domains;
+    if let Some(d) = &existing {
+        if live_version != version {
+            domains.extend(d.domains.iter().cloned());
+            domains.sort();
+            domains.dedup();
+        }
+    }
+    let distribution = Distribution {
+        id: id.to_string(),
+        customer: customer.to_string(),
+        live_version,
+        latest_version: version,
+        domains,
+        created_ms: existing.map_or(now, |d| d.created_ms),
+    };
+    store
+        .put(Collection::Distributions, id, &distribution)
+        .await?;
+    crate::revision::bump(store).await?;
+    Ok(distribution)
+}
+
+/// A version of a distribution.
+pub async fn version(store: &Store, id: &str, version: u64) -> Result<Option<Version>, StoreError> {
+    store
+        .get(Collection::Versions, &Version::key(id, version))
+        .await
+}
+
+/// Every version of a distribution, oldest first.
+pub async fn versions(store: &Store, id: &str) -> Result<Vec<Version>, StoreError> {
+    let mut versions: Vec<Version> = store
+        .find(Collection::Versions, &[("distribution", json!(id))])
+        .await?;
+    versions.sort_by_key(|v| v.version);
+    Ok(versions)
+}
+
+/// A unified diff between two versions' submitted configs.
+pub fn diff(from: &Version, to: &Version) -> String {
+    let pretty = |v: &Value| serde_json::to_string_pretty(v).unwrap_or_default() + "\n";
+    let (old, new) = (pretty(&from.spec), pretty(&to.spec));
+    similar::TextDiff::from_lines(&old, &new)
+        .unified_diff()
+        .header(
+            &format!("{}@{}", from.distribution, from.version),
+            &format!("{}@{}", to.distribution, to.version),
+        )
+        .to_string()
+}

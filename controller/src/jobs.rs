@@ -1,0 +1,253 @@
+//! Jobs: purges and prewarms are handed to every registered edge as
+//! orders, which edges acknowledge; housekeeping runs on the controller.
+//! All state is stored, so a restart resumes where it stopped: queued and
+//! half-dispatched jobs are dispatched again (orders have fixed ids), and
+//! orders not yet acknowledged are sent again when their edge reconnects.
+
+use serde::Serialize;
+use serde_json::json;
+use utoipa::ToSchema;
+
+use crate::model::{now_ms, Edge, Job, JobStatus, Order, Work};
+use crate::store::{Collection, Store, StoreError};
+
+/// How long finished jobs and their orders are kept.
+pub const FINISHED_JOB_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
+/// Dispatch attempts before a job fails.
+pub const MAX_ATTEMPTS: u32 = 5;
+
+/// Queues a job; the worker dispatches it.
+pub async fn create(
+    store: &Store,
+    customer: &str,
+    distribution: &str,
+    work: Work,
+) -> Result<Job, StoreError> {
+    let now = now_ms();
+    let number = store.backend().increment("jobs").await?;
+    let job = Job {
+        id: format!("job_{number}"),
+        customer: customer.to_string(),
+        distribution: distribution.to_string(),
+        work,
+        status: JobStatus::Queued,
+        attempts: 0,
+        error: None,
+        created_ms: now,
+        updated_ms: now,
+        expires_at: None,
+    };
+    store.insert(Collection::Jobs, &job.id, &job).await?;
+    store.signal_orders(); // wakes the worker
+    Ok(job)
+}
+
+/// Claims a queued job, or one a previous run left half-dispatched.
+pub async fn claim(store: &Store, job: &Job) -> Result<bool, StoreError> {
+    store
+        .update(
+            Collection::Jobs,
+            &job.id,
+            &[("status", json!(job.status)), ("attempts", json!(job.attempts))],
+            &json!({ "status": JobStatus::Dispatching, "attempts": job.attempts + 1, "updated_ms": now_ms() }),
+        )
+        .await
+}
+
+/// Hands a claimed job to every registered edge (or runs controller
+/// work). Idempotent: orders have fixed ids.
+pub async fn dispatch(store: &Store, job: &Job) -> Result<(), StoreError> {
+    if job.work == Work::Compact {
+        let deleted = compact(store).await?;
+        tracing::info!(job = %job.id, deleted, "compaction done");
+        return finish(store, &job.id, JobStatus::Done, None).await;
+    }
+    let edges: Vec<Edge> = store.find(Collection::Edges, &[]).await?;
+    for edge in &edges {
+        let id = format!("{}:{}", job.id, edge.id);
+        if store
+            .backend()
+            .get(Collection::Orders, &id)
+            .await?
+            .is_some()
+        {
+            continue; // dispatched before a restart
+        }
+        let order = Order {
+            id: id.clone(),
+            job: job.id.clone(),
+            edge: edge.id.clone(),
+            distribution: job.distribution.clone(),
+            work: job.work.clone(),
+            created_ms: now_ms(),
+            acked: false,
+            acked_ms: None,
+            count: 0,
+            error: None,
+            expires_at: None,
+        };
+        store.put(Collection::Orders, &id, &order).await?;
+    }
+    store
+        .update(
+            Collection::Jobs,
+            &job.id,
+            &[("status", json!(JobStatus::Dispatching))],
+            &json!({ "status": JobStatus::Dispatched, "updated_ms": now_ms() }),
+        )
+        .await?;
+    store.signal_orders();
+    if edges.is_empty() {
+        finish(store, &job.id, JobStatus::Done, None).await?;
+    }
+    Ok(())
+}
+
+/// Marks a job finished; it expires after [`FINISHED_JOB_TTL_MS`].
+pub async fn finish(
+    store: &Store,
+    id: &str,
+    status: JobStatus,
+    error: Option<String>,
+) -> Result<(), StoreError> {
+    let now = now_ms();
+    store
+        .update(
+            Collection::Jobs,
+            id,
+            &[],
+            &json!({ "status": status, "error": error, "updated_ms": now, "expires_at": now + FINISHED_JOB_TTL_MS }),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Records an edge's acknowledgement; finishes the job when it was the
+/// last one. False when the order is not this edge's.
+pub async fn acknowledge(
+    store: &Store,
+    edge: &str,
+    order_id: &str,
+    count: u64,
+    error: Option<String>,
+) -> Result<bool, StoreError> {
+    let Some(order) = store.get::<Order>(Collection::Orders, order_id).await? else {
+        return Ok(false);
+    };
+    if order.edge != edge {
+        return Ok(false);
+    }
+    let now = now_ms();
+    store
+        .update(
+            Collection::Orders,
+            order_id,
+            &[],
+            &json!({ "acked": true, "acked_ms": now, "count": count, "error": error, "expires_at": now + FINISHED_JOB_TTL_MS }),
+        )
+        .await?;
+    let orders: Vec<Order> = store
+        .find(Collection::Orders, &[("job", json!(order.job))])
+        .await?;
+    if orders.iter().all(|o| o.acked) {
+        let failed: Vec<String> = orders
+            .iter()
+            .filter_map(|o| o.error.as_ref().map(|e| format!("{}: {e}", o.edge)))
+            .collect();
+        let (status, error) = if failed.is_empty() {
+            (JobStatus::Done, None)
+        } else {
+            (JobStatus::Failed, Some(failed.join("; ")))
+        };
+        let finished = store
+            .update(
+                Collection::Jobs,
+                &order.job,
+                &[("status", json!(JobStatus::Dispatched))],
+                &json!({ "status": status, "error": error, "updated_ms": now, "expires_at": now + FINISHED_JOB_TTL_MS }),
+            )
+            .await?;
+        if finished {
+            tracing::info!(job = %order.job, ?status, "job finished");
+        }
+    }
+    Ok(true)
+}
+
+/// An edge's orders not yet acknowledged, oldest first.
+pub async fn pending(store: &Store, edge: &str) -> Result<Vec<Order>, StoreError> {
+    let mut orders: Vec<Order> = store
+        .find(
+            Collection::Orders,
+            &[("edge", json!(edge)), ("acked", json!(false))],
+        )
+        .await?;
+    orders.sort_by_key(|o| o.created_ms);
+    Ok(orders)
+}
+
+/// One edge's part of a job, as the job status shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EdgeProgress {
+    /// Edge id.
+    pub edge: String,
+    /// Whether it acknowledged.
+    pub acked: bool,
+    /// Objects purged or URLs fetched.
+    pub count: u64,
+    /// Its error, if any.
+    pub error: Option<String>,
+    /// Acknowledgement time.
+    pub acked_ms: Option<i64>,
+}
+
+/// A job with its per-edge status.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobView {
+    /// The job.
+    #[serde(flatten)]
+    pub job: Job,
+    /// Edges that acknowledged / edges it was sent to.
+    pub progress: String,
+    /// Each edge's part.
+    pub edges: Vec<EdgeProgress>,
+}
+
+/// A job with its per-edge status.
+pub async fn view(store: &Store, job: Job) -> Result<JobView, StoreError> {
+    let mut orders: Vec<Order> = store
+        .find(Collection::Orders, &[("job", json!(job.id))])
+        .await?;
+    orders.sort_by(|a, b| a.edge.cmp(&b.edge));
+    let acked = orders.iter().filter(|o| o.acked).count();
+    Ok(JobView {
+        progress: format!("{acked}/{}", orders.len()),
+        edges: orders
+            .into_iter()
+            .map(|o| EdgeProgress {
+                edge: o.edge,
+                acked: o.acked,
+                count: o.count,
+                error: o.error,
+                acked_ms: o.acked_ms,
+            })
+            .collect(),
+        job,
+    })
+}
+
+/// Deletes expired logs, heartbeats, finished jobs and their orders
+/// (MongoDB's TTL indexes do it too; the embedded store relies on this).
+pub async fn compact(store: &Store) -> Result<u64, StoreError> {
+    let now = now_ms();
+    let mut deleted = 0;
+    for collection in [
+        Collection::Logs,
+        Collection::Heartbeats,
+        Collection::Orders,
+        Collection::Jobs,
+    ] {
+        deleted += store.backend().delete_expired(collection, now).await?;
+    }
+    Ok(deleted)
+}

@@ -1,0 +1,84 @@
+//! The background worker: dispatches queued jobs (retrying with backoff),
+//! resumes jobs a restart interrupted, and queues housekeeping.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::jobs::{self, MAX_ATTEMPTS};
+use crate::model::{now_ms, Job, JobStatus, Work};
+use crate::store::{Collection, Store, StoreError};
+
+/// How often the worker looks for work when nothing wakes it.
+const POLL: Duration = Duration::from_millis(500);
+/// A job left `dispatching` this long is taken to be interrupted.
+const STALE_DISPATCH_MS: i64 = 30_000;
+/// How often housekeeping is queued.
+const COMPACT_EVERY: Duration = Duration::from_secs(600);
+
+/// Runs until the task is dropped.
+pub async fn run(store: Store) {
+    let mut woken = store.order_changes();
+    let mut last_compaction = tokio::time::Instant::now();
+    loop {
+        if let Err(e) = pass(&store).await {
+            tracing::warn!(error = %e, "worker pass failed; retrying");
+        }
+        if last_compaction.elapsed() >= COMPACT_EVERY {
+            last_compaction = tokio::time::Instant::now();
+            if let Err(e) = jobs::create(&store, "", "", Work::Compact).await {
+                tracing::warn!(error = %e, "cannot queue housekeeping");
+            }
+        }
+        tokio::select! {
+            _ = woken.changed() => {},
+            _ = tokio::time::sleep(POLL) => {},
+        }
+    }
+}
+
+/// One look at the queue.
+async fn pass(store: &Store) -> Result<(), StoreError> {
+    let now = now_ms();
+    let mut candidates: Vec<Job> = store
+        .find(Collection::Jobs, &[("status", json!(JobStatus::Queued))])
+        .await?;
+    let interrupted: Vec<Job> = store
+        .find(
+            Collection::Jobs,
+            &[("status", json!(JobStatus::Dispatching))],
+        )
+        .await?;
+    candidates.extend(
+        interrupted
+            .into_iter()
+            .filter(|j| now - j.updated_ms > STALE_DISPATCH_MS),
+    );
+    candidates.sort_by_key(|j| j.created_ms);
+    for job in candidates {
+        // Backoff: an attempt that failed waits 2^attempts × 250 ms.
+        if job.attempts > 0 && now - job.updated_ms < 250 * (1 << job.attempts.min(8)) {
+            continue;
+        }
+        if !jobs::claim(store, &job).await? {
+            continue; // another worker took it
+        }
+        if let Err(e) = jobs::dispatch(store, &job).await {
+            let attempts = job.attempts + 1;
+            tracing::warn!(job = %job.id, attempts, error = %e, "dispatch failed");
+            if attempts >= MAX_ATTEMPTS {
+                jobs::finish(store, &job.id, JobStatus::Failed, Some(e.to_string())).await?;
+            } else {
+                store
+                    .update(
+                        Collection::Jobs,
+                        &job.id,
+                        &[],
+                        &json!({ "status": JobStatus::Queued, "error": e.to_string(), "updated_ms": now_ms() }),
+                    )
+                    .await?;
+            }
+        }
+    }
+    Ok(())
+}
