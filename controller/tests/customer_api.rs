@@ -138,7 +138,7 @@ async fn configs_an_edge_would_refuse_are_refused_with_its_message() {
             Some(distribution("globex.example.com")),
         )
         .await;
-    assert_eq!(status, 409, "{body}");
+    assert_eq!(status, 403, "{body}");
     // The operator acts for a customer it names.
     let (status, body) = controller
         .call(

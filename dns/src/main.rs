@@ -161,6 +161,13 @@ async fn serve(cli: Cli, sources: Sources) -> anyhow::Result<()> {
     })
     .await?;
     let state = running.state.clone();
+    let _watcher = watch_files(state.clone())?;
+    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    // Logged once reloads and signals are handled, so that whoever waits
+    // for this line may change a file or signal at once.
     tracing::info!(
         address = %running.address,
         metrics = %running.metrics.map_or("off".to_string(), |a| a.to_string()),
@@ -169,11 +176,6 @@ async fn serve(cli: Cli, sources: Sources) -> anyhow::Result<()> {
         geoip = state.locator().as_ref().map_or("none", |l| l.database_type()),
         "parapet-dns answering"
     );
-    let _watcher = watch_files(state.clone())?;
-    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-    let mut terminate =
-        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     loop {
         tokio::select! {
             _ = hangup.recv() => {

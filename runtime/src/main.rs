@@ -135,12 +135,6 @@ async fn run(cli: Cli, config: EdgeConfig, config_path: Option<PathBuf>) -> anyh
         access_log: cli.access_log == "on",
     })
     .await?;
-    tracing::info!(
-        listeners = ?running.listeners,
-        admin = ?running.admin,
-        pop = %running.edge.pop_id,
-        "parapet-edge serving"
-    );
     let _watcher = match &config_path {
         Some(path) => Some(watch_config(path, running.edge.clone())?),
         None => None,
@@ -149,6 +143,14 @@ async fn run(cli: Cli, config: EdgeConfig, config_path: Option<PathBuf>) -> anyh
     let mut terminate =
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    // Logged once reloads and signals are handled, so that whoever waits
+    // for this line may change the file or signal at once.
+    tracing::info!(
+        listeners = ?running.listeners,
+        admin = ?running.admin,
+        pop = %running.edge.pop_id,
+        "parapet-edge serving"
+    );
     loop {
         tokio::select! {
             _ = hangup.recv() => reload(&running.edge, "SIGHUP").await,

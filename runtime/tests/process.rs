@@ -30,22 +30,38 @@ impl Drop for Edge {
     }
 }
 
+/// Starts the binary and waits for its "serving" log line, which comes
+/// once reloads and signals are handled (the port alone opens earlier).
 async fn spawn(args: &[&str], addr: SocketAddr) -> Edge {
-    let child = Command::new(env!("CARGO_BIN_EXE_parapet-edge"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_parapet-edge"))
         .args(args)
         .env("PARAPET_ACCESS_LOG", "off")
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "parapet-edge did not start listening on {addr}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let stdout = child.stdout.take().unwrap();
+    let (ready, serving) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        // Reads to the end, so the child never blocks on a full pipe.
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("parapet-edge serving") {
+                let _ = ready.send(());
+            }
+        }
+    });
+    let started =
+        tokio::task::spawn_blocking(move || serving.recv_timeout(Duration::from_secs(20)))
+            .await
+            .unwrap();
+    assert!(
+        started.is_ok(),
+        "parapet-edge did not log that it serves on {addr}"
+    );
     Edge { child, addr }
 }
 

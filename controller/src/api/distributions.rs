@@ -2,7 +2,7 @@
 //! versions, diff. A customer reaches its own distributions only; another
 //! customer's look the same as missing ones (404).
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -12,7 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::operator::check_id;
-use super::{ApiError, ApiResult, App, JsonBody};
+use super::{ApiError, ApiQuery, ApiResult, App, JsonBody};
 use crate::auth::Principal;
 use crate::distributions::{self, SpecError};
 use crate::model::{Customer, Distribution, Version};
@@ -110,7 +110,7 @@ async fn apply_distribution(
     State(app): State<App>,
     principal: Principal,
     Path(id): Path<String>,
-    Query(query): Query<ApplyQuery>,
+    ApiQuery(query): ApiQuery<ApplyQuery>,
     JsonBody(spec): JsonBody<Value>,
 ) -> ApiResult<(StatusCode, Json<DistributionView>)> {
     check_id("distribution", &id)?;
@@ -121,10 +121,10 @@ async fn apply_distribution(
         .await?
     {
         if existing.customer != customer {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                format!("distribution id `{id}` is taken; choose another"),
-            ));
+            // Ids are global (they are DNS labels): refused, not hidden.
+            return Err(ApiError::forbidden(format!(
+                "distribution id `{id}` belongs to another customer; choose another"
+            )));
         }
         if crate::deployments::active(&app.store, &id).await?.is_some() {
             return Err(ApiError::new(
@@ -260,7 +260,7 @@ async fn diff_versions(
     State(app): State<App>,
     principal: Principal,
     Path(id): Path<String>,
-    Query(query): Query<DiffQuery>,
+    ApiQuery(query): ApiQuery<DiffQuery>,
 ) -> ApiResult<Json<DiffView>> {
     owned(&app, &principal, &id).await?;
     let load = |n: u64| {

@@ -1,6 +1,6 @@
 //! Purge, prewarm and job routes, and recent logs.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
@@ -10,7 +10,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::distributions::owned;
-use super::{ApiError, ApiResult, App, JsonBody};
+use super::{ApiError, ApiQuery, ApiResult, App, JsonBody};
 use crate::auth::Principal;
 use crate::jobs::{self, JobView};
 use crate::model::{Job, LogRecord, PurgeTarget, Work};
@@ -171,7 +171,7 @@ async fn recent_logs(
     State(app): State<App>,
     principal: Principal,
     Path(distribution): Path<String>,
-    Query(query): Query<LogQuery>,
+    ApiQuery(query): ApiQuery<LogQuery>,
 ) -> ApiResult<Json<Vec<LogRecord>>> {
     owned(&app, &principal, &distribution).await?;
     let mut lines: Vec<LogRecord> = app

@@ -178,6 +178,20 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     }
 }
 
+/// Query parameters whose errors answer in JSON like every other error.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| ApiQuery(q.0))
+            .map_err(|e| ApiError::bad_request(e.body_text()))
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Parapet controller API", description = "Customers and operators manage the CDN. Every route takes `Authorization: Bearer <token>`."),

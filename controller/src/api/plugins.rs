@@ -2,7 +2,7 @@
 //! validation), list, delete when no distribution uses it.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde_json::json;
@@ -11,7 +11,7 @@ use utoipa_axum::routes;
 
 use super::distributions::{acting_customer, ApplyQuery};
 use super::operator::check_id;
-use super::{ApiError, ApiResult, App};
+use super::{ApiError, ApiQuery, ApiResult, App};
 use crate::auth::Principal;
 use crate::model::{now_ms, Distribution, PluginVersion};
 use crate::store::Collection;
@@ -71,7 +71,7 @@ async fn upload_plugin(
     State(app): State<App>,
     principal: Principal,
     Path(name): Path<String>,
-    Query(query): Query<ApplyQuery>,
+    ApiQuery(query): ApiQuery<ApplyQuery>,
     RawBody(bytes): RawBody,
 ) -> ApiResult<(StatusCode, Json<PluginVersion>)> {
     check_id("plugin", &name)?;
@@ -141,7 +141,7 @@ async fn delete_plugin(
     State(app): State<App>,
     principal: Principal,
     Path(name): Path<String>,
-    Query(query): Query<ApplyQuery>,
+    ApiQuery(query): ApiQuery<ApplyQuery>,
 ) -> ApiResult<Json<Vec<PluginVersion>>> {
     let customer = acting_customer(&app, &principal, query.customer).await?;
     let versions: Vec<PluginVersion> = app
