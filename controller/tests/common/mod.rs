@@ -138,3 +138,57 @@ impl TestController {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 }
+
+/// A gRPC client for the edge API.
+pub type EdgeClient =
+    parapet_proto::edge::edge_control_client::EdgeControlClient<tonic::transport::Channel>;
+
+/// An edge as the tests play it: registered, with its credential.
+pub struct TestEdge {
+    pub client: EdgeClient,
+    pub credential: String,
+    pub id: String,
+}
+
+impl TestEdge {
+    /// Registers `name` in `pop` and `group`.
+    pub async fn register(
+        controller: &TestController,
+        name: &str,
+        pop: &str,
+        group: &str,
+    ) -> TestEdge {
+        let mut client = EdgeClient::connect(format!("http://{}", controller.grpc()))
+            .await
+            .expect("gRPC connects");
+        let answer = client
+            .register(parapet_proto::edge::RegisterRequest {
+                bootstrap_token: ADMIN.into(),
+                name: name.into(),
+                pop: pop.into(),
+                role: "edge".into(),
+                group: group.into(),
+                version: "test".into(),
+            })
+            .await
+            .expect("registers")
+            .into_inner();
+        TestEdge {
+            client,
+            credential: answer.credential,
+            id: answer.edge_id,
+        }
+    }
+
+    /// `message` with this edge's credential.
+    pub fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {}", self.credential)
+                .parse()
+                .expect("header"),
+        );
+        request
+    }
+}
