@@ -169,7 +169,7 @@ async fn purge(
 
 /// `http://Host/path` or `host/path` as the index keeps URLs: host
 /// lower-case without port, then the path.
-fn url_key(url: &str) -> String {
+pub fn url_key(url: &str) -> String {
     let rest = url
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"))
@@ -194,6 +194,14 @@ async fn prewarm(
         Ok(request) => request,
         Err(refusal) => return *refusal,
     };
+    let (warmed, failed) = prewarm_urls(&edge, &request.urls).await;
+    Json(json!({"warmed": warmed, "failed": failed})).into_response()
+}
+
+/// Fetches each URL through the edge as a viewer would, so that it is
+/// cached; returns how many were stored (or already were) and the
+/// failures.
+pub async fn prewarm_urls(edge: &Arc<Edge>, urls: &[String]) -> (usize, Vec<serde_json::Value>) {
     let connection = Arc::new(Connection {
         client: SocketAddr::from(([127, 0, 0, 1], 0)),
         tls: false,
@@ -201,7 +209,7 @@ async fn prewarm(
     });
     let mut warmed = 0;
     let mut failed = Vec::new();
-    for url in &request.urls {
+    for url in urls {
         let Ok(uri) = url.parse::<http::Uri>() else {
             failed.push(json!({"url": url, "error": "not a URL"}));
             continue;
@@ -242,7 +250,7 @@ async fn prewarm(
             failed.push(json!({"url": url, "status": status.as_u16(), "cache": cache}));
         }
     }
-    Json(json!({"warmed": warmed, "failed": failed})).into_response()
+    (warmed, failed)
 }
 
 async fn reload(State(edge): State<Arc<Edge>>, headers: HeaderMap) -> Response {

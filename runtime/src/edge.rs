@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
 use parapet_host::{GeoDb, PluginEngine};
@@ -93,7 +93,21 @@ pub struct Edge {
     pub draining: AtomicBool,
     /// The configuration file, for reloads.
     pub config_path: Option<PathBuf>,
+    /// Where access log records go besides the log (controller mode ships
+    /// them to the controller).
+    pub log_sink: OnceLock<tokio::sync::mpsc::Sender<AccessRecord>>,
     next_request: AtomicU64,
+}
+
+/// One access log record, for shipping.
+#[derive(Debug, Clone)]
+pub struct AccessRecord {
+    /// Distribution id.
+    pub distribution: String,
+    /// When the request finished (ms since the epoch).
+    pub timestamp_ms: i64,
+    /// The log line (JSON object).
+    pub json: String,
 }
 
 impl Edge {
@@ -119,6 +133,7 @@ impl Edge {
             access_log,
             draining: AtomicBool::new(false),
             config_path,
+            log_sink: OnceLock::new(),
             next_request: AtomicU64::new(0),
         })
     }
@@ -170,6 +185,11 @@ impl Edge {
         self.apply(built);
         metrics::counter!("parapet_config_reloads_total", "result" => "ok").increment(1);
         Ok(())
+    }
+
+    /// Requests served since the start.
+    pub fn requests_served(&self) -> u64 {
+        self.next_request.load(Ordering::Relaxed)
     }
 
     /// A new request id: the PoP, a counter and the process id.

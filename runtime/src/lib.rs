@@ -8,6 +8,7 @@ pub mod admin;
 pub mod cache;
 pub mod cache_key;
 pub mod config;
+pub mod control;
 pub mod edge;
 pub mod guards;
 pub mod headers;
@@ -44,6 +45,13 @@ pub struct LaunchOptions {
 /// Starts an edge: the plugin engine, the configuration's plugins, the
 /// cache and the listeners.
 pub async fn launch(options: LaunchOptions) -> anyhow::Result<Running> {
+    server::start(prepare(options).await?).await
+}
+
+/// Builds an edge without serving yet: the plugin engine, the
+/// configuration's plugins, the cache (recovering its disk tier). The
+/// controller mode applies pending purges here, before [`server::start`].
+pub async fn prepare(options: LaunchOptions) -> anyhow::Result<Arc<Edge>> {
     admin::prometheus();
     let base_dir = options
         .config_path
@@ -85,13 +93,12 @@ pub async fn launch(options: LaunchOptions) -> anyhow::Result<Running> {
         })
     })
     .await??;
-    let edge = Edge::new(
+    Ok(Edge::new(
         snapshot,
         cache,
         engine,
         geo,
         options.config_path,
         options.access_log,
-    );
-    server::start(edge).await
+    ))
 }

@@ -13,9 +13,10 @@ use parapet_edge::config::{
     AdminConfig, BehaviorConfig, CacheConfig, DistributionConfig, EdgeConfig, ListenerConfig,
     OriginConfig, PopConfig, ServerConfig,
 };
+use parapet_edge::control::{Control, ControlOptions};
 use parapet_edge::edge::Edge;
 use parapet_edge::routing::Routes;
-use parapet_edge::{launch, LaunchOptions};
+use parapet_edge::{launch, prepare, LaunchOptions};
 use parapet_host::{EngineConfig, PluginEngine};
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -45,7 +46,7 @@ struct Cli {
     #[arg(long, value_name = "FILE")]
     check_config: Option<PathBuf>,
     /// Without a file: the address to serve viewers on.
-    #[arg(long, value_name = "ADDR", requires = "origin")]
+    #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
     /// Without a file: the origin to fetch misses from.
     #[arg(long, value_name = "URL", requires = "listen")]
@@ -70,6 +71,41 @@ struct Cli {
     /// Without a file: the memory tier size in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 256, requires = "listen")]
     memory_mib: u64,
+    /// Follow parapet-controller (its gRPC URL): it supplies the
+    /// distributions, plugins, purges; `--config` or `--listen` give the
+    /// rest (listeners, cache, admin), read at start.
+    #[arg(long, value_name = "URL", requires = "state_dir")]
+    controller: Option<String>,
+    /// Controller mode: the token to register with (once).
+    #[arg(
+        long,
+        env = "PARAPET_EDGE_BOOTSTRAP_TOKEN",
+        hide_env_values = true,
+        requires = "controller"
+    )]
+    bootstrap_token: Option<String>,
+    /// Controller mode: this edge's unique name (default: the host name).
+    #[arg(long, value_name = "NAME", requires = "controller")]
+    edge_name: Option<String>,
+    /// Controller mode: the PoP id (overrides the file's `pop.id`).
+    #[arg(long, value_name = "ID", requires = "controller")]
+    pop: Option<String>,
+    /// Controller mode: the edge group, for blue/green deployments.
+    #[arg(
+        long,
+        value_name = "GROUP",
+        default_value = "default",
+        requires = "controller"
+    )]
+    group: String,
+    /// Controller mode: `edge` or `shield`.
+    #[arg(long, value_name = "ROLE", default_value = "edge", value_parser = ["edge", "shield"], requires = "controller")]
+    role: String,
+    /// Controller mode: keeps the credential, the last good configuration
+    /// and plugins, so the edge starts and serves while the controller is
+    /// away.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
     /// Log each request as a JSON line (`PARAPET_ACCESS_LOG=off` turns it
     /// off).
     #[arg(long, env = "PARAPET_ACCESS_LOG", default_value = "on", value_parser = ["on", "off"])]
@@ -115,8 +151,12 @@ fn init_logging() {
 fn serve(cli: Cli) -> anyhow::Result<()> {
     let (config, config_path) = match (&cli.config, &cli.listen, &cli.origin) {
         (Some(path), _, _) => (EdgeConfig::from_file(path)?, Some(path.clone())),
-        (None, Some(listen), Some(origin)) => (single_origin(&cli, *listen, origin)?, None),
-        _ => anyhow::bail!("give --config FILE, or --listen ADDR --origin URL (see --help)"),
+        (None, Some(listen), origin) if origin.is_some() || cli.controller.is_some() => {
+            (from_flags(&cli, *listen, origin.as_deref())?, None)
+        }
+        _ => anyhow::bail!(
+            "give --config FILE, or --listen ADDR with --origin URL or --controller URL (see --help)"
+        ),
     };
     // Requests are served by the worker threads `server` starts; this
     // runtime runs the admin API, reloads and the cache's background work.
@@ -129,12 +169,23 @@ fn serve(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn run(cli: Cli, config: EdgeConfig, config_path: Option<PathBuf>) -> anyhow::Result<()> {
-    let running = launch(LaunchOptions {
-        config,
-        config_path: config_path.clone(),
-        access_log: cli.access_log == "on",
-    })
-    .await?;
+    let access_log = cli.access_log == "on";
+    let (running, config_path) = match &cli.controller {
+        None => {
+            let options = LaunchOptions {
+                config,
+                config_path: config_path.clone(),
+                access_log,
+            };
+            (launch(options).await?, config_path)
+        }
+        // The controller's configuration replaces the file's distributions;
+        // the file is not reloaded.
+        Some(url) => (
+            launch_controlled(&cli, url, config, access_log).await?,
+            None,
+        ),
+    };
     let _watcher = match &config_path {
         Some(path) => Some(watch_config(path, running.edge.clone())?),
         None => None,
@@ -205,9 +256,58 @@ fn watch_config(path: &Path, edge: Arc<Edge>) -> anyhow::Result<notify::Recommen
     Ok(watcher)
 }
 
-/// The configuration of `--listen --origin`: one distribution for any
-/// host, the default behavior, RFC 9111 caching.
-fn single_origin(cli: &Cli, listen: SocketAddr, origin: &str) -> anyhow::Result<EdgeConfig> {
+/// Starts an edge that follows the controller at `url`: the last good
+/// configuration first, the orders pending for it applied before it
+/// serves, then the configuration, order, heartbeat and log tasks.
+async fn launch_controlled(
+    cli: &Cli,
+    url: &str,
+    mut base: EdgeConfig,
+    access_log: bool,
+) -> anyhow::Result<parapet_edge::server::Running> {
+    let Some(state_dir) = cli.state_dir.clone() else {
+        anyhow::bail!("--controller needs --state-dir DIR");
+    };
+    let Some(bootstrap_token) = cli.bootstrap_token.clone() else {
+        anyhow::bail!("--controller needs a bootstrap token: set PARAPET_EDGE_BOOTSTRAP_TOKEN");
+    };
+    if let Some(pop) = &cli.pop {
+        base.pop.id = pop.clone();
+    }
+    base.distributions.clear();
+    let name = match &cli.edge_name {
+        Some(name) => name.clone(),
+        None => std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| base.pop.id.clone()),
+    };
+    let control = Control::new(
+        ControlOptions {
+            url: url.to_string(),
+            bootstrap_token,
+            name,
+            role: cli.role.clone(),
+            group: cli.group.clone(),
+            state_dir,
+        },
+        base,
+    )?;
+    let edge = prepare(LaunchOptions {
+        config: control.initial_config(),
+        config_path: None,
+        access_log,
+    })
+    .await?;
+    control.apply_backlog(&edge, Duration::from_secs(3)).await;
+    let running = parapet_edge::server::start(edge.clone()).await?;
+    control.spawn(edge);
+    Ok(running)
+}
+
+/// The configuration from flags: with `--origin`, one distribution for any
+/// host (the default behavior, RFC 9111 caching); without, none (the
+/// controller supplies them).
+fn from_flags(cli: &Cli, listen: SocketAddr, origin: Option<&str>) -> anyhow::Result<EdgeConfig> {
     let behavior: BehaviorConfig = toml::from_str("path = \"*\"")?;
     let config = EdgeConfig {
         pop: PopConfig {
@@ -237,21 +337,24 @@ fn single_origin(cli: &Cli, listen: SocketAddr, origin: &str) -> anyhow::Result<
             workers: cli.workers,
             ..ServerConfig::default()
         },
-        distributions: vec![DistributionConfig {
-            id: "default".into(),
-            customer: "local".into(),
-            domains: vec!["*".into()],
-            origins: vec![OriginConfig {
-                url: origin.to_string(),
-                ca_file: None,
-                connect_timeout_ms: 3_000,
-                read_timeout_ms: 30_000,
-            }],
-            tls: None,
-            kv: None,
-            plugins: Vec::new(),
-            behaviors: vec![behavior],
-        }],
+        distributions: origin
+            .map(|origin| DistributionConfig {
+                id: "default".into(),
+                customer: "local".into(),
+                domains: vec!["*".into()],
+                origins: vec![OriginConfig {
+                    url: origin.to_string(),
+                    ca_file: None,
+                    connect_timeout_ms: 3_000,
+                    read_timeout_ms: 30_000,
+                }],
+                tls: None,
+                kv: None,
+                plugins: Vec::new(),
+                behaviors: vec![behavior.clone()],
+            })
+            .into_iter()
+            .collect(),
     };
     config.validate().context("--origin")?;
     Ok(config)

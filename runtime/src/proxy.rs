@@ -130,7 +130,8 @@ async fn handle_request(
 ) -> Response<Body> {
     let started = Instant::now();
     // What the access log needs of the request, taken before it is consumed.
-    let logged = edge.access_log.then(|| {
+    let sink = edge.log_sink.get();
+    let logged = (edge.access_log || sink.is_some()).then(|| {
         (
             request.method().clone(),
             request.uri().to_string(),
@@ -144,17 +145,39 @@ async fn handle_request(
     let elapsed = started.elapsed();
     count_request(status, cache, elapsed);
     if let Some((method, target, host)) = logged {
-        tracing::info!(
-            target: "parapet::access",
-            client = %connection.client.ip(),
-            method = %method,
-            host = %host,
-            uri = %target,
-            status = status.as_u16(),
-            cache,
-            distribution = served.distribution.as_deref().unwrap_or("-"),
-            duration_ms = elapsed.as_secs_f64() * 1000.0,
-        );
+        let distribution = served.distribution.as_deref().unwrap_or("-");
+        let duration_ms = elapsed.as_secs_f64() * 1000.0;
+        if edge.access_log {
+            tracing::info!(
+                target: "parapet::access",
+                client = %connection.client.ip(),
+                method = %method,
+                host = %host,
+                uri = %target,
+                status = status.as_u16(),
+                cache,
+                distribution,
+                duration_ms,
+            );
+        }
+        if let (Some(sink), Some(id)) = (sink, served.distribution.as_deref()) {
+            let line = serde_json::json!({
+                "client": connection.client.ip().to_string(),
+                "method": method.as_str(),
+                "host": host,
+                "uri": target,
+                "status": status.as_u16(),
+                "cache": cache,
+                "duration_ms": duration_ms,
+                "pop": edge.pop_id.as_ref(),
+            });
+            // A full queue (the controller away) drops lines, never requests.
+            let _ = sink.try_send(crate::edge::AccessRecord {
+                distribution: id.to_string(),
+                timestamp_ms: crate::control::now_ms(),
+                json: line.to_string(),
+            });
+        }
     }
     served.response
 }

@@ -1,0 +1,530 @@
+//! Controller mode (`--controller URL`): the edge registers with
+//! parapet-controller, follows its configuration snapshots, fetches
+//! plugins by hash, applies purges and prewarms, sends heartbeats and
+//! ships its access log.
+//!
+//! The state directory keeps the edge's credential, the last good snapshot
+//! and the plugins it uses, so an edge restarts and serves while the
+//! controller is away. At start, orders pending for the edge (purges made
+//! while it was offline) are applied before it serves, when the controller
+//! can be reached.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use parapet_proto::edge::edge_control_client::EdgeControlClient;
+use parapet_proto::edge::order::Work;
+use parapet_proto::edge::{
+    ConfigSnapshot, FetchPluginRequest, HeartbeatRequest, LogBatch, LogLine, Order, OrderAck,
+    RegisterRequest, WatchConfigRequest, WatchOrdersRequest,
+};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tonic::transport::Channel;
+
+use crate::cache::Selector;
+use crate::config::{DistributionConfig, EdgeConfig};
+use crate::edge::{AccessRecord, Edge, Snapshot};
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// How this edge presents itself to the controller.
+#[derive(Debug, Clone)]
+pub struct ControlOptions {
+    /// The controller's gRPC URL, e.g. `http://controller:7071`.
+    pub url: String,
+    /// The operator's edge bootstrap token (used once, to register).
+    pub bootstrap_token: String,
+    /// Unique edge name.
+    pub name: String,
+    /// `edge` or `shield`.
+    pub role: String,
+    /// Edge group (blue/green).
+    pub group: String,
+    /// Credential, last good snapshot, plugins, KV files.
+    pub state_dir: PathBuf,
+}
+
+/// The last good snapshot, as kept on disk.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct SavedSnapshot {
+    revision: u64,
+    distributions_json: String,
+    plugins: Vec<String>,
+    kv_json: HashMap<String, String>,
+}
+
+impl From<&ConfigSnapshot> for SavedSnapshot {
+    fn from(snapshot: &ConfigSnapshot) -> Self {
+        SavedSnapshot {
+            revision: snapshot.revision,
+            distributions_json: snapshot.distributions_json.clone(),
+            plugins: snapshot.plugins.iter().map(|p| p.sha256.clone()).collect(),
+            kv_json: snapshot.kv_json.clone(),
+        }
+    }
+}
+
+/// The edge's link to the controller.
+pub struct Control {
+    options: ControlOptions,
+    channel: Channel,
+    credential: tokio::sync::RwLock<Option<String>>,
+    /// Revision of the configuration being served.
+    revision: std::sync::atomic::AtomicU64,
+    /// The configuration without distributions (listeners, cache, ...).
+    base: EdgeConfig,
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let staging = path.with_extension("tmp");
+    std::fs::write(&staging, bytes)?;
+    std::fs::rename(&staging, path)
+}
+
+impl Control {
+    /// Sets up the state directory and a lazily connecting channel; nothing
+    /// is sent yet.
+    pub fn new(options: ControlOptions, base: EdgeConfig) -> anyhow::Result<Arc<Self>> {
+        for dir in [
+            options.state_dir.clone(),
+            options.state_dir.join("plugins"),
+            options.state_dir.join("kv"),
+        ] {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        // Absolute, so plugin and KV paths mean the same from any base.
+        let mut options = options;
+        options.state_dir = options
+            .state_dir
+            .canonicalize()
+            .with_context(|| format!("resolving {}", options.state_dir.display()))?;
+        let channel = tonic::transport::Endpoint::from_shared(options.url.clone())
+            .with_context(|| format!("--controller `{}` is not a URL", options.url))?
+            .connect_timeout(Duration::from_secs(3))
+            .connect_lazy();
+        let credential = std::fs::read_to_string(options.state_dir.join("credential"))
+            .ok()
+            .map(|c| c.trim().to_string());
+        Ok(Arc::new(Control {
+            options,
+            channel,
+            credential: tokio::sync::RwLock::new(credential),
+            revision: std::sync::atomic::AtomicU64::new(0),
+            base,
+        }))
+    }
+
+    fn client(&self) -> EdgeControlClient<Channel> {
+        EdgeControlClient::new(self.channel.clone())
+    }
+
+    /// The configuration to start with: the base plus the last good
+    /// snapshot's distributions, when there is one and it still builds.
+    pub fn initial_config(&self) -> EdgeConfig {
+        let path = self.options.state_dir.join("snapshot.json");
+        let saved: Option<SavedSnapshot> = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        if let Some(saved) = saved {
+            match self.config_from(&saved) {
+                Ok(config) => {
+                    self.revision
+                        .store(saved.revision, std::sync::atomic::Ordering::Relaxed);
+                    tracing::info!(
+                        revision = saved.revision,
+                        "starting from the last good configuration"
+                    );
+                    return config;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "the saved configuration does not load; starting without distributions")
+                }
+            }
+        }
+        self.base.clone()
+    }
+
+    /// The base configuration with a snapshot's distributions, plugins
+    /// pointing at the local copies and KV data in files.
+    fn config_from(&self, saved: &SavedSnapshot) -> anyhow::Result<EdgeConfig> {
+        let mut distributions: Vec<DistributionConfig> =
+            serde_json::from_str(&saved.distributions_json)
+                .context("the snapshot's distributions")?;
+        for distribution in &mut distributions {
+            for plugin in &mut distribution.plugins {
+                let reference = plugin.wasm.to_string_lossy().to_string();
+                let sha256 = reference.strip_prefix("sha256:").with_context(|| {
+                    format!(
+                        "plugin `{}`: `{reference}` is not a sha256 reference",
+                        plugin.name
+                    )
+                })?;
+                plugin.wasm = self.plugin_path(sha256);
+            }
+            if let Some(kv) = saved.kv_json.get(&distribution.id) {
+                let path = self
+                    .options
+                    .state_dir
+                    .join("kv")
+                    .join(format!("{}.json", distribution.id));
+                write_atomically(&path, kv.as_bytes())
+                    .with_context(|| format!("writing {}", path.display()))?;
+                distribution.kv = Some(path);
+            }
+        }
+        let mut config = self.base.clone();
+        config.distributions = distributions;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn plugin_path(&self, sha256: &str) -> PathBuf {
+        self.options
+            .state_dir
+            .join("plugins")
+            .join(format!("{sha256}.wasm"))
+    }
+
+    /// A request carrying the credential; registers first when there is
+    /// none.
+    async fn request<T>(&self, message: T) -> Result<tonic::Request<T>, tonic::Status> {
+        let credential = match self.credential.read().await.clone() {
+            Some(credential) => credential,
+            None => self.register().await?,
+        };
+        let mut request = tonic::Request::new(message);
+        let value = format!("Bearer {credential}")
+            .parse()
+            .map_err(|_| tonic::Status::internal("the stored credential is not a header value"))?;
+        request.metadata_mut().insert("authorization", value);
+        Ok(request)
+    }
+
+    /// Registers (again) and stores the new credential.
+    async fn register(&self) -> Result<String, tonic::Status> {
+        let answer = self
+            .client()
+            .register(RegisterRequest {
+                bootstrap_token: self.options.bootstrap_token.clone(),
+                name: self.options.name.clone(),
+                pop: self.base.pop.id.clone(),
+                role: self.options.role.clone(),
+                group: self.options.group.clone(),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+            })
+            .await?
+            .into_inner();
+        let path = self.options.state_dir.join("credential");
+        if let Err(e) = write_atomically(&path, answer.credential.as_bytes()) {
+            tracing::warn!(error = %e, "cannot keep the credential; the edge will register again at its next start");
+        }
+        tracing::info!(edge = %answer.edge_id, "registered with the controller");
+        *self.credential.write().await = Some(answer.credential.clone());
+        Ok(answer.credential)
+    }
+
+    /// Drops a credential the controller refused, so the next call
+    /// registers again.
+    async fn forget_credential_if_refused(&self, status: &tonic::Status) {
+        if matches!(
+            status.code(),
+            tonic::Code::Unauthenticated | tonic::Code::NotFound
+        ) {
+            *self.credential.write().await = None;
+        }
+    }
+
+    /// Applies the orders pending for this edge, for up to `wait`: used
+    /// before serving, so purges made while it was offline take effect
+    /// first.
+    pub async fn apply_backlog(self: &Arc<Self>, edge: &Arc<Edge>, wait: Duration) {
+        let work = async {
+            let mut stream = self
+                .client()
+                .watch_orders(self.request(WatchOrdersRequest {}).await?)
+                .await?
+                .into_inner();
+            let mut applied = 0;
+            while let Some(order) = stream.message().await? {
+                if order.backlog_done {
+                    break;
+                }
+                self.execute(edge, order).await;
+                applied += 1;
+            }
+            Ok::<_, tonic::Status>(applied)
+        };
+        match tokio::time::timeout(wait, work).await {
+            Ok(Ok(applied)) => tracing::info!(applied, "pending orders applied before serving"),
+            Ok(Err(status)) => {
+                self.forget_credential_if_refused(&status).await;
+                tracing::warn!(error = %status, "cannot read pending orders; serving without them");
+            }
+            Err(_) => tracing::warn!(
+                "the controller did not answer in time; serving without pending orders"
+            ),
+        }
+    }
+
+    /// Starts the background tasks: configuration, orders, heartbeats, logs.
+    pub fn spawn(self: &Arc<Self>, edge: Arc<Edge>) {
+        let (sink, lines) = tokio::sync::mpsc::channel(10_000);
+        let _ = edge.log_sink.set(sink);
+        tokio::spawn(self.clone().follow_config(edge.clone()));
+        tokio::spawn(self.clone().follow_orders(edge.clone()));
+        tokio::spawn(self.clone().heartbeats(edge));
+        tokio::spawn(self.clone().ship_logs(lines));
+    }
+
+    /// Follows configuration snapshots for as long as the edge runs.
+    async fn follow_config(self: Arc<Self>, edge: Arc<Edge>) {
+        let mut backoff = Backoff::default();
+        loop {
+            let have = self.revision.load(std::sync::atomic::Ordering::Relaxed);
+            let result = async {
+                let request = self.request(WatchConfigRequest { have_revision: have }).await?;
+                let mut stream = self.client().watch_config(request).await?.into_inner();
+                while let Some(snapshot) = stream.message().await? {
+                    backoff.reset();
+                    if let Err(e) = self.apply_snapshot(&edge, &snapshot).await {
+                        metrics::counter!("parapet_config_reloads_total", "result" => "refused").increment(1);
+                        tracing::error!(revision = snapshot.revision, error = %format!("{e:#}"), "configuration from the controller refused; the running one stays");
+                    }
+                }
+                Ok::<_, tonic::Status>(())
+            }
+            .await;
+            if let Err(status) = result {
+                self.forget_credential_if_refused(&status).await;
+                tracing::warn!(error = %status, "configuration stream lost; reconnecting");
+            }
+            backoff.wait().await;
+        }
+    }
+
+    /// Fetches missing plugins, builds the configuration, applies it, and
+    /// keeps it as the last good one.
+    async fn apply_snapshot(
+        &self,
+        edge: &Arc<Edge>,
+        snapshot: &ConfigSnapshot,
+    ) -> anyhow::Result<()> {
+        for plugin in &snapshot.plugins {
+            let path = self.plugin_path(&plugin.sha256);
+            if !path.exists() {
+                self.fetch_plugin(&plugin.sha256, &path).await?;
+            }
+        }
+        let saved = SavedSnapshot::from(snapshot);
+        let config = self.config_from(&saved)?;
+        let engine = edge.engine.clone();
+        let base_dir = self.options.state_dir.clone();
+        let built =
+            tokio::task::spawn_blocking(move || Snapshot::build(config, &base_dir, &engine))
+                .await??;
+        edge.apply(built);
+        self.revision
+            .store(snapshot.revision, std::sync::atomic::Ordering::Relaxed);
+        let bytes = serde_json::to_vec(&saved)?;
+        write_atomically(&self.options.state_dir.join("snapshot.json"), &bytes)
+            .context("keeping the snapshot")?;
+        metrics::counter!("parapet_config_reloads_total", "result" => "ok").increment(1);
+        tracing::info!(
+            revision = snapshot.revision,
+            "configuration from the controller applied"
+        );
+        Ok(())
+    }
+
+    /// Downloads a plugin and checks its hash before keeping it.
+    async fn fetch_plugin(&self, sha256: &str, path: &Path) -> anyhow::Result<()> {
+        let request = self
+            .request(FetchPluginRequest {
+                sha256: sha256.to_string(),
+            })
+            .await?;
+        let mut chunks = self.client().fetch_plugin(request).await?.into_inner();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = chunks.message().await? {
+            bytes.extend_from_slice(&chunk.data);
+        }
+        let actual = hex::encode(Sha256::digest(&bytes));
+        anyhow::ensure!(
+            actual == sha256,
+            "plugin sha256:{sha256}: the controller sent bytes hashing to {actual}"
+        );
+        write_atomically(path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+        tracing::info!(sha256, size = bytes.len(), "plugin fetched");
+        Ok(())
+    }
+
+    /// Follows orders for as long as the edge runs.
+    async fn follow_orders(self: Arc<Self>, edge: Arc<Edge>) {
+        let mut backoff = Backoff::default();
+        loop {
+            let result = async {
+                let request = self.request(WatchOrdersRequest {}).await?;
+                let mut stream = self.client().watch_orders(request).await?.into_inner();
+                while let Some(order) = stream.message().await? {
+                    backoff.reset();
+                    if !order.backlog_done {
+                        self.execute(&edge, order).await;
+                    }
+                }
+                Ok::<_, tonic::Status>(())
+            }
+            .await;
+            if let Err(status) = result {
+                self.forget_credential_if_refused(&status).await;
+                tracing::warn!(error = %status, "order stream lost; reconnecting");
+            }
+            backoff.wait().await;
+        }
+    }
+
+    /// Carries out one order and acknowledges it.
+    async fn execute(&self, edge: &Arc<Edge>, order: Order) {
+        let (count, error) = match order.work {
+            Some(Work::Purge(purge)) => {
+                let selector = if !purge.url.is_empty() {
+                    Some(Selector::Url(crate::admin::url_key(&purge.url)))
+                } else if !purge.prefix.is_empty() {
+                    Some(Selector::Prefix(crate::admin::url_key(&purge.prefix)))
+                } else if !purge.tag.is_empty() {
+                    Some(Selector::Tag(purge.tag))
+                } else if purge.everything {
+                    Some(Selector::Distribution(purge.distribution))
+                } else {
+                    None
+                };
+                match selector {
+                    Some(selector) => {
+                        let purged = edge.cache.purge(&selector, purge.soft).await;
+                        metrics::counter!("parapet_purged_objects_total", "kind" => if purge.soft { "soft" } else { "hard" })
+                            .increment(purged as u64);
+                        (purged as u64, String::new())
+                    }
+                    None => (0, "the purge selects nothing".to_string()),
+                }
+            }
+            Some(Work::Prewarm(prewarm)) => {
+                let (warmed, failed) = crate::admin::prewarm_urls(edge, &prewarm.urls).await;
+                let error = if failed.is_empty() {
+                    String::new()
+                } else {
+                    serde_json::Value::Array(failed).to_string()
+                };
+                (warmed as u64, error)
+            }
+            None => (0, "this edge does not know that kind of order".to_string()),
+        };
+        tracing::info!(order = %order.id, count, "order carried out");
+        let ack = OrderAck {
+            order_id: order.id.clone(),
+            count,
+            error,
+        };
+        match self.request(ack).await {
+            Ok(request) => {
+                if let Err(status) = self.client().ack_order(request).await {
+                    tracing::warn!(order = %order.id, error = %status, "cannot acknowledge; the controller will send the order again");
+                }
+            }
+            Err(status) => tracing::warn!(order = %order.id, error = %status, "cannot acknowledge"),
+        }
+    }
+
+    /// Sends working info every interval the controller asks for.
+    async fn heartbeats(self: Arc<Self>, edge: Arc<Edge>) {
+        let mut interval = Duration::from_secs(5);
+        let mut last = (tokio::time::Instant::now(), edge.requests_served());
+        loop {
+            let now = (tokio::time::Instant::now(), edge.requests_served());
+            let seconds = now.0.duration_since(last.0).as_secs_f64().max(0.001);
+            let stats = edge.cache.stats();
+            let beat = HeartbeatRequest {
+                config_revision: self.revision.load(std::sync::atomic::Ordering::Relaxed),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                requests_per_second: (now.1 - last.1) as f64 / seconds,
+                cache_bytes: stats.memory_bytes + stats.disk_written_bytes,
+                cache_objects: stats.objects,
+                serving: !edge.draining.load(std::sync::atomic::Ordering::Relaxed),
+            };
+            last = now;
+            let result = async { self.client().heartbeat(self.request(beat).await?).await }.await;
+            match result {
+                Ok(answer) => {
+                    interval =
+                        Duration::from_millis(answer.into_inner().interval_ms.clamp(100, 60_000))
+                }
+                Err(status) => {
+                    self.forget_credential_if_refused(&status).await;
+                    tracing::debug!(error = %status, "heartbeat not delivered");
+                }
+            }
+            tokio::time::sleep(interval).await;
+        }
+    }
+
+    /// Ships access log records in batches (every second, or 500 lines).
+    async fn ship_logs(self: Arc<Self>, mut records: tokio::sync::mpsc::Receiver<AccessRecord>) {
+        loop {
+            let mut batch = Vec::new();
+            let deadline = tokio::time::sleep(Duration::from_secs(1));
+            tokio::pin!(deadline);
+            loop {
+                tokio::select! {
+                    record = records.recv() => match record {
+                        Some(record) => {
+                            batch.push(LogLine { distribution: record.distribution, timestamp_ms: record.timestamp_ms, json: record.json });
+                            if batch.len() >= 500 { break; }
+                        }
+                        None => return,
+                    },
+                    _ = &mut deadline => break,
+                }
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            let lines = batch.len();
+            let result = async {
+                let request = self
+                    .request(tokio_stream::iter(vec![LogBatch { lines: batch }]))
+                    .await?;
+                self.client().ship_logs(request).await
+            }
+            .await;
+            if let Err(status) = result {
+                self.forget_credential_if_refused(&status).await;
+                tracing::debug!(lines, error = %status, "log lines not shipped; dropped");
+            }
+        }
+    }
+}
+
+/// Reconnection delays: 0.5 s doubling to 10 s, reset by success.
+#[derive(Default)]
+struct Backoff(u32);
+
+impl Backoff {
+    fn reset(&mut self) {
+        self.0 = 0;
+    }
+
+    async fn wait(&mut self) {
+        let delay = Duration::from_millis(500 * (1 << self.0.min(5))).min(Duration::from_secs(10));
+        self.0 += 1;
+        tokio::time::sleep(delay).await;
+    }
+}
