@@ -198,7 +198,9 @@ impl Control {
     /// A request carrying the credential; registers first when there is
     /// none.
     async fn request<T>(&self, message: T) -> Result<tonic::Request<T>, tonic::Status> {
-        let credential = match self.credential.read().await.clone() {
+        // The read guard must be gone before `register` takes the write lock.
+        let stored = self.credential.read().await.clone();
+        let credential = match stored {
             Some(credential) => credential,
             None => self.register().await?,
         };
