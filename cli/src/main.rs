@@ -1,7 +1,9 @@
-//! `parapet`: the command line for plugin authors (and, later, customers and
-//! operators).
+//! `parapet`: the command line for plugin authors, customers and
+//! operators.
 
 mod build;
+mod client;
+mod manage;
 mod scaffold;
 mod toolchain;
 
@@ -9,20 +11,67 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use client::{segment, Body, CliError, CliResult, Client};
+use manage::{
+    print, CustomerCommand, DeployCommand, DistCommand, KvCommand, PurgeCommand, TokenCommand,
+};
+use serde_json::json;
 
-/// Build and manage Parapet edge plugins.
+/// Build Parapet plugins and manage a Parapet CDN.
+///
+/// The controller and token come from PARAPET_URL and PARAPET_TOKEN, else
+/// from `parapet login`. Exit codes: 0 done; 1 bad arguments or files;
+/// 2 refused by the controller (4xx); 3 controller unreachable or failing;
+/// 4 a waited-for job failed or timed out.
 #[derive(Parser)]
-#[command(name = "parapet", version, about)]
+#[command(name = "parapet", version, verbatim_doc_comment)]
 struct Cli {
+    /// Print the controller's answers as JSON.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Write, build and check WebAssembly plugins.
+    /// Save the controller's URL and a token for the next commands.
+    Login {
+        /// The controller's REST URL, e.g. http://127.0.0.1:7070.
+        #[arg(long)]
+        url: String,
+        /// The token (or PARAPET_TOKEN).
+        #[arg(long, env = "PARAPET_TOKEN", hide_env_values = true)]
+        token: String,
+    },
+    /// Write, build, check, upload and manage WebAssembly plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Customers (operator).
+    #[command(subcommand)]
+    Customer(CustomerCommand),
+    /// API tokens (operator).
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Distributions and their versions.
+    #[command(subcommand)]
+    Dist(DistCommand),
+    /// Purge cached objects on every edge.
+    #[command(subcommand)]
+    Purge(PurgeCommand),
+    /// Purge and prewarm jobs: all, or one with its per-edge status.
+    Jobs {
+        /// Job id.
+        id: Option<String>,
+    },
+    /// Edges with their working info (operator).
+    Edges,
+    /// Blue/green deployments.
+    #[command(subcommand)]
+    Deploy(DeployCommand),
+    /// KV data plugins read.
+    #[command(subcommand)]
+    Kv(KvCommand),
 }
 
 #[derive(Subcommand)]
@@ -54,20 +103,259 @@ enum PluginCommand {
         /// The component.
         file: PathBuf,
     },
+    /// Upload a component to the controller (a new version).
+    Upload {
+        /// The component.
+        file: PathBuf,
+        /// Plugin name [default: the file's name].
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List uploaded plugins.
+    List,
+    /// Delete a plugin (every version), if no distribution uses it.
+    Rm {
+        /// Plugin name.
+        name: String,
+    },
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    let json = cli.json;
+    let outcome = match cli.command {
+        Command::Plugin(
+            PluginCommand::Build { .. } | PluginCommand::New { .. } | PluginCommand::Check { .. },
+        ) => local(cli.command).map_err(CliError::from),
+        command => manage(command, json),
+    };
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("parapet: error: {e:#}");
-            ExitCode::FAILURE
+            eprintln!("parapet: error: {}", e.message);
+            ExitCode::from(e.code)
         }
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
+/// The verbs that talk to the controller.
+fn manage(command: Command, json: bool) -> CliResult<()> {
+    if let Command::Login { url, token } = &command {
+        let client = Client::new(url, token)?;
+        client.get("/v1/distributions")?;
+        let path = client::save_login(url, token)?;
+        println!("logged in to {url}; saved in {}", path.display());
+        return Ok(());
+    }
+    let client = Client::from_env()?;
+    let (answer, columns): (serde_json::Value, &[&str]) = match command {
+        Command::Customer(CustomerCommand::Create { id, name }) => {
+            let name = name.unwrap_or_else(|| id.clone());
+            (
+                client.send(
+                    "POST",
+                    "/v1/customers",
+                    Some(Body::Json(json!({"id": id, "name": name}))),
+                )?,
+                &["id", "name", "suspended"],
+            )
+        }
+        Command::Customer(CustomerCommand::List) => {
+            (client.get("/v1/customers")?, &["id", "name", "suspended"])
+        }
+        Command::Customer(CustomerCommand::Suspend { id }) => (
+            client.send(
+                "POST",
+                &format!("/v1/customers/{}/suspend", segment(&id)),
+                None,
+            )?,
+            &["id", "name", "suspended"],
+        ),
+        Command::Customer(CustomerCommand::Resume { id }) => (
+            client.send(
+                "POST",
+                &format!("/v1/customers/{}/resume", segment(&id)),
+                None,
+            )?,
+            &["id", "name", "suspended"],
+        ),
+        Command::Token(TokenCommand::Issue { customer, name }) => {
+            let body = json!({"customer": customer, "name": name});
+            let issued = client.send("POST", "/v1/tokens", Some(Body::Json(body)))?;
+            if !json {
+                println!(
+                    "token {} (shown once; keep it safe):\n{}",
+                    issued["id"].as_str().unwrap_or("?"),
+                    issued["token"].as_str().unwrap_or("?")
+                );
+                return Ok(());
+            }
+            (issued, &[])
+        }
+        Command::Token(TokenCommand::List) => (
+            client.get("/v1/tokens")?,
+            &["id", "kind", "customer", "name", "revoked"],
+        ),
+        Command::Token(TokenCommand::Revoke { id }) => (
+            client.send("DELETE", &format!("/v1/tokens/{}", segment(&id)), None)?,
+            &["id", "kind", "customer", "name", "revoked"],
+        ),
+        Command::Plugin(PluginCommand::Upload { file, name }) => (
+            manage::upload(&client, &file, name)?,
+            &["name", "version", "size", "sha256"],
+        ),
+        Command::Plugin(PluginCommand::List) => (
+            client.get("/v1/plugins")?,
+            &["customer", "name", "version", "size", "sha256"],
+        ),
+        Command::Plugin(PluginCommand::Rm { name }) => (
+            client.send("DELETE", &format!("/v1/plugins/{}", segment(&name)), None)?,
+            &["name", "version", "sha256"],
+        ),
+        Command::Plugin(_) => unreachable!("local plugin verbs are handled before"),
+        Command::Dist(DistCommand::Apply {
+            file,
+            id,
+            stage,
+            customer,
+        }) => (
+            manage::apply(&client, &file, id, stage, customer)?,
+            &["id", "customer", "live_version", "latest_version"],
+        ),
+        Command::Dist(DistCommand::List) => (
+            client.get("/v1/distributions")?,
+            &[
+                "id",
+                "customer",
+                "live_version",
+                "latest_version",
+                "domains",
+            ],
+        ),
+        Command::Dist(DistCommand::Versions { id }) => (
+            client.get(&format!("/v1/distributions/{}/versions", segment(&id)))?,
+            &["version", "live", "created_ms"],
+        ),
+        Command::Dist(DistCommand::Diff { id, from, to }) => {
+            let diff = client.get(&format!(
+                "/v1/distributions/{}/diff?from={from}&to={to}",
+                segment(&id)
+            ))?;
+            if !json {
+                print!("{}", diff["diff"].as_str().unwrap_or_default());
+                return Ok(());
+            }
+            (diff, &[])
+        }
+        Command::Purge(command) => (
+            manage::purge(&client, command, json)?,
+            &["id", "status", "progress"],
+        ),
+        Command::Jobs { id: Some(id) } => {
+            let job = client.get(&format!("/v1/jobs/{}", segment(&id)))?;
+            if !json {
+                print(
+                    &job,
+                    false,
+                    &["id", "distribution", "status", "progress", "error"],
+                );
+                println!();
+                print(&job["edges"], false, &["edge", "acked", "count", "error"]);
+                return Ok(());
+            }
+            (job, &[])
+        }
+        Command::Jobs { id: None } => (
+            client.get("/v1/jobs")?,
+            &["id", "distribution", "status", "created_ms"],
+        ),
+        Command::Edges => (
+            client.get("/v1/edges")?,
+            &[
+                "name",
+                "pop",
+                "role",
+                "group",
+                "healthy",
+                "version",
+                "config_revision",
+                "requests_per_second",
+                "cache_bytes",
+                "last_heartbeat_ms",
+            ],
+        ),
+        Command::Deploy(DeployCommand::Start {
+            dist,
+            version,
+            group,
+        }) => {
+            let body = json!({"distribution": dist, "version": version, "group": group});
+            (
+                client.send("POST", "/v1/deployments", Some(Body::Json(body)))?,
+                DEPLOYMENT,
+            )
+        }
+        Command::Deploy(DeployCommand::Promote { id }) => (
+            client.send(
+                "POST",
+                &format!("/v1/deployments/{}/promote", segment(&id)),
+                None,
+            )?,
+            DEPLOYMENT,
+        ),
+        Command::Deploy(DeployCommand::Rollback { id }) => (
+            client.send(
+                "POST",
+                &format!("/v1/deployments/{}/rollback", segment(&id)),
+                None,
+            )?,
+            DEPLOYMENT,
+        ),
+        Command::Deploy(DeployCommand::Status { id: Some(id) }) => (
+            client.get(&format!("/v1/deployments/{}", segment(&id)))?,
+            DEPLOYMENT,
+        ),
+        Command::Deploy(DeployCommand::Status { id: None }) => {
+            (client.get("/v1/deployments")?, DEPLOYMENT)
+        }
+        Command::Kv(KvCommand::Put { dist, key, value }) => {
+            let path = format!("/v1/distributions/{}/kv/{}", segment(&dist), segment(&key));
+            (
+                client.send("PUT", &path, Some(Body::Json(json!({"value": value}))))?,
+                &["key", "value"],
+            )
+        }
+        Command::Kv(KvCommand::Get { dist, key }) => (
+            client.get(&format!(
+                "/v1/distributions/{}/kv/{}",
+                segment(&dist),
+                segment(&key)
+            ))?,
+            &["key", "value"],
+        ),
+        Command::Kv(KvCommand::Rm { dist, key }) => {
+            let path = format!("/v1/distributions/{}/kv/{}", segment(&dist), segment(&key));
+            (client.send("DELETE", &path, None)?, &["key", "value"])
+        }
+        Command::Login { .. } => unreachable!("handled above"),
+    };
+    print(&answer, json, columns);
+    Ok(())
+}
+
+/// Columns of a deployment.
+const DEPLOYMENT: &[&str] = &[
+    "id",
+    "distribution",
+    "group",
+    "from_version",
+    "to_version",
+    "state",
+];
+
+/// The verbs that work without a controller.
+fn local(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Plugin(PluginCommand::Build { dir, out }) => {
             let out = out.unwrap_or_else(|| dir.join("target/plugins"));
             for b in build::build(&dir, &out)? {
@@ -103,5 +391,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        _ => unreachable!("only the local plugin verbs come here"),
     }
 }

@@ -140,3 +140,21 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Runs the `parapet` CLI against `url` with `token`; returns its exit code,
+/// stdout and stderr. `HOME` points at `home`, so no saved login leaks in.
+pub fn parapet(home: &Path, url: &str, token: &str, args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(binary("parapet"))
+        .args(args)
+        .env("PARAPET_URL", url)
+        .env("PARAPET_TOKEN", token)
+        .env("HOME", home)
+        .env_remove("XDG_CONFIG_HOME")
+        .output()
+        .expect("parapet runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).to_string(),
+        String::from_utf8_lossy(&output.stderr).to_string(),
+    )
+}

@@ -43,13 +43,27 @@ async fn view(
     Some(seen)
 }
 
-fn spec(csp: &str) -> Value {
-    json!({
-        "domains": ["shop.example.com"],
-        "origin": [{"url": "ORIGIN"}],
-        "plugin": [{"name": "headers", "wasm": "header-filter", "config": {"response": {"csp": csp, "overwrite": true}}}],
-        "behavior": [{"path": "*", "cache": {"default_ttl": 300}, "viewer_response": ["headers"]}],
-    })
+/// The distribution as a customer writes it (TOML), with the header-filter
+/// plugin setting `content-security-policy: <csp>` on every answer.
+fn distribution_toml(origin: &str, csp: &str) -> String {
+    format!(
+        r#"id = "shop"
+domains = ["shop.example.com"]
+
+[[origin]]
+url = "{origin}"
+
+[[plugin]]
+name = "headers"
+wasm = "header-filter"
+config = {{ response = {{ csp = "{csp}", overwrite = true }} }}
+
+[[behavior]]
+path = "*"
+cache = {{ default_ttl = 300 }}
+viewer_response = ["headers"]
+"#
+    )
 }
 
 struct Cluster {
@@ -185,55 +199,54 @@ async fn distributions_purges_and_deployments_reach_the_edges() {
     };
     cluster.start_controller();
 
-    // A customer, a plugin, a distribution.
-    let (status, _) = cluster
-        .call(
-            "POST",
-            "/v1/customers",
-            Some(ADMIN),
-            Some(json!({"id": "acme", "name": "Acme"})),
-        )
-        .await;
-    assert_eq!(status, 201);
-    let (_, token) = cluster
-        .call(
-            "POST",
-            "/v1/tokens",
-            Some(ADMIN),
-            Some(json!({"customer": "acme", "name": "e2e"})),
-        )
-        .await;
-    let acme = token["token"].as_str().expect("token").to_string();
-    let component = std::fs::read(bin_dir().join("../plugins/header-filter.wasm"))
-        .or_else(|_| {
-            std::fs::read(
-                Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("../../target/plugins/header-filter.wasm"),
-            )
-        })
-        .expect("target/plugins/header-filter.wasm: run `make plugins`");
-    let uploaded = http
-        .post(format!("{}/v1/plugins/header-filter", cluster.rest))
-        .bearer_auth(&acme)
-        .body(component)
-        .send()
-        .await
-        .expect("upload");
-    assert_eq!(uploaded.status(), 201);
+    // Through the CLI: a customer and its token (operator), a plugin and a
+    // distribution (customer).
+    let home = cluster.dir.path().join("home");
+    std::fs::create_dir_all(&home).expect("home");
+    let rest = cluster.rest.clone();
+    let cli = |token: &str, args: &[&str]| parapet(&home, &rest, token, args);
+    let (code, out, err) = cli(ADMIN, &["customer", "create", "acme", "--name", "Acme"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = cli(
+        ADMIN,
+        &[
+            "--json",
+            "token",
+            "issue",
+            "--customer",
+            "acme",
+            "--name",
+            "e2e",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let issued: Value = serde_json::from_str(&out).expect("JSON");
+    let acme = issued["token"].as_str().expect("token").to_string();
+    let component = [
+        bin_dir().join("../plugins/header-filter.wasm"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/plugins/header-filter.wasm"),
+    ]
+    .into_iter()
+    .find(|p| p.exists())
+    .expect("target/plugins/header-filter.wasm: run `make plugins`");
+    let (code, out, err) = cli(&acme, &["plugin", "upload", &component.to_string_lossy()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("header-filter"), "{out}");
     let origin = format!("http://127.0.0.1:{origin_port}");
-    let with_origin = |csp: &str| {
-        let text = spec(csp).to_string().replace("ORIGIN", &origin);
-        serde_json::from_str::<Value>(&text).expect("JSON")
+    let dist_file = |csp: &str| {
+        let path = cluster.dir.path().join(format!("shop-{csp}.toml"));
+        std::fs::write(&path, distribution_toml(&origin, csp)).expect("dist file");
+        path.to_string_lossy().to_string()
     };
-    let (status, body) = cluster
-        .call(
-            "PUT",
-            "/v1/distributions/shop",
-            Some(&acme),
-            Some(with_origin("v1")),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
+    let (code, out, err) = cli(&acme, &["dist", "apply", "-f", &dist_file("v1")]);
+    assert_eq!(code, 0, "{out}{err}");
+    // A wrong token is refused with exit code 2 and a hint.
+    let (code, _, err) = cli("ppc_wrong", &["dist", "list"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("401") && err.contains("check the token"),
+        "{err}"
+    );
 
     // Two edges, blue and green: both serve it, with the plugin at work.
     let (blue_port, green_port) = (free_port(), free_port());
@@ -252,11 +265,11 @@ async fn distributions_purges_and_deployments_reach_the_edges() {
         assert_eq!(again.1, "HIT", "{edge}");
     }
 
-    // Both edges listed with fresh heartbeats.
+    // Both edges in `parapet edges`, with fresh heartbeats.
     let edges = eventually(10, "two healthy edges", || {
-        let cluster = &cluster;
+        let out = cli(ADMIN, &["--json", "edges"]).1;
         async move {
-            let (_, edges) = cluster.call("GET", "/v1/edges", Some(ADMIN), None).await;
+            let edges: Value = serde_json::from_str(&out).ok()?;
             let healthy = edges
                 .as_array()?
                 .iter()
@@ -273,30 +286,28 @@ async fn distributions_purges_and_deployments_reach_the_edges() {
         .filter_map(|e| e["name"].as_str())
         .collect();
     assert_eq!(names, ["blue-1", "green-1"]);
+    let (_, table, _) = cli(ADMIN, &["edges"]);
+    assert!(
+        table.starts_with("NAME") && table.contains("blue-1"),
+        "{table}"
+    );
 
-    // A purge reaches both; the job shows both acks; the next view is a MISS.
-    let (status, job) = cluster
-        .call(
-            "POST",
-            "/v1/purges",
-            Some(&acme),
-            Some(json!({"distribution": "shop", "url": "shop.example.com/page.html"})),
-        )
-        .await;
-    assert_eq!(status, 202, "{job}");
-    let id = job["id"].as_str().expect("id").to_string();
-    let done = eventually(10, "the purge to be acknowledged", || {
-        let cluster = &cluster;
-        let id = id.clone();
-        let acme = acme.clone();
-        async move {
-            let (_, job) = cluster
-                .call("GET", &format!("/v1/jobs/{id}"), Some(&acme), None)
-                .await;
-            (job["status"] == "done").then_some(job)
-        }
-    })
-    .await;
+    // A purge through the CLI, waited for: both edges acknowledged; the
+    // next view is a MISS on both.
+    let (code, out, err) = cli(
+        &acme,
+        &[
+            "--json",
+            "purge",
+            "url",
+            "shop",
+            "shop.example.com/page.html",
+            "--wait",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let done: Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(done["status"], "done", "{done}");
     assert_eq!(done["progress"], "2/2", "{done}");
     for edge in [blue_addr, green_addr] {
         assert_eq!(
@@ -306,25 +317,16 @@ async fn distributions_purges_and_deployments_reach_the_edges() {
         );
     }
 
-    // Blue/green: version 2 staged, rolled out to blue only, then promoted.
-    let (status, body) = cluster
-        .call(
-            "PUT",
-            "/v1/distributions/shop?stage=true",
-            Some(&acme),
-            Some(with_origin("v2")),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    let (status, deployment) = cluster
-        .call(
-            "POST",
-            "/v1/deployments",
-            Some(&acme),
-            Some(json!({"distribution": "shop", "version": 2, "group": "blue"})),
-        )
-        .await;
-    assert_eq!(status, 201, "{deployment}");
+    // Blue/green through the CLI: version 2 staged, rolled out to blue
+    // only, then promoted.
+    let (code, out, err) = cli(&acme, &["dist", "apply", "-f", &dist_file("v2"), "--stage"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = cli(
+        &acme,
+        &["--json", "deploy", "start", "shop", "2", "--group", "blue"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let deployment: Value = serde_json::from_str(&out).expect("JSON");
     eventually(10, "blue to serve version 2", || {
         let http = http.clone();
         async move {
@@ -343,15 +345,9 @@ async fn distributions_purges_and_deployments_reach_the_edges() {
         "green keeps version 1"
     );
     let deployment_id = deployment["id"].as_str().expect("id").to_string();
-    let (status, _) = cluster
-        .call(
-            "POST",
-            &format!("/v1/deployments/{deployment_id}/promote"),
-            Some(&acme),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200);
+    let (code, out, err) = cli(&acme, &["deploy", "promote", &deployment_id]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("promoted"), "{out}");
     eventually(10, "green to serve version 2", || {
         let http = http.clone();
         async move {
