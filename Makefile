@@ -7,7 +7,7 @@ TESTDATA   := target/testdata
 VENV       := target/venv-test
 PARAPET    := $(CARGO) run -q --release -p parapet-cli --
 
-.PHONY: test lint plugins toolchain toolchain-fallback testdata bench bench-edge bench-dns demo edge dns
+.PHONY: test lint plugins toolchain toolchain-fallback testdata bench bench-edge bench-dns bench-controller demo edge dns
 
 ## Every test of the project: unit, integration, example plugins through the host.
 test: plugins testdata toolchain-fallback
@@ -22,6 +22,12 @@ demo: plugins edge
 ## database; results in bench/dns/results-latest.md.
 bench-dns: testdata dns
 	PARAPET_DNS_BIN=$${CARGO_TARGET_DIR:-target}/release/parapet-dns bash bench/dns/run.sh
+
+## How fast purges and config changes reach two edges through the
+## controller (median of 20 each; record in bench/README.md).
+bench-controller: plugins
+	$(CARGO) build --release -p parapet-controller -p parapet-edge -p parapet-e2e
+	$${CARGO_TARGET_DIR:-target}/release/propagation
 
 ## The geo-DNS server binary.
 dns:

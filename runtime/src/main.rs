@@ -33,6 +33,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 ///
 ///   parapet-edge --listen 127.0.0.1:8080 --origin http://127.0.0.1:8081
 ///
+/// or following parapet-controller, which supplies the distributions:
+///
+///   PARAPET_EDGE_BOOTSTRAP_TOKEN=... parapet-edge --listen 0.0.0.0:80 \
+///       --controller http://controller:7071 --state-dir /var/lib/parapet-edge \
+///       --edge-name fra-1 --pop fra --group blue
+///
 /// SIGHUP (or a change to the file) reloads the configuration; SIGTERM
 /// stops accepting and lets requests in flight finish.
 #[derive(Parser)]

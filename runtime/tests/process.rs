@@ -200,6 +200,8 @@ fn help_explains_both_ways_to_run() {
         "--admin",
         "--cache-dir",
         "--check-config",
+        "--controller",
+        "--state-dir",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
     }
@@ -207,5 +209,5 @@ fn help_explains_both_ways_to_run() {
         .output()
         .unwrap();
     assert!(!refused.status.success());
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("--listen ADDR --origin URL"));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--listen ADDR with --origin URL or --controller URL"));
 }

@@ -1,0 +1,205 @@
+//! How fast the control plane reaches edges, on loopback: a controller
+//! (embedded store) and two edges in controller mode, as processes.
+//!
+//! - **Purge**: from the controller accepting `POST /v1/purges` to the
+//!   second edge's acknowledgement, from the job's own timestamps
+//!   (`created_ms`, each edge's `acked_ms`).
+//! - **Config change**: from sending `PUT /v1/distributions/...` to both
+//!   edges serving the new version (the header-filter plugin's
+//!   `content-security-policy` changes), polled every millisecond.
+//!
+//! Run with `make bench-controller` (release binaries); prints medians and
+//! percentiles of 20 runs each as a Markdown table.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use parapet_e2e::*;
+use serde_json::{json, Value};
+
+const RUNS: usize = 20;
+
+fn spec(origin: &str, csp: &str) -> Value {
+    json!({
+        "domains": ["shop.example.com"],
+        "origin": [{"url": origin}],
+        "plugin": [{"name": "headers", "wasm": "header-filter", "config": {"response": {"csp": csp, "overwrite": true}}}],
+        "behavior": [{"path": "*", "cache": {"default_ttl": 300}, "viewer_response": ["headers"]}],
+    })
+}
+
+async fn csp_of(http: &reqwest::Client, edge: SocketAddr) -> Option<String> {
+    let response = http
+        .get(format!("http://{edge}/page.html"))
+        .header("host", "shop.example.com")
+        .send()
+        .await
+        .ok()?;
+    let csp = response.headers().get("content-security-policy")?.to_str().ok()?.to_string();
+    let _ = response.bytes().await;
+    Some(csp)
+}
+
+fn summary(name: &str, mut samples: Vec<f64>) -> String {
+    samples.sort_by(f64::total_cmp);
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    format!(
+        "| {name} | {RUNS} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms |",
+        at(0.5),
+        at(0.9),
+        samples[0],
+        samples[samples.len() - 1]
+    )
+}
+
+#[tokio::main]
+async fn main() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("client");
+    let site = dir.path().join("site");
+    std::fs::create_dir_all(&site).expect("site");
+    std::fs::write(site.join("page.html"), "<p>hello</p>").expect("page");
+    let origin_port = free_port();
+    let _origin = Process::start(
+        "origin",
+        Path::new("python3"),
+        &["-m", "http.server", "--bind", "127.0.0.1", &origin_port.to_string(), "--directory", &site.to_string_lossy()]
+            .map(String::from),
+        &[],
+        dir.path(),
+    );
+    wait_for_port(([127, 0, 0, 1], origin_port).into(), 10);
+
+    let (rest_port, grpc_port) = (free_port(), free_port());
+    let rest = format!("http://127.0.0.1:{rest_port}");
+    let _controller = Process::start(
+        "controller",
+        &binary("parapet-controller"),
+        &[
+            "--listen",
+            &format!("127.0.0.1:{rest_port}"),
+            "--grpc-listen",
+            &format!("127.0.0.1:{grpc_port}"),
+            "--data-dir",
+            &dir.path().join("data").to_string_lossy(),
+        ]
+        .map(String::from),
+        &[("PARAPET_ADMIN_TOKEN", ADMIN.to_string())],
+        dir.path(),
+    );
+    wait_for_port(([127, 0, 0, 1], rest_port).into(), 30);
+
+    call(&http, "POST", &format!("{rest}/v1/customers"), Some(ADMIN), Some(json!({"id": "acme", "name": "Acme"}))).await;
+    let (_, token) = call(&http, "POST", &format!("{rest}/v1/tokens"), Some(ADMIN), Some(json!({"customer": "acme", "name": "bench"}))).await;
+    let acme = token["token"].as_str().expect("token").to_string();
+    let component = [bin_dir().join("../plugins/header-filter.wasm"), Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/plugins/header-filter.wasm")]
+        .into_iter()
+        .find(|p| p.exists())
+        .expect("target/plugins/header-filter.wasm: run `make plugins`");
+    let uploaded = http
+        .post(format!("{rest}/v1/plugins/header-filter"))
+        .bearer_auth(&acme)
+        .body(std::fs::read(component).expect("plugin"))
+        .send()
+        .await
+        .expect("upload");
+    assert!(uploaded.status().is_success());
+    let origin = format!("http://127.0.0.1:{origin_port}");
+    let apply = |csp: String| {
+        let (http, rest, acme, origin) = (http.clone(), rest.clone(), acme.clone(), origin.clone());
+        async move { call(&http, "PUT", &format!("{rest}/v1/distributions/shop"), Some(&acme), Some(spec(&origin, &csp))).await }
+    };
+    assert_eq!(apply("v0".into()).await.0, 201);
+
+    let mut edges = Vec::new();
+    let mut processes = Vec::new();
+    for name in ["edge-1", "edge-2"] {
+        let port = free_port();
+        let args = [
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--controller",
+            &format!("http://127.0.0.1:{grpc_port}"),
+            "--state-dir",
+            &dir.path().join(name).to_string_lossy(),
+            "--edge-name",
+            name,
+            "--pop",
+            "fra",
+        ]
+        .map(String::from);
+        processes.push(Process::start(
+            name,
+            &binary("parapet-edge"),
+            &args,
+            &[("PARAPET_EDGE_BOOTSTRAP_TOKEN", ADMIN.to_string()), ("PARAPET_ACCESS_LOG", "off".to_string())],
+            dir.path(),
+        ));
+        edges.push(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    for edge in &edges {
+        eventually(30, "the edges to serve", || {
+            let http = http.clone();
+            let edge = *edge;
+            async move { csp_of(&http, edge).await.filter(|c| c == "v0") }
+        })
+        .await;
+    }
+
+    // Config changes: PUT until both edges serve the new version.
+    let mut config = Vec::new();
+    for run in 1..=RUNS {
+        let csp = format!("v{run}");
+        let started = Instant::now();
+        assert_eq!(apply(csp.clone()).await.0, 201);
+        for edge in &edges {
+            loop {
+                if csp_of(&http, *edge).await.as_deref() == Some(csp.as_str()) {
+                    break;
+                }
+                assert!(started.elapsed() < Duration::from_secs(10), "version {csp} never reached {edge}");
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        config.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+
+    // Purges: accepted → last acknowledgement, from the job's timestamps.
+    let mut purge = Vec::new();
+    for _ in 0..RUNS {
+        let (status, job) = call(
+            &http,
+            "POST",
+            &format!("{rest}/v1/purges"),
+            Some(&acme),
+            Some(json!({"distribution": "shop", "url": "shop.example.com/page.html"})),
+        )
+        .await;
+        assert_eq!(status, 202, "{job}");
+        let id = job["id"].as_str().expect("id").to_string();
+        let done = eventually(10, "the purge to be acknowledged", || {
+            let (http, rest, acme, id) = (http.clone(), rest.clone(), acme.clone(), id.clone());
+            async move {
+                let (_, job) = call(&http, "GET", &format!("{rest}/v1/jobs/{id}"), Some(&acme), None).await;
+                (job["status"] == "done").then_some(job)
+            }
+        })
+        .await;
+        let created = done["created_ms"].as_i64().expect("created");
+        let last_ack = done["edges"]
+            .as_array()
+            .expect("edges")
+            .iter()
+            .filter_map(|e| e["acked_ms"].as_i64())
+            .max()
+            .expect("acks");
+        purge.push((last_ack - created) as f64);
+    }
+
+    println!("| what | runs | median | p90 | min | max |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    println!("{}", summary("purge acknowledged by both edges", purge));
+    println!("{}", summary("config change served by both edges", config));
+    drop(processes);
+}
