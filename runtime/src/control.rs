@@ -188,6 +188,11 @@ impl Control {
         Ok(config)
     }
 
+    /// Where compiled plugins are kept.
+    pub fn compiled_plugins_dir(&self) -> PathBuf {
+        self.options.state_dir.join("compiled")
+    }
+
     fn plugin_path(&self, sha256: &str) -> PathBuf {
         self.options
             .state_dir

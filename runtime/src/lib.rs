@@ -40,6 +40,9 @@ pub struct LaunchOptions {
     pub config_path: Option<PathBuf>,
     /// Log each request.
     pub access_log: bool,
+    /// Where compiled plugins are kept across reloads and restarts
+    /// (default: `plugins/` in the disk tier, else nowhere).
+    pub compiled_plugins_dir: Option<PathBuf>,
 }
 
 /// Starts an edge: the plugin engine, the configuration's plugins, the
@@ -58,12 +61,14 @@ pub async fn prepare(options: LaunchOptions) -> anyhow::Result<Arc<Edge>> {
         .as_deref()
         .and_then(Path::parent)
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-    let cache_dir = options
-        .config
-        .cache
-        .disk_dir
-        .as_ref()
-        .map(|d| base_dir.join(d).join("plugins"));
+    let cache_dir = options.compiled_plugins_dir.clone().or_else(|| {
+        options
+            .config
+            .cache
+            .disk_dir
+            .as_ref()
+            .map(|d| base_dir.join(d).join("plugins"))
+    });
     let geo = match &options.config.geoip {
         Some(path) => {
             let path = base_dir.join(path);

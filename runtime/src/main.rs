@@ -182,6 +182,7 @@ async fn run(cli: Cli, config: EdgeConfig, config_path: Option<PathBuf>) -> anyh
                 config,
                 config_path: config_path.clone(),
                 access_log,
+                compiled_plugins_dir: None,
             };
             (launch(options).await?, config_path)
         }
@@ -302,6 +303,8 @@ async fn launch_controlled(
         config: control.initial_config(),
         config_path: None,
         access_log,
+        // A new configuration usually keeps most plugins: compiled once.
+        compiled_plugins_dir: Some(control.compiled_plugins_dir()),
     })
     .await?;
     control.apply_backlog(&edge, Duration::from_secs(3)).await;

@@ -209,5 +209,6 @@ fn help_explains_both_ways_to_run() {
         .output()
         .unwrap();
     assert!(!refused.status.success());
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("--listen ADDR with --origin URL or --controller URL"));
+    assert!(String::from_utf8_lossy(&refused.stderr)
+        .contains("--listen ADDR with --origin URL or --controller URL"));
 }

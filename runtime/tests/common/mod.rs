@@ -273,6 +273,7 @@ pub async fn edge(text: &str) -> TestEdge {
         config,
         config_path: Some(config_path.clone()),
         access_log: false,
+        compiled_plugins_dir: None,
     })
     .await
     .unwrap();

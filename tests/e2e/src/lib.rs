@@ -14,12 +14,14 @@ pub const ADMIN: &str = "e2e-admin-token";
 /// The directory of the binaries built with these tests
 /// (`target/<profile>`).
 pub fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    // target/<profile>/deps/<test> → target/<profile>
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>")
-        .to_path_buf()
+    let exe = std::env::current_exe().expect("the running binary's path");
+    // Tests run from target/<profile>/deps/, binaries from target/<profile>/.
+    let dir = exe.parent().expect("target/<profile>");
+    if dir.ends_with("deps") {
+        dir.parent().expect("target/<profile>").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 /// A binary of the workspace.

@@ -36,7 +36,12 @@ async fn csp_of(http: &reqwest::Client, edge: SocketAddr) -> Option<String> {
         .send()
         .await
         .ok()?;
-    let csp = response.headers().get("content-security-policy")?.to_str().ok()?.to_string();
+    let csp = response
+        .headers()
+        .get("content-security-policy")?
+        .to_str()
+        .ok()?
+        .to_string();
     let _ = response.bytes().await;
     Some(csp)
 }
@@ -56,7 +61,10 @@ fn summary(name: &str, mut samples: Vec<f64>) -> String {
 #[tokio::main]
 async fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("client");
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
     let site = dir.path().join("site");
     std::fs::create_dir_all(&site).expect("site");
     std::fs::write(site.join("page.html"), "<p>hello</p>").expect("page");
@@ -64,8 +72,16 @@ async fn main() {
     let _origin = Process::start(
         "origin",
         Path::new("python3"),
-        &["-m", "http.server", "--bind", "127.0.0.1", &origin_port.to_string(), "--directory", &site.to_string_lossy()]
-            .map(String::from),
+        &[
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            &origin_port.to_string(),
+            "--directory",
+            &site.to_string_lossy(),
+        ]
+        .map(String::from),
         &[],
         dir.path(),
     );
@@ -90,13 +106,30 @@ async fn main() {
     );
     wait_for_port(([127, 0, 0, 1], rest_port).into(), 30);
 
-    call(&http, "POST", &format!("{rest}/v1/customers"), Some(ADMIN), Some(json!({"id": "acme", "name": "Acme"}))).await;
-    let (_, token) = call(&http, "POST", &format!("{rest}/v1/tokens"), Some(ADMIN), Some(json!({"customer": "acme", "name": "bench"}))).await;
+    call(
+        &http,
+        "POST",
+        &format!("{rest}/v1/customers"),
+        Some(ADMIN),
+        Some(json!({"id": "acme", "name": "Acme"})),
+    )
+    .await;
+    let (_, token) = call(
+        &http,
+        "POST",
+        &format!("{rest}/v1/tokens"),
+        Some(ADMIN),
+        Some(json!({"customer": "acme", "name": "bench"})),
+    )
+    .await;
     let acme = token["token"].as_str().expect("token").to_string();
-    let component = [bin_dir().join("../plugins/header-filter.wasm"), Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/plugins/header-filter.wasm")]
-        .into_iter()
-        .find(|p| p.exists())
-        .expect("target/plugins/header-filter.wasm: run `make plugins`");
+    let component = [
+        bin_dir().join("../plugins/header-filter.wasm"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/plugins/header-filter.wasm"),
+    ]
+    .into_iter()
+    .find(|p| p.exists())
+    .expect("target/plugins/header-filter.wasm: run `make plugins`");
     let uploaded = http
         .post(format!("{rest}/v1/plugins/header-filter"))
         .bearer_auth(&acme)
@@ -108,7 +141,16 @@ async fn main() {
     let origin = format!("http://127.0.0.1:{origin_port}");
     let apply = |csp: String| {
         let (http, rest, acme, origin) = (http.clone(), rest.clone(), acme.clone(), origin.clone());
-        async move { call(&http, "PUT", &format!("{rest}/v1/distributions/shop"), Some(&acme), Some(spec(&origin, &csp))).await }
+        async move {
+            call(
+                &http,
+                "PUT",
+                &format!("{rest}/v1/distributions/shop"),
+                Some(&acme),
+                Some(spec(&origin, &csp)),
+            )
+            .await
+        }
     };
     assert_eq!(apply("v0".into()).await.0, 201);
 
@@ -133,7 +175,10 @@ async fn main() {
             name,
             &binary("parapet-edge"),
             &args,
-            &[("PARAPET_EDGE_BOOTSTRAP_TOKEN", ADMIN.to_string()), ("PARAPET_ACCESS_LOG", "off".to_string())],
+            &[
+                ("PARAPET_EDGE_BOOTSTRAP_TOKEN", ADMIN.to_string()),
+                ("PARAPET_ACCESS_LOG", "off".to_string()),
+            ],
             dir.path(),
         ));
         edges.push(SocketAddr::from(([127, 0, 0, 1], port)));
@@ -158,7 +203,10 @@ async fn main() {
                 if csp_of(&http, *edge).await.as_deref() == Some(csp.as_str()) {
                     break;
                 }
-                assert!(started.elapsed() < Duration::from_secs(10), "version {csp} never reached {edge}");
+                assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "version {csp} never reached {edge}"
+                );
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         }
@@ -181,7 +229,14 @@ async fn main() {
         let done = eventually(10, "the purge to be acknowledged", || {
             let (http, rest, acme, id) = (http.clone(), rest.clone(), acme.clone(), id.clone());
             async move {
-                let (_, job) = call(&http, "GET", &format!("{rest}/v1/jobs/{id}"), Some(&acme), None).await;
+                let (_, job) = call(
+                    &http,
+                    "GET",
+                    &format!("{rest}/v1/jobs/{id}"),
+                    Some(&acme),
+                    None,
+                )
+                .await;
                 (job["status"] == "done").then_some(job)
             }
         })
