@@ -2,7 +2,7 @@
 
 #![allow(dead_code)]
 
-pub mod mongo;
+pub use parapet_e2e::mongo;
 
 use std::net::SocketAddr;
 

@@ -1,6 +1,8 @@
 //! Pieces of the end-to-end tests: the workspace's binaries started as
 //! processes on loopback, a real origin, and an HTTP client.
 
+pub mod mongo;
+
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -146,7 +146,21 @@ impl Cluster {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn distributions_purges_and_deployments_reach_the_edges() {
+async fn with_the_embedded_store() {
+    scenario(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_mongodb() {
+    let Some(mongo) = parapet_e2e::mongo::start() else {
+        return;
+    };
+    scenario(Some(mongo.uri("parapet_e2e"))).await;
+}
+
+/// The whole scenario, the controller keeping its data in MongoDB at
+/// `mongodb_uri` or else in the embedded store.
+async fn scenario(mongodb_uri: Option<String>) {
     let dir = tempfile::tempdir().expect("temp dir");
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -177,20 +191,30 @@ async fn distributions_purges_and_deployments_reach_the_edges() {
 
     let rest_port = free_port();
     let grpc_port = free_port();
+    let store = match mongodb_uri {
+        Some(uri) => ["--mongodb-uri".to_string(), uri],
+        None => [
+            "--data-dir".to_string(),
+            dir.path()
+                .join("controller-data")
+                .to_string_lossy()
+                .to_string(),
+        ],
+    };
+    let mut controller_args: Vec<String> = [
+        "--listen",
+        &format!("127.0.0.1:{rest_port}"),
+        "--grpc-listen",
+        &format!("127.0.0.1:{grpc_port}"),
+        "--heartbeat-interval-ms",
+        "300",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    controller_args.extend(store);
     let mut cluster = Cluster {
-        controller_args: [
-            "--listen",
-            &format!("127.0.0.1:{rest_port}"),
-            "--grpc-listen",
-            &format!("127.0.0.1:{grpc_port}"),
-            "--data-dir",
-            &dir.path().join("controller-data").to_string_lossy(),
-            "--heartbeat-interval-ms",
-            "300",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect(),
+        controller_args,
         dir,
         http: http.clone(),
         rest: format!("http://127.0.0.1:{rest_port}"),
@@ -358,8 +382,9 @@ async fn distributions_purges_and_deployments_reach_the_edges() {
     })
     .await;
 
-    // Green goes down; a purge is made; green comes back and applies it
-    // before it serves, so its first answer is a MISS.
+    // Green goes down; a purge is made; the controller restarts while the
+    // job waits for green; green comes back and applies the purge before it
+    // serves (its first answer is a MISS), and the job completes.
     assert_eq!(
         view(&http, green_addr, "/page.html")
             .await
@@ -368,7 +393,7 @@ async fn distributions_purges_and_deployments_reach_the_edges() {
         "HIT"
     );
     green.kill();
-    let (status, _) = cluster
+    let (status, job) = cluster
         .call(
             "POST",
             "/v1/purges",
@@ -377,6 +402,21 @@ async fn distributions_purges_and_deployments_reach_the_edges() {
         )
         .await;
     assert_eq!(status, 202);
+    let job_id = job["id"].as_str().expect("id").to_string();
+    let job_path = format!("/v1/jobs/{job_id}");
+    eventually(10, "blue to acknowledge", || {
+        let cluster = &cluster;
+        let (acme, job_path) = (acme.clone(), job_path.clone());
+        async move {
+            let (_, job) = cluster.call("GET", &job_path, Some(&acme), None).await;
+            (job["progress"] == "1/2").then_some(())
+        }
+    })
+    .await;
+    if let Some(mut controller) = cluster.controller.take() {
+        controller.kill();
+    }
+    cluster.start_controller();
     let mut green = cluster.start_edge("green-1", "green", green_port);
     let first = eventually(30, "green to serve again", || {
         let http = http.clone();
@@ -389,6 +429,11 @@ async fn distributions_purges_and_deployments_reach_the_edges() {
         "the purge made while green was down: {}",
         log_of(cluster.log_dir(), "green-1")
     );
+    let (code, out, err) = cli(&acme, &["--json", "jobs", &job_id]);
+    assert_eq!(code, 0, "{err}");
+    let finished: Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(finished["status"], "done", "{finished}");
+    assert_eq!(finished["progress"], "2/2", "{finished}");
 
     // The controller goes down: both edges keep serving; green restarts
     // and serves from its last good configuration.

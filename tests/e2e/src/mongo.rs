@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 pub struct MongoServer {
     child: Child,
     pub port: u16,
+    /// `:memory:`, or a directory that survives restarts.
+    storage: String,
 }
 
 impl MongoServer {
@@ -28,10 +30,10 @@ impl MongoServer {
         let _ = self.child.wait();
     }
 
-    /// Starts a fresh server on the same port.
+    /// Starts the server again on the same port and storage.
     pub fn restart(&mut self) {
         self.kill();
-        *self = spawn_on(self.port).expect("SecantusDB restarts");
+        *self = spawn_on(self.port, &self.storage).expect("SecantusDB restarts");
     }
 }
 
@@ -42,24 +44,33 @@ impl Drop for MongoServer {
 }
 
 fn binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/venv-test/bin/secantusd-py")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/venv-test/bin/secantusd-py")
 }
 
-fn spawn_on(port: u16) -> Result<MongoServer, String> {
-    let child = Command::new(binary())
-        .args([
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--storage-path",
-            ":memory:",
-        ])
+fn spawn_on(port: u16, storage: &str) -> Result<MongoServer, String> {
+    let mut command = Command::new(binary());
+    command.args([
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+        "--storage-path",
+        storage,
+    ]);
+    if storage != ":memory:" {
+        // Acknowledged writes survive a kill, as MongoDB's journal makes them.
+        command.arg("--sync-on-commit");
+    }
+    let child = command
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("cannot run {}: {e}", binary().display()))?;
-    let server = MongoServer { child, port };
+    let server = MongoServer {
+        child,
+        port,
+        storage: storage.to_string(),
+    };
     let deadline = Instant::now() + Duration::from_secs(15);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         if Instant::now() > deadline {
@@ -72,9 +83,15 @@ fn spawn_on(port: u16) -> Result<MongoServer, String> {
     Ok(server)
 }
 
-/// Starts a server, or says loudly why none can run here and returns
-/// `None` (the caller skips its MongoDB half).
+/// Starts an in-memory server, or says loudly why none can run here and
+/// returns `None` (the caller skips its MongoDB half).
 pub fn start() -> Option<MongoServer> {
+    start_with(":memory:")
+}
+
+/// Starts a server keeping its data in `storage` (a directory, so that it
+/// survives [`MongoServer::restart`]), or `None` as [`start`] does.
+pub fn start_with(storage: &str) -> Option<MongoServer> {
     if !binary().exists() {
         eprintln!(
             "SKIPPED (MongoDB half): {} is missing; run `make testdata`",
@@ -86,7 +103,7 @@ pub fn start() -> Option<MongoServer> {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port");
-    match spawn_on(port) {
+    match spawn_on(port, storage) {
         Ok(server) => Some(server),
         Err(e) => {
             eprintln!("SKIPPED (MongoDB half): {e}");
