@@ -13,7 +13,7 @@ use serde_json::json;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mongodb_restart_is_survived() {
     let data = tempfile::tempdir().expect("temp dir");
-    let Some(mut mongo) = mongo::start_with(&data.path().to_string_lossy()) else {
+    let Some(mut mongo) = parapet_e2e::mongo::start_with(&data.path().to_string_lossy()) else {
         return;
     };
     // Fail fast while the server is down (the driver's default is 30 s).

@@ -23,7 +23,7 @@ macro_rules! both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    let Some(server) = super::common::mongo::start() else { return };
+                    let Some(server) = parapet_e2e::mongo::start() else { return };
                     let store = parapet_controller::store::Store::mongo(&server.uri("contract"))
                         .await
                         .expect("connects");

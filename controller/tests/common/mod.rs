@@ -2,8 +2,6 @@
 
 #![allow(dead_code)]
 
-pub use parapet_e2e::mongo;
-
 use std::net::SocketAddr;
 
 use parapet_controller::{launch, LaunchOptions, Running, StoreLocation};
