@@ -7,7 +7,7 @@ TESTDATA   := target/testdata
 VENV       := target/venv-test
 PARAPET    := $(CARGO) run -q --release -p parapet-cli --
 
-.PHONY: test lint plugins toolchain toolchain-fallback testdata bench bench-edge bench-dns bench-controller demo edge dns
+.PHONY: test lint plugins toolchain toolchain-fallback testdata bench bench-edge bench-dns bench-controller demo edge dns servers
 
 ## Every test of the project: unit, integration, example plugins through the host.
 test: plugins testdata toolchain-fallback
@@ -29,13 +29,17 @@ bench-controller: plugins
 	$(CARGO) build --release -p parapet-controller -p parapet-edge -p parapet-e2e
 	$${CARGO_TARGET_DIR:-target}/release/propagation
 
+## The server binaries (parapet-edge, parapet-dns, parapet-controller,
+## parapet), built as `make test` builds them: the same feature set, so
+## that `make test` followed by `make demo` compiles the workspace once.
+servers:
+	$(CARGO) test --release --workspace --no-run
+
 ## The geo-DNS server binary.
-dns:
-	$(CARGO) build --release -p parapet-dns
+dns: servers
 
 ## The edge server binary.
-edge:
-	$(CARGO) build --release -p parapet-edge
+edge: servers
 
 ## Formatting and clippy, host workspace and guest plugins.
 lint:
