@@ -9,6 +9,7 @@ pub mod distributions;
 pub mod edges;
 pub mod grpc;
 pub mod jobs;
+pub mod metrics;
 pub mod model;
 pub mod revision;
 pub mod snapshot;
@@ -53,6 +54,8 @@ pub struct LaunchOptions {
     pub heartbeat_interval_ms: u64,
     /// Largest plugin upload, in bytes.
     pub max_plugin_bytes: usize,
+    /// Address for Prometheus `/metrics` and `/healthz` (none: not served).
+    pub metrics: Option<SocketAddr>,
 }
 
 /// A running controller.
@@ -61,13 +64,15 @@ pub struct Running {
     pub rest: SocketAddr,
     /// gRPC address.
     pub grpc: SocketAddr,
+    /// Metrics address, when served.
+    pub metrics: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     worker: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
-    /// Stops both listeners.
+    /// Stops the listeners and the worker.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         self.worker.abort();
@@ -100,6 +105,28 @@ pub async fn launch(options: LaunchOptions) -> anyhow::Result<Running> {
     });
     let worker = tokio::spawn(worker::run(store));
     let (stop, stopped) = watch::channel(false);
+    let mut tasks = Vec::new();
+    let metrics_address = match options.metrics {
+        Some(address) => {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen for metrics on {address}"))?;
+            let bound = listener.local_addr()?;
+            let mut metrics_stopped = stopped.clone();
+            let served = metrics::serve(listener, app.clone());
+            tasks.push(tokio::spawn(async move {
+                tokio::select! {
+                    _ = served => {},
+                    _ = metrics_stopped.wait_for(|stop| *stop) => {},
+                }
+            }));
+            Some(bound)
+        }
+        None => {
+            parapet_telemetry::prometheus();
+            None
+        }
+    };
 
     let rest = tokio::net::TcpListener::bind(options.listen)
         .await
@@ -107,7 +134,7 @@ pub async fn launch(options: LaunchOptions) -> anyhow::Result<Running> {
     let rest_address = rest.local_addr()?;
     let mut rest_stopped = stopped.clone();
     let router = api::router(app.clone());
-    let rest_task = tokio::spawn(async move {
+    tasks.push(tokio::spawn(async move {
         let shutdown = async move {
             let _ = rest_stopped.wait_for(|stop| *stop).await;
         };
@@ -117,7 +144,7 @@ pub async fn launch(options: LaunchOptions) -> anyhow::Result<Running> {
         {
             tracing::error!(error = %e, "the REST listener failed");
         }
-    });
+    }));
 
     let grpc = tokio::net::TcpListener::bind(options.grpc_listen)
         .await
@@ -125,7 +152,7 @@ pub async fn launch(options: LaunchOptions) -> anyhow::Result<Running> {
     let grpc_address = grpc.local_addr()?;
     let mut grpc_stopped = stopped;
     let service = EdgeControlServer::new(grpc::EdgeService::new(app));
-    let grpc_task = tokio::spawn(async move {
+    tasks.push(tokio::spawn(async move {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc);
         let shutdown = async move {
             let _ = grpc_stopped.wait_for(|stop| *stop).await;
@@ -137,12 +164,13 @@ pub async fn launch(options: LaunchOptions) -> anyhow::Result<Running> {
         {
             tracing::error!(error = %e, "the gRPC listener failed");
         }
-    });
+    }));
     Ok(Running {
         rest: rest_address,
         grpc: grpc_address,
+        metrics: metrics_address,
         stop,
-        tasks: vec![rest_task, grpc_task],
+        tasks,
         worker,
     })
 }

@@ -57,11 +57,14 @@ struct Cli {
     /// Largest plugin upload, in MiB (larger ones get 413).
     #[arg(long, value_name = "MIB", default_value_t = 32)]
     max_plugin_mib: usize,
+    /// Serve Prometheus `/metrics` and `/healthz` on this address.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    parapet_telemetry::init_logging("info");
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -76,17 +79,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_current_span(false)
-        .with_env_filter(filter)
-        .init();
 }
 
 async fn serve(cli: Cli) -> anyhow::Result<()> {
@@ -120,9 +112,15 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         edge_bootstrap_token: cli.edge_bootstrap_token,
         heartbeat_interval_ms: cli.heartbeat_interval_ms,
         max_plugin_bytes: cli.max_plugin_mib << 20,
+        metrics: cli.metrics,
     })
     .await?;
-    tracing::info!(rest = %running.rest, grpc = %running.grpc, "parapet-controller serving");
+    tracing::info!(
+        rest = %running.rest,
+        grpc = %running.grpc,
+        metrics = %running.metrics.map_or("off".to_string(), |a| a.to_string()),
+        "parapet-controller serving"
+    );
     let mut terminate =
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;

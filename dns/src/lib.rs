@@ -109,10 +109,13 @@ pub async fn launch(options: LaunchOptions) -> anyhow::Result<Running> {
                 .await
                 .with_context(|| format!("cannot listen for metrics on {address}"))?;
             let bound = listener.local_addr()?;
-            (Some(bound), Some(tokio::spawn(metrics::serve(listener))))
+            (
+                Some(bound),
+                Some(tokio::spawn(parapet_telemetry::serve(listener))),
+            )
         }
         None => {
-            metrics::prometheus();
+            parapet_telemetry::prometheus();
             (None, None)
         }
     };

@@ -112,7 +112,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    init_logging();
+    parapet_telemetry::init_logging("info,hickory_server=warn");
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -127,17 +127,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hickory_server=warn"));
-    tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_current_span(false)
-        .with_env_filter(filter)
-        .init();
 }
 
 async fn serve(cli: Cli, sources: Sources) -> anyhow::Result<()> {

@@ -1,16 +1,11 @@
-//! Prometheus metrics and the query log, and the HTTP listener that
-//! serves `/metrics` and `/healthz`.
+//! The queries' Prometheus metrics and the query log (served by
+//! `parapet_telemetry`).
 
 use std::net::SocketAddr;
-use std::sync::OnceLock;
 
-use axum::routing::get;
-use axum::Router;
 use hickory_proto::op::LowerQuery;
 use hickory_proto::rr::rdata::opt::ClientSubnet;
 use hickory_server::net::xfer::Protocol;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use tokio::net::TcpListener;
 
 /// One answered query, as the metrics and the query log see it.
 pub struct QueryRecord<'a> {
@@ -72,37 +67,5 @@ impl QueryRecord<'_> {
                 "query"
             );
         }
-    }
-}
-
-/// The process-wide Prometheus recorder (installed on first use).
-pub fn prometheus() -> &'static PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE.get_or_init(|| {
-        let recorder = PrometheusBuilder::new().build_recorder();
-        let handle = recorder.handle();
-        // Another recorder installed first (tests embedding several
-        // servers): this one's handle still renders what it records.
-        let _ = metrics::set_global_recorder(recorder);
-        handle
-    })
-}
-
-/// Serves `/metrics` and `/healthz` on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener) {
-    prometheus();
-    let app = Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route(
-            "/metrics",
-            get(|| async {
-                (
-                    [("content-type", "text/plain; version=0.0.4")],
-                    prometheus().render(),
-                )
-            }),
-        );
-    if let Err(e) = axum::serve(listener, app).await {
-        tracing::error!(error = %e, "metrics listener failed");
     }
 }

@@ -82,6 +82,7 @@ async fn only_pops_with_a_healthy_edge_are_answered() {
         // Heartbeats every 300 ms: an edge silent for 900 ms is unhealthy.
         heartbeat_interval_ms: 300,
         max_plugin_bytes: 1 << 20,
+        metrics: None,
     })
     .await
     .expect("controller starts");

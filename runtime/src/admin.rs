@@ -3,14 +3,13 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -21,28 +20,9 @@ use crate::edge::Edge;
 use crate::proxy::{self, Connection};
 use crate::upstream::empty;
 
-/// The process-wide Prometheus recorder (installed on first use).
-pub fn prometheus() -> &'static PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE.get_or_init(|| {
-        let recorder = PrometheusBuilder::new()
-            .set_buckets(&[
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                10.0,
-            ])
-            .expect("the bucket list is not empty")
-            .build_recorder();
-        let handle = recorder.handle();
-        // Another recorder installed first (tests embedding several
-        // edges): this one's handle still renders what it records.
-        let _ = metrics::set_global_recorder(recorder);
-        handle
-    })
-}
-
 /// Serves the admin API on `socket` until `stopped`.
 pub async fn serve(socket: TcpListener, edge: Arc<Edge>, mut stopped: watch::Receiver<bool>) {
-    prometheus();
+    parapet_telemetry::prometheus();
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(render_metrics))
@@ -75,11 +55,7 @@ async fn render_metrics(State(edge): State<Arc<Edge>>) -> Response {
     metrics::gauge!("parapet_cache_entries", "tier" => "memory").set(stats.memory_entries as f64);
     metrics::gauge!("parapet_cache_disk_written_bytes").set(stats.disk_written_bytes as f64);
     metrics::gauge!("parapet_cache_objects").set(stats.objects as f64);
-    (
-        [("content-type", "text/plain; version=0.0.4")],
-        prometheus().render(),
-    )
-        .into_response()
+    parapet_telemetry::render()
 }
 
 /// Refuses a request without the right bearer token.

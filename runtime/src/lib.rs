@@ -55,7 +55,7 @@ pub async fn launch(options: LaunchOptions) -> anyhow::Result<Running> {
 /// configuration's plugins, the cache (recovering its disk tier). The
 /// controller mode applies pending purges here, before [`server::start`].
 pub async fn prepare(options: LaunchOptions) -> anyhow::Result<Arc<Edge>> {
-    admin::prometheus();
+    parapet_telemetry::prometheus();
     let base_dir = options
         .config_path
         .as_deref()

@@ -132,7 +132,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    init_logging();
+    parapet_telemetry::init_logging("info,foyer=warn");
     match serve(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -140,17 +140,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,foyer=warn"));
-    tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_current_span(false)
-        .with_env_filter(filter)
-        .init();
 }
 
 /// Reads the configuration, then runs the edge.

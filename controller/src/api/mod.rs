@@ -232,6 +232,7 @@ pub fn router(app: App) -> axum::Router {
             }),
         )
         .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .layer(axum::middleware::from_fn(crate::metrics::count_requests))
         .layer(axum::extract::DefaultBodyLimit::max(app.max_plugin_bytes))
         .with_state(app)
 }

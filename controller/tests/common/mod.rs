@@ -35,6 +35,7 @@ impl TestController {
             edge_bootstrap_token: None,
             heartbeat_interval_ms: 1_000,
             max_plugin_bytes: 12 << 20,
+            metrics: Some("127.0.0.1:0".parse().expect("address")),
         })
         .await
         .expect("the controller starts");
