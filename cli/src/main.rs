@@ -66,6 +66,8 @@ enum Command {
     },
     /// Edges with their working info (operator).
     Edges,
+    /// Edge groups: their edges, health and rolling deployments (operator).
+    Groups,
     /// Blue/green deployments.
     #[command(subcommand)]
     Deploy(DeployCommand),
@@ -282,6 +284,17 @@ fn manage(command: Command, json: bool) -> CliResult<()> {
                 "requests_per_second",
                 "cache_bytes",
                 "last_heartbeat_ms",
+            ],
+        ),
+        Command::Groups => (
+            client.get("/v1/groups")?,
+            &[
+                "name",
+                "edges",
+                "healthy",
+                "pops",
+                "config_revisions",
+                "deployments",
             ],
         ),
         Command::Deploy(DeployCommand::Start {

@@ -225,11 +225,20 @@ pub fn print(value: &Value, json: bool, columns: &[&str]) {
         println!("(none)");
         return;
     }
-    let cell = |row: &Value, column: &str| match row.get(column) {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Null) | None => "-".to_string(),
-        Some(other) => other.to_string(),
-    };
+    fn text(value: Option<&Value>) -> String {
+        match value {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Null) | None => "-".to_string(),
+            Some(Value::Array(items)) if items.is_empty() => "-".to_string(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|item| text(Some(item)))
+                .collect::<Vec<_>>()
+                .join(","),
+            Some(other) => other.to_string(),
+        }
+    }
+    let cell = |row: &Value, column: &str| text(row.get(column));
     let widths: Vec<usize> = columns
         .iter()
         .map(|c| {

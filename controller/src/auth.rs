@@ -76,6 +76,19 @@ pub fn new_token(
     (record, token)
 }
 
+/// Revokes a stored token: it no longer authenticates.
+pub async fn revoke(store: &Store, record: &TokenRecord) -> Result<(), StoreError> {
+    store
+        .update(
+            Collection::Tokens,
+            &record.hash,
+            &[],
+            &serde_json::json!({ "revoked": true }),
+        )
+        .await?;
+    Ok(())
+}
+
 /// The bearer token of an `Authorization` header value.
 pub fn bearer(header: Option<&str>) -> Result<&str, AuthError> {
     let value = header.ok_or(AuthError::Missing)?;

@@ -3,7 +3,9 @@
 use serde_json::json;
 
 use crate::auth::new_token;
-use crate::model::{now_ms, Edge, EdgeStatus, TokenKind, TokenRecord};
+use std::collections::BTreeMap;
+
+use crate::model::{now_ms, Edge, EdgeGroup, EdgeStatus, TokenKind, TokenRecord};
 use crate::store::{Collection, Store, StoreError};
 
 /// How long heartbeat history is kept.
@@ -27,6 +29,47 @@ pub async fn list(store: &Store, interval_ms: u64) -> Result<Vec<EdgeStatus>, St
         .map(|edge| EdgeStatus {
             healthy: healthy(&edge, interval_ms, now),
             edge,
+        })
+        .collect())
+}
+
+/// Every edge group with its edges' health and the deployments rolling
+/// in it, by name.
+pub async fn groups(store: &Store, interval_ms: u64) -> Result<Vec<EdgeGroup>, StoreError> {
+    let mut groups: BTreeMap<String, EdgeGroup> = BTreeMap::new();
+    for status in list(store, interval_ms).await? {
+        let edge = status.edge;
+        let group = groups
+            .entry(edge.group.clone())
+            .or_insert_with(|| EdgeGroup {
+                name: edge.group.clone(),
+                edges: 0,
+                healthy: 0,
+                pops: Vec::new(),
+                config_revisions: Vec::new(),
+                deployments: Vec::new(),
+            });
+        group.edges += 1;
+        group.healthy += usize::from(status.healthy);
+        if !group.pops.contains(&edge.pop) {
+            group.pops.push(edge.pop);
+        }
+        if !group.config_revisions.contains(&edge.config_revision) {
+            group.config_revisions.push(edge.config_revision);
+        }
+    }
+    for deployment in crate::deployments::rolling(store).await? {
+        if let Some(group) = groups.get_mut(&deployment.group) {
+            group.deployments.push(deployment.id);
+        }
+    }
+    Ok(groups
+        .into_values()
+        .map(|mut group| {
+            group.pops.sort();
+            group.config_revisions.sort_unstable();
+            group.deployments.sort();
+            group
         })
         .collect())
 }
@@ -60,15 +103,8 @@ pub async fn register(
             let old: Vec<TokenRecord> = store
                 .find(Collection::Tokens, &[("edge", json!(edge.id))])
                 .await?;
-            for record in old {
-                store
-                    .update(
-                        Collection::Tokens,
-                        &record.hash,
-                        &[],
-                        &json!({ "revoked": true }),
-                    )
-                    .await?;
+            for record in &old {
+                crate::auth::revoke(store, record).await?;
             }
             edge.id.clone()
         }

@@ -131,6 +131,24 @@ pub struct EdgeStatus {
     pub healthy: bool,
 }
 
+/// An edge group (the unit of blue/green deployments), as its edges
+/// report it: a group exists while an edge registered in it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EdgeGroup {
+    /// Group name.
+    pub name: String,
+    /// Edges registered in the group.
+    pub edges: usize,
+    /// Of those, the healthy ones.
+    pub healthy: usize,
+    /// PoPs the group's edges are in.
+    pub pops: Vec<String>,
+    /// Configuration revisions its edges serve (one when in step).
+    pub config_revisions: Vec<u64>,
+    /// Rolling deployments serving a new version in this group.
+    pub deployments: Vec<String>,
+}
+
 /// A distribution: a customer's site, served by every edge.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Distribution {

@@ -197,6 +197,36 @@ async fn edges_register_over_grpc_and_appear_with_their_health() {
     assert_eq!(edges[0]["cache_bytes"], 4096);
     assert_eq!(edges[0]["group"], "blue");
     assert_eq!(edges[0]["config_revision"], 3);
+    let (status, groups) = controller
+        .call("GET", "/v1/groups", Some(ADMIN), None)
+        .await;
+    assert_eq!(status, 200, "{groups}");
+    assert_eq!(
+        groups,
+        json!([{"name": "blue", "edges": 1, "healthy": 1, "pops": ["fra"],
+                "config_revisions": [3], "deployments": []}])
+    );
+
+    // The operator's metrics: edges by health, REST requests by route.
+    let metrics_url = format!(
+        "http://{}/metrics",
+        controller.running.metrics.expect("metrics served")
+    );
+    let scraped = controller
+        .http
+        .get(&metrics_url)
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("text");
+    for line in [
+        "parapet_controller_edges{health=\"healthy\"} 1",
+        "parapet_controller_http_requests_total{method=\"GET\",route=\"/v1/groups\",status=\"200\"}",
+    ] {
+        assert!(scraped.contains(line), "{line} missing from\n{scraped}");
+    }
 
     // An edge credential does not open the REST API, and a heartbeat
     // without one is refused.
@@ -227,6 +257,7 @@ async fn openapi_lists_the_routes() {
         "/v1/tokens",
         "/v1/tokens/{token}",
         "/v1/edges",
+        "/v1/groups",
     ] {
         assert!(paths.contains_key(path), "{path} missing");
     }

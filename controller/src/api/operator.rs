@@ -1,4 +1,4 @@
-//! Operator routes: customers, tokens, edges.
+//! Operator routes: customers, tokens, edges and edge groups.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -11,7 +11,7 @@ use utoipa_axum::routes;
 
 use super::{require_operator, ApiError, ApiResult, App, JsonBody};
 use crate::auth::{new_token, Principal};
-use crate::model::{now_ms, Customer, EdgeStatus, TokenInfo, TokenKind, TokenRecord};
+use crate::model::{now_ms, Customer, EdgeGroup, EdgeStatus, TokenInfo, TokenKind, TokenRecord};
 use crate::store::Collection;
 
 pub fn routes() -> OpenApiRouter<App> {
@@ -22,6 +22,7 @@ pub fn routes() -> OpenApiRouter<App> {
         .routes(routes!(issue_token, list_tokens))
         .routes(routes!(revoke_token))
         .routes(routes!(list_edges))
+        .routes(routes!(list_groups))
 }
 
 /// A new customer.
@@ -218,14 +219,7 @@ async fn revoke_token(
     let Some(mut record) = records.into_iter().next() else {
         return Err(ApiError::not_found(format!("token `{token}`")));
     };
-    app.store
-        .update(
-            Collection::Tokens,
-            &record.hash,
-            &[],
-            &json!({ "revoked": true }),
-        )
-        .await?;
+    crate::auth::revoke(&app.store, &record).await?;
     record.revoked = true;
     tracing::info!(token = %record.id, "token revoked");
     Ok(Json(TokenInfo::from(&record)))
@@ -239,5 +233,16 @@ async fn list_edges(
     require_operator(&principal)?;
     Ok(Json(
         crate::edges::list(&app.store, app.heartbeat_interval_ms).await?,
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/groups", responses((status = 200, body = [EdgeGroup])))]
+async fn list_groups(
+    State(app): State<App>,
+    principal: Principal,
+) -> ApiResult<Json<Vec<EdgeGroup>>> {
+    require_operator(&principal)?;
+    Ok(Json(
+        crate::edges::groups(&app.store, app.heartbeat_interval_ms).await?,
     ))
 }

@@ -37,8 +37,6 @@ pub enum Collection {
     Kv,
     /// Registered edges and their working info.
     Edges,
-    /// Edge groups.
-    Groups,
     /// Blue/green deployments.
     Deployments,
     /// Purge and prewarm jobs, with per-edge status.
@@ -53,7 +51,7 @@ pub enum Collection {
 
 impl Collection {
     /// Every collection.
-    pub const ALL: [Collection; 13] = [
+    pub const ALL: [Collection; 12] = [
         Collection::Customers,
         Collection::Tokens,
         Collection::Distributions,
@@ -61,7 +59,6 @@ impl Collection {
         Collection::Plugins,
         Collection::Kv,
         Collection::Edges,
-        Collection::Groups,
         Collection::Deployments,
         Collection::Jobs,
         Collection::Orders,
@@ -79,7 +76,6 @@ impl Collection {
             Collection::Plugins => "plugins",
             Collection::Kv => "kv",
             Collection::Edges => "edges",
-            Collection::Groups => "groups",
             Collection::Deployments => "deployments",
             Collection::Jobs => "jobs",
             Collection::Orders => "orders",
