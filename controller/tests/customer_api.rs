@@ -219,6 +219,22 @@ async fn plugins_are_validated_versioned_and_deleted_when_unused() {
     );
     let (status, body) = controller.upload(&acme, "bad", b"hello".to_vec()).await;
     assert_eq!(status, 400, "{body}");
+    // A component of another world: refused with the export it lacks.
+    let other_world = wat::parse_str(
+        r#"(component
+            (core module $m (func (export "greet")))
+            (core instance $i (instantiate $m))
+            (func (export "greet") (canon lift (core func $i "greet"))))"#,
+    )
+    .expect("WAT");
+    let (status, body) = controller.upload(&acme, "bad", other_world).await;
+    assert_eq!(status, 400, "{body}");
+    let error = body["error"].as_str().expect("error");
+    assert!(
+        error.starts_with("not a valid plugin: not a parapet:plugin@0.1.0 plugin: ")
+            && error.contains("on-launch"),
+        "{body}"
+    );
     // Too large (the limit is 12 MiB here): refused from the announced
     // length, before the body is read.
     let head = format!(

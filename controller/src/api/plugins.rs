@@ -27,6 +27,17 @@ pub fn routes() -> OpenApiRouter<App> {
 /// before it is read.
 pub struct RawBody(pub Bytes);
 
+/// Every stored version of a customer's plugin.
+async fn versions_of(app: &App, customer: &str, name: &str) -> ApiResult<Vec<PluginVersion>> {
+    Ok(app
+        .store
+        .find(
+            Collection::Plugins,
+            &[("customer", json!(customer)), ("name", json!(name))],
+        )
+        .await?)
+}
+
 fn too_large() -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
@@ -82,13 +93,7 @@ async fn upload_plugin(
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
         .map_err(|e| ApiError::bad_request(format!("not a valid plugin: {e}")))?;
-    let versions: Vec<PluginVersion> = app
-        .store
-        .find(
-            Collection::Plugins,
-            &[("customer", json!(customer)), ("name", json!(name))],
-        )
-        .await?;
+    let versions = versions_of(&app, &customer, &name).await?;
     let newest = versions.iter().max_by_key(|v| v.version);
     if let Some(newest) = newest.filter(|v| v.sha256 == sha256) {
         return Ok((StatusCode::OK, Json(newest.clone())));
@@ -144,13 +149,7 @@ async fn delete_plugin(
     ApiQuery(query): ApiQuery<ApplyQuery>,
 ) -> ApiResult<Json<Vec<PluginVersion>>> {
     let customer = acting_customer(&app, &principal, query.customer).await?;
-    let versions: Vec<PluginVersion> = app
-        .store
-        .find(
-            Collection::Plugins,
-            &[("customer", json!(customer)), ("name", json!(name))],
-        )
-        .await?;
+    let versions = versions_of(&app, &customer, &name).await?;
     if versions.is_empty() {
         return Err(ApiError::not_found(format!("plugin `{name}`")));
     }

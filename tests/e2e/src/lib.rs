@@ -1,7 +1,11 @@
 //! Pieces of the end-to-end tests: the workspace's binaries started as
-//! processes on loopback, a real origin, and an HTTP client.
+//! processes on loopback, a real origin, a whole cluster of them, and an
+//! HTTP client.
 
+pub mod cluster;
 pub mod mongo;
+
+pub use cluster::{plugin_component, Cluster};
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};

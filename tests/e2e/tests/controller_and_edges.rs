@@ -7,8 +7,6 @@
 //! serves; edges keep serving, and restart, while the controller is down.
 
 use std::net::SocketAddr;
-use std::path::Path;
-use std::time::Duration;
 
 use parapet_e2e::*;
 use serde_json::{json, Value};
@@ -66,85 +64,6 @@ viewer_response = ["headers"]
     )
 }
 
-struct Cluster {
-    dir: tempfile::TempDir,
-    http: reqwest::Client,
-    rest: String,
-    grpc_port: u16,
-    controller: Option<Process>,
-    controller_args: Vec<String>,
-}
-
-impl Cluster {
-    fn log_dir(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn start_controller(&mut self) {
-        let process = Process::start(
-            "controller",
-            &binary("parapet-controller"),
-            &self.controller_args,
-            &[("PARAPET_ADMIN_TOKEN", ADMIN.to_string())],
-            self.dir.path(),
-        );
-        self.controller = Some(process);
-        let rest: SocketAddr = self
-            .rest
-            .trim_start_matches("http://")
-            .parse()
-            .expect("address");
-        wait_for_port(rest, 30);
-    }
-
-    fn start_edge(&self, name: &str, group: &str, port: u16) -> Process {
-        let args: Vec<String> = [
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--controller",
-            &format!("http://127.0.0.1:{}", self.grpc_port),
-            "--state-dir",
-            &self.dir.path().join(name).to_string_lossy(),
-            "--edge-name",
-            name,
-            "--pop",
-            "fra",
-            "--group",
-            group,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        Process::start(
-            name,
-            &binary("parapet-edge"),
-            &args,
-            &[
-                ("PARAPET_EDGE_BOOTSTRAP_TOKEN", ADMIN.to_string()),
-                ("PARAPET_ACCESS_LOG", "off".to_string()),
-            ],
-            self.dir.path(),
-        )
-    }
-
-    async fn call(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        call(
-            &self.http,
-            method,
-            &format!("{}{path}", self.rest),
-            token,
-            body,
-        )
-        .await
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_embedded_store() {
     scenario(None).await;
@@ -161,67 +80,8 @@ async fn with_mongodb() {
 /// The whole scenario, the controller keeping its data in MongoDB at
 /// `mongodb_uri` or else in the embedded store.
 async fn scenario(mongodb_uri: Option<String>) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client");
-
-    // The origin: a directory served by Python's http.server.
-    let site = dir.path().join("site");
-    std::fs::create_dir_all(&site).expect("site");
-    std::fs::write(site.join("page.html"), "<p>hello</p>").expect("page");
-    let origin_port = free_port();
-    let _origin = Process::start(
-        "origin",
-        Path::new("python3"),
-        &[
-            "-m".into(),
-            "http.server".into(),
-            "--bind".into(),
-            "127.0.0.1".into(),
-            origin_port.to_string(),
-            "--directory".into(),
-            site.to_string_lossy().into(),
-        ],
-        &[],
-        dir.path(),
-    );
-    wait_for_port(([127, 0, 0, 1], origin_port).into(), 10);
-
-    let rest_port = free_port();
-    let grpc_port = free_port();
-    let store = match mongodb_uri {
-        Some(uri) => ["--mongodb-uri".to_string(), uri],
-        None => [
-            "--data-dir".to_string(),
-            dir.path()
-                .join("controller-data")
-                .to_string_lossy()
-                .to_string(),
-        ],
-    };
-    let mut controller_args: Vec<String> = [
-        "--listen",
-        &format!("127.0.0.1:{rest_port}"),
-        "--grpc-listen",
-        &format!("127.0.0.1:{grpc_port}"),
-        "--heartbeat-interval-ms",
-        "300",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    controller_args.extend(store);
-    let mut cluster = Cluster {
-        controller_args,
-        dir,
-        http: http.clone(),
-        rest: format!("http://127.0.0.1:{rest_port}"),
-        grpc_port,
-        controller: None,
-    };
-    cluster.start_controller();
+    let mut cluster = Cluster::start(mongodb_uri);
+    let http = cluster.http.clone();
 
     // Through the CLI: a customer and its token (operator), a plugin and a
     // distribution (customer).
@@ -246,19 +106,14 @@ async fn scenario(mongodb_uri: Option<String>) {
     assert_eq!(code, 0, "{err}");
     let issued: Value = serde_json::from_str(&out).expect("JSON");
     let acme = issued["token"].as_str().expect("token").to_string();
-    let component = [
-        bin_dir().join("../plugins/header-filter.wasm"),
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/plugins/header-filter.wasm"),
-    ]
-    .into_iter()
-    .find(|p| p.exists())
-    .expect("target/plugins/header-filter.wasm: run `make plugins`");
+    let component = plugin_component("header-filter");
     let (code, out, err) = cli(&acme, &["plugin", "upload", &component.to_string_lossy()]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("header-filter"), "{out}");
-    let origin = format!("http://127.0.0.1:{origin_port}");
+    let origin = cluster.origin.clone();
+    let dist_dir = cluster.dir.path().to_path_buf();
     let dist_file = |csp: &str| {
-        let path = cluster.dir.path().join(format!("shop-{csp}.toml"));
+        let path = dist_dir.join(format!("shop-{csp}.toml"));
         std::fs::write(&path, distribution_toml(&origin, csp)).expect("dist file");
         path.to_string_lossy().to_string()
     };
@@ -341,6 +196,27 @@ async fn scenario(mongodb_uri: Option<String>) {
         );
     }
 
+    // Both edges shipped their access logs: the customer reads them.
+    eventually(10, "access logs from both edges", || {
+        let cluster = &cluster;
+        let acme = acme.clone();
+        async move {
+            let (_, lines) = cluster
+                .call("GET", "/v1/distributions/shop/logs", Some(&acme), None)
+                .await;
+            let mut edges: Vec<&str> = lines
+                .as_array()?
+                .iter()
+                .filter(|l| l["line"]["uri"] == "/page.html" && l["line"]["status"] == 200)
+                .filter_map(|l| l["edge"].as_str())
+                .collect();
+            edges.sort_unstable();
+            edges.dedup();
+            (edges.len() == 2).then_some(())
+        }
+    })
+    .await;
+
     // Blue/green through the CLI: version 2 staged, rolled out to blue
     // only, then promoted.
     let (code, out, err) = cli(&acme, &["dist", "apply", "-f", &dist_file("v2"), "--stage"]);
@@ -369,6 +245,13 @@ async fn scenario(mongodb_uri: Option<String>) {
         "green keeps version 1"
     );
     let deployment_id = deployment["id"].as_str().expect("id").to_string();
+    let (code, out, err) = cli(ADMIN, &["--json", "groups"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let groups: Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(groups[0]["name"], "blue", "{groups}");
+    assert_eq!(groups[0]["deployments"], json!([deployment_id]), "{groups}");
+    assert_eq!(groups[1]["name"], "green", "{groups}");
+    assert_eq!(groups[1]["deployments"], json!([]), "{groups}");
     let (code, out, err) = cli(&acme, &["deploy", "promote", &deployment_id]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("promoted"), "{out}");
@@ -413,9 +296,7 @@ async fn scenario(mongodb_uri: Option<String>) {
         }
     })
     .await;
-    if let Some(mut controller) = cluster.controller.take() {
-        controller.kill();
-    }
+    cluster.kill_controller();
     cluster.start_controller();
     let mut green = cluster.start_edge("green-1", "green", green_port);
     let first = eventually(30, "green to serve again", || {
@@ -437,9 +318,7 @@ async fn scenario(mongodb_uri: Option<String>) {
 
     // The controller goes down: both edges keep serving; green restarts
     // and serves from its last good configuration.
-    if let Some(mut controller) = cluster.controller.take() {
-        controller.kill();
-    }
+    cluster.kill_controller();
     green.kill();
     let _green = cluster.start_edge("green-1", "green", green_port);
     let seen = eventually(30, "green to serve without the controller", || {
@@ -463,6 +342,8 @@ async fn scenario(mongodb_uri: Option<String>) {
     // The controller returns (same data): the purge job record is intact
     // and the edges reconnect (heartbeats resume).
     cluster.start_controller();
+    let (status, job) = cluster.call("GET", &job_path, Some(&acme), None).await;
+    assert_eq!((status, &job["status"]), (200, &json!("done")), "{job}");
     eventually(15, "both edges healthy again", || {
         let cluster = &cluster;
         async move {
@@ -476,4 +357,18 @@ async fn scenario(mongodb_uri: Option<String>) {
         }
     })
     .await;
+    // ... and follow the configuration again: version 3 reaches both.
+    let (code, out, err) = cli(&acme, &["dist", "apply", "-f", &dist_file("v3")]);
+    assert_eq!(code, 0, "{out}{err}");
+    for edge in [blue_addr, green_addr] {
+        eventually(10, "version 3 on both edges", || {
+            let http = http.clone();
+            async move {
+                view(&http, edge, "/page.html")
+                    .await
+                    .filter(|s| s.2 == "v3")
+            }
+        })
+        .await;
+    }
 }

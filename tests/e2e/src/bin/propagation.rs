@@ -12,7 +12,6 @@
 //! percentiles of 20 runs each as a Markdown table.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use parapet_e2e::*;
@@ -60,96 +59,45 @@ fn summary(name: &str, mut samples: Vec<f64>) -> String {
 
 #[tokio::main]
 async fn main() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .expect("client");
-    let site = dir.path().join("site");
-    std::fs::create_dir_all(&site).expect("site");
-    std::fs::write(site.join("page.html"), "<p>hello</p>").expect("page");
-    let origin_port = free_port();
-    let _origin = Process::start(
-        "origin",
-        Path::new("python3"),
-        &[
-            "-m",
-            "http.server",
-            "--bind",
-            "127.0.0.1",
-            &origin_port.to_string(),
-            "--directory",
-            &site.to_string_lossy(),
-        ]
-        .map(String::from),
-        &[],
-        dir.path(),
-    );
-    wait_for_port(([127, 0, 0, 1], origin_port).into(), 10);
-
-    let (rest_port, grpc_port) = (free_port(), free_port());
-    let rest = format!("http://127.0.0.1:{rest_port}");
-    let _controller = Process::start(
-        "controller",
-        &binary("parapet-controller"),
-        &[
-            "--listen",
-            &format!("127.0.0.1:{rest_port}"),
-            "--grpc-listen",
-            &format!("127.0.0.1:{grpc_port}"),
-            "--data-dir",
-            &dir.path().join("data").to_string_lossy(),
-        ]
-        .map(String::from),
-        &[("PARAPET_ADMIN_TOKEN", ADMIN.to_string())],
-        dir.path(),
-    );
-    wait_for_port(([127, 0, 0, 1], rest_port).into(), 30);
-
-    call(
-        &http,
-        "POST",
-        &format!("{rest}/v1/customers"),
-        Some(ADMIN),
-        Some(json!({"id": "acme", "name": "Acme"})),
-    )
-    .await;
-    let (_, token) = call(
-        &http,
-        "POST",
-        &format!("{rest}/v1/tokens"),
-        Some(ADMIN),
-        Some(json!({"customer": "acme", "name": "bench"})),
-    )
-    .await;
+    let cluster = Cluster::start(None);
+    let http = cluster.http.clone();
+    cluster
+        .call(
+            "POST",
+            "/v1/customers",
+            Some(ADMIN),
+            Some(json!({"id": "acme", "name": "Acme"})),
+        )
+        .await;
+    let (_, token) = cluster
+        .call(
+            "POST",
+            "/v1/tokens",
+            Some(ADMIN),
+            Some(json!({"customer": "acme", "name": "bench"})),
+        )
+        .await;
     let acme = token["token"].as_str().expect("token").to_string();
-    let component = [
-        bin_dir().join("../plugins/header-filter.wasm"),
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/plugins/header-filter.wasm"),
-    ]
-    .into_iter()
-    .find(|p| p.exists())
-    .expect("target/plugins/header-filter.wasm: run `make plugins`");
     let uploaded = http
-        .post(format!("{rest}/v1/plugins/header-filter"))
+        .post(format!("{}/v1/plugins/header-filter", cluster.rest))
         .bearer_auth(&acme)
-        .body(std::fs::read(component).expect("plugin"))
+        .body(std::fs::read(plugin_component("header-filter")).expect("plugin"))
         .send()
         .await
         .expect("upload");
     assert!(uploaded.status().is_success());
-    let origin = format!("http://127.0.0.1:{origin_port}");
     let apply = |csp: String| {
-        let (http, rest, acme, origin) = (http.clone(), rest.clone(), acme.clone(), origin.clone());
+        let cluster = &cluster;
+        let acme = acme.clone();
         async move {
-            call(
-                &http,
-                "PUT",
-                &format!("{rest}/v1/distributions/shop"),
-                Some(&acme),
-                Some(spec(&origin, &csp)),
-            )
-            .await
+            cluster
+                .call(
+                    "PUT",
+                    "/v1/distributions/shop",
+                    Some(&acme),
+                    Some(spec(&cluster.origin, &csp)),
+                )
+                .await
         }
     };
     assert_eq!(apply("v0".into()).await.0, 201);
@@ -158,29 +106,7 @@ async fn main() {
     let mut processes = Vec::new();
     for name in ["edge-1", "edge-2"] {
         let port = free_port();
-        let args = [
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--controller",
-            &format!("http://127.0.0.1:{grpc_port}"),
-            "--state-dir",
-            &dir.path().join(name).to_string_lossy(),
-            "--edge-name",
-            name,
-            "--pop",
-            "fra",
-        ]
-        .map(String::from);
-        processes.push(Process::start(
-            name,
-            &binary("parapet-edge"),
-            &args,
-            &[
-                ("PARAPET_EDGE_BOOTSTRAP_TOKEN", ADMIN.to_string()),
-                ("PARAPET_ACCESS_LOG", "off".to_string()),
-            ],
-            dir.path(),
-        ));
+        processes.push(cluster.start_edge(name, "default", port));
         edges.push(SocketAddr::from(([127, 0, 0, 1], port)));
     }
     for edge in &edges {
@@ -216,27 +142,20 @@ async fn main() {
     // Purges: accepted → last acknowledgement, from the job's timestamps.
     let mut purge = Vec::new();
     for _ in 0..RUNS {
-        let (status, job) = call(
-            &http,
-            "POST",
-            &format!("{rest}/v1/purges"),
-            Some(&acme),
-            Some(json!({"distribution": "shop", "url": "shop.example.com/page.html"})),
-        )
-        .await;
+        let (status, job) = cluster
+            .call(
+                "POST",
+                "/v1/purges",
+                Some(&acme),
+                Some(json!({"distribution": "shop", "url": "shop.example.com/page.html"})),
+            )
+            .await;
         assert_eq!(status, 202, "{job}");
         let id = job["id"].as_str().expect("id").to_string();
         let done = eventually(10, "the purge to be acknowledged", || {
-            let (http, rest, acme, id) = (http.clone(), rest.clone(), acme.clone(), id.clone());
+            let (cluster, acme, path) = (&cluster, acme.clone(), format!("/v1/jobs/{id}"));
             async move {
-                let (_, job) = call(
-                    &http,
-                    "GET",
-                    &format!("{rest}/v1/jobs/{id}"),
-                    Some(&acme),
-                    None,
-                )
-                .await;
+                let (_, job) = cluster.call("GET", &path, Some(&acme), None).await;
                 (job["status"] == "done").then_some(job)
             }
         })

@@ -1,0 +1,186 @@
+//! A CDN on loopback, every part a real process: an origin (Python's
+//! http.server serving `/page.html`), `parapet-controller`, and
+//! `parapet-edge`s in controller mode.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::{bin_dir, binary, call, free_port, wait_for_port, Process, ADMIN};
+
+/// The origin, the controller (restartable on the same data) and the
+/// directory holding their state and logs.
+pub struct Cluster {
+    /// State and `<process>.log` files.
+    pub dir: tempfile::TempDir,
+    /// A client with a 10 s timeout.
+    pub http: reqwest::Client,
+    /// The controller's REST base URL.
+    pub rest: String,
+    /// The origin's base URL.
+    pub origin: String,
+    /// The running controller, if any.
+    pub controller: Option<Process>,
+    grpc_port: u16,
+    controller_args: Vec<String>,
+    _origin: Process,
+}
+
+impl Cluster {
+    /// Starts the origin and a controller keeping its data in MongoDB at
+    /// `mongodb_uri`, else in an embedded store. Edges send heartbeats
+    /// every 300 ms.
+    pub fn start(mongodb_uri: Option<String>) -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let site = dir.path().join("site");
+        std::fs::create_dir_all(&site).expect("site");
+        std::fs::write(site.join("page.html"), "<p>hello</p>").expect("page");
+        let origin_port = free_port();
+        let origin = Process::start(
+            "origin",
+            Path::new("python3"),
+            &[
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                &origin_port.to_string(),
+                "--directory",
+                &site.to_string_lossy(),
+            ]
+            .map(String::from),
+            &[],
+            dir.path(),
+        );
+        wait_for_port(([127, 0, 0, 1], origin_port).into(), 10);
+
+        let (rest_port, grpc_port) = (free_port(), free_port());
+        let store = match mongodb_uri {
+            Some(uri) => ["--mongodb-uri".to_string(), uri],
+            None => [
+                "--data-dir".to_string(),
+                dir.path().join("controller-data").to_string_lossy().into(),
+            ],
+        };
+        let mut controller_args = [
+            "--listen",
+            &format!("127.0.0.1:{rest_port}"),
+            "--grpc-listen",
+            &format!("127.0.0.1:{grpc_port}"),
+            "--heartbeat-interval-ms",
+            "300",
+        ]
+        .map(String::from)
+        .to_vec();
+        controller_args.extend(store);
+        let mut cluster = Cluster {
+            dir,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("client"),
+            rest: format!("http://127.0.0.1:{rest_port}"),
+            origin: format!("http://127.0.0.1:{origin_port}"),
+            controller: None,
+            grpc_port,
+            controller_args,
+            _origin: origin,
+        };
+        cluster.start_controller();
+        cluster
+    }
+
+    /// Where the processes write `<name>.log`.
+    pub fn log_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Starts the controller (again) and waits for its REST port.
+    pub fn start_controller(&mut self) {
+        let process = Process::start(
+            "controller",
+            &binary("parapet-controller"),
+            &self.controller_args,
+            &[("PARAPET_ADMIN_TOKEN", ADMIN.to_string())],
+            self.dir.path(),
+        );
+        self.controller = Some(process);
+        let rest: SocketAddr = self
+            .rest
+            .trim_start_matches("http://")
+            .parse()
+            .expect("address");
+        wait_for_port(rest, 30);
+    }
+
+    /// Stops the controller at once.
+    pub fn kill_controller(&mut self) {
+        if let Some(mut controller) = self.controller.take() {
+            controller.kill();
+        }
+    }
+
+    /// Starts an edge named `name` in PoP `fra` and edge group `group`,
+    /// serving viewers on `port`; its state lives in `<dir>/<name>`.
+    pub fn start_edge(&self, name: &str, group: &str, port: u16) -> Process {
+        let args = [
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--controller",
+            &format!("http://127.0.0.1:{}", self.grpc_port),
+            "--state-dir",
+            &self.dir.path().join(name).to_string_lossy(),
+            "--edge-name",
+            name,
+            "--pop",
+            "fra",
+            "--group",
+            group,
+        ]
+        .map(String::from);
+        Process::start(
+            name,
+            &binary("parapet-edge"),
+            &args,
+            &[
+                ("PARAPET_EDGE_BOOTSTRAP_TOKEN", ADMIN.to_string()),
+                ("PARAPET_ACCESS_LOG", "off".to_string()),
+            ],
+            self.dir.path(),
+        )
+    }
+
+    /// A REST call to the controller: status and JSON answer.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        call(
+            &self.http,
+            method,
+            &format!("{}{path}", self.rest),
+            token,
+            body,
+        )
+        .await
+    }
+}
+
+/// An example plugin's component, built by `make plugins`.
+pub fn plugin_component(name: &str) -> PathBuf {
+    let file = format!("{name}.wasm");
+    [
+        bin_dir().join("../plugins").join(&file),
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../target/plugins")
+            .join(&file),
+    ]
+    .into_iter()
+    .find(|p| p.exists())
+    .unwrap_or_else(|| panic!("target/plugins/{file}: run `make plugins`"))
+}
