@@ -30,9 +30,9 @@ pub struct Cluster {
 
 impl Cluster {
     /// Starts the origin and a controller keeping its data in MongoDB at
-    /// `mongodb_uri`, else in an embedded store. Edges send heartbeats
-    /// every 300 ms.
-    pub fn start(mongodb_uri: Option<String>) -> Cluster {
+    /// `mongodb_uri`, else in an embedded store, that asks edges for a
+    /// heartbeat every `heartbeat_interval_ms`.
+    pub fn start(mongodb_uri: Option<String>, heartbeat_interval_ms: u64) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let site = dir.path().join("site");
         std::fs::create_dir_all(&site).expect("site");
@@ -70,7 +70,7 @@ impl Cluster {
             "--grpc-listen",
             &format!("127.0.0.1:{grpc_port}"),
             "--heartbeat-interval-ms",
-            "300",
+            &heartbeat_interval_ms.to_string(),
         ]
         .map(String::from)
         .to_vec();

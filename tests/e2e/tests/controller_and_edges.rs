@@ -80,7 +80,8 @@ async fn with_mongodb() {
 /// The whole scenario, the controller keeping its data in MongoDB at
 /// `mongodb_uri` or else in the embedded store.
 async fn scenario(mongodb_uri: Option<String>) {
-    let mut cluster = Cluster::start(mongodb_uri);
+    // Heartbeats every 300 ms: health changes show within a second.
+    let mut cluster = Cluster::start(mongodb_uri, 300);
     let http = cluster.http.clone();
 
     // Through the CLI: a customer and its token (operator), a plugin and a

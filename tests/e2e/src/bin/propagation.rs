@@ -59,7 +59,8 @@ fn summary(name: &str, mut samples: Vec<f64>) -> String {
 
 #[tokio::main]
 async fn main() {
-    let cluster = Cluster::start(None);
+    // Heartbeats at the controller's default interval, as in production.
+    let cluster = Cluster::start(None, 5_000);
     let http = cluster.http.clone();
     cluster
         .call(
