@@ -93,6 +93,8 @@ for arg in "$@"; do
 done
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=../lib.sh
+source "$SCRIPT_DIR/../lib.sh"
 REPO=$(cd "$SCRIPT_DIR/../.." && pwd)
 cd "$REPO"
 
@@ -152,10 +154,6 @@ PROBES=(
 
 declare -A PORT=([parapet]=$BASE_PORT [pdns]=$((BASE_PORT + 1)) [pdns-nocache]=$((BASE_PORT + 2)))
 
-log()  { echo "[bench] $*" >&2; }
-warn() { echo "[bench] WARNING: $*" >&2; }
-die()  { echo "[bench] ERROR: $*" >&2; exit 1; }
-want() { [[ " $SYSTEMS " == *" $1 "* ]]; }
 pop_field() {  # pop_field ID COLUMN(2 lat, 3 lon, 4 ipv4, 5 ipv6)
   awk -v id="$1" -v c="$2" '$1 == id {print $c}' <<<"$POPS"
 }
@@ -168,12 +166,7 @@ if want pdns || want pdns-nocache; then
   [[ -x $PDNS_SERVER ]] || need_install+=(pdns-server)
   compgen -G "/usr/lib/*/pdns/libgeoipbackend.so" >/dev/null || need_install+=(pdns-backend-geoip)
 fi
-if ((${#need_install[@]})); then
-  SUDO=""; [[ $EUID -ne 0 ]] && SUDO=sudo
-  log "installing ${need_install[*]}"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_install[@]}" >&2
-fi
+install_packages "${need_install[@]}"
 # Debian starts the packaged pdns service where it can; we never use it, and
 # our instances read only their own pdns.conf (--config-dir).
 
@@ -188,36 +181,13 @@ if want parapet; then
   [[ -x $PARAPET_DNS_BIN ]] || die "parapet-dns binary not found at $PARAPET_DNS_BIN"
 fi
 
-# ---------------------------------------------------------------- temp dir + cleanup
+# ---------------------------------------------------------------- temp dir (removed on exit)
 if [[ -n ${BENCH_TMPDIR:-} ]]; then
   TMP=$(mktemp -d -p "$BENCH_TMPDIR")
 else
   TMP=$(mktemp -d /tmp/parapet-dns-bench.XXXXXX)
 fi
 
-PIDS=()          # daemons we started, stopped in reverse order
-LOAD_PID=""      # the running dnsperf
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  [[ -n $LOAD_PID ]] && kill "$LOAD_PID" 2>/dev/null || true
-  local i pid
-  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
-    pid=${PIDS[i]}
-    kill -TERM "$pid" 2>/dev/null || true
-  done
-  for pid in "${PIDS[@]}"; do
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-  done
-  if [[ -n ${KEEP_TMP:-} ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 for sys in $SYSTEMS; do
   port_busy "${PORT[$sys]}" && die "port ${PORT[$sys]} is in use (set BASE_PORT to another range)"
 done

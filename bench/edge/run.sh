@@ -17,6 +17,8 @@ for arg in "$@"; do
 done
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=../lib.sh
+source "$SCRIPT_DIR/../lib.sh"
 REPO=$(cd "$SCRIPT_DIR/../.." && pwd)
 cd "$REPO"
 
@@ -50,9 +52,6 @@ PARAPET_ADMIN=$((BASE_PORT + 5))
 PPLUG_PORT=$((BASE_PORT + 6))
 PPLUG_ADMIN=$((BASE_PORT + 7))
 
-log()  { echo "[bench] $*" >&2; }
-warn() { echo "[bench] WARNING: $*" >&2; }
-die()  { echo "[bench] ERROR: $*" >&2; exit 1; }
 
 # ---------------------------------------------------------------- tools
 need_install=()
@@ -61,15 +60,10 @@ command -v varnishd >/dev/null || need_install+=(varnish)
 command -v wrk      >/dev/null || need_install+=(wrk)
 command -v h2load   >/dev/null || need_install+=(nghttp2-client)
 command -v curl     >/dev/null || need_install+=(curl)
-if ((${#need_install[@]})); then
-  SUDO=""; [[ $EUID -ne 0 ]] && SUDO=sudo
-  log "installing ${need_install[*]}"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_install[@]}" >&2
-fi
+install_packages "${need_install[@]}"
 # Debian starts the packaged services on install where allowed; we never use them.
 
-# ---------------------------------------------------------------- temp dir + cleanup
+# ---------------------------------------------------------------- temp dir (removed on exit)
 if [[ -n ${BENCH_TMPDIR:-} ]]; then
   TMP=$(mktemp -d -p "$BENCH_TMPDIR")
 elif [[ -d /dev/shm && -w /dev/shm ]]; then
@@ -78,29 +72,6 @@ else
   TMP=$(mktemp -d)
 fi
 
-PIDS=()          # daemons we started, stopped in reverse order
-LOAD_PID=""      # the running wrk/h2load
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  [[ -n $LOAD_PID ]] && kill "$LOAD_PID" 2>/dev/null || true
-  local i pid
-  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
-    pid=${PIDS[i]}
-    kill -TERM "$pid" 2>/dev/null || true
-  done
-  for pid in "${PIDS[@]}"; do
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-  done
-  if [[ -n ${KEEP_TMP:-} ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 for p in $(seq "$BASE_PORT" $((BASE_PORT + 7))); do
   port_busy "$p" && die "port $p is in use (set BASE_PORT to another range)"
 done
@@ -183,7 +154,6 @@ log "origin nginx on 127.0.0.1:$ORIGIN_PORT (pid $LAST_PID)"
 declare -A PORT H2PORT HOSTHDR
 ACTIVE=()
 
-want() { [[ " $SYSTEMS " == *" $1 "* ]]; }
 
 if want nginx; then
   mkdir -p "$TMP/nginx/cache"
