@@ -4,6 +4,7 @@
 
 use serde_json::json;
 
+use crate::distributions::SpecError;
 use crate::model::{now_ms, Deployment, DeploymentState, Distribution};
 use crate::store::{Collection, Store, StoreError};
 
@@ -63,20 +64,29 @@ pub async fn start(
             distribution.id
         )));
     }
-    if crate::distributions::version(store, &distribution.id, version)
-        .await?
-        .is_none()
-    {
+    let Some(rolled_out) = crate::distributions::version(store, &distribution.id, version).await?
+    else {
         return Err(DeployError::NotFound(format!(
             "version {version} of `{}`",
             distribution.id
         )));
-    }
+    };
     if version == distribution.live_version {
         return Err(DeployError::Conflict(format!(
             "version {version} is already live"
         )));
     }
+    // An older version's domains may have been taken since.
+    crate::distributions::ensure_domains_free(
+        store,
+        &distribution.id,
+        &crate::distributions::domains_of(&rolled_out),
+    )
+    .await
+    .map_err(|e| match e {
+        SpecError::Store(e) => DeployError::Store(e),
+        other => DeployError::Conflict(other.to_string()),
+    })?;
     let now = now_ms();
     let id = format!(
         "dep_{}_{}",
@@ -97,8 +107,36 @@ pub async fn start(
     store
         .insert(Collection::Deployments, &id, &deployment)
         .await?;
+    reserve_domains(store, &distribution.id).await?;
     crate::revision::bump(store).await?;
     Ok(deployment)
+}
+
+/// Keeps the distribution's reserved domains to those of its versions in
+/// service.
+async fn reserve_domains(store: &Store, id: &str) -> Result<(), StoreError> {
+    let Some(distribution) = store
+        .get::<Distribution>(Collection::Distributions, id)
+        .await?
+    else {
+        return Ok(());
+    };
+    let domains = crate::distributions::reserved_domains(
+        store,
+        id,
+        distribution.live_version,
+        distribution.latest_version,
+    )
+    .await?;
+    store
+        .update(
+            Collection::Distributions,
+            id,
+            &[],
+            &json!({ "domains": domains }),
+        )
+        .await?;
+    Ok(())
 }
 
 /// Ends a rolling deployment: promoted (the new version goes live
@@ -137,6 +175,7 @@ pub async fn finish(
             )
             .await?;
     }
+    reserve_domains(store, &deployment.distribution).await?;
     crate::revision::bump(store).await?;
     store
         .get(Collection::Deployments, &deployment.id)

@@ -34,8 +34,6 @@ fn invalid(field: &str, reason: impl std::fmt::Display) -> SpecError {
 pub struct Resolved {
     /// The edge's configuration table for the distribution.
     pub config: Value,
-    /// Its domains.
-    pub domains: Vec<String>,
     /// sha256 of each plugin used.
     pub plugins: Vec<String>,
 }
@@ -135,6 +133,25 @@ pub async fn resolve(
         .iter()
         .map(|d| d.to_ascii_lowercase())
         .collect();
+    if let Some(i) = domains.iter().position(|d| d == "*") {
+        return Err(invalid(
+            &format!("domains[{i}]"),
+            "`*` would take every other customer's unmatched traffic; name the domains (a wildcard like `*.example.com` is fine)",
+        ));
+    }
+    ensure_domains_free(store, id, &domains).await?;
+    plugins.sort();
+    plugins.dedup();
+    Ok(Resolved { config, plugins })
+}
+
+/// Refuses (409) when one of `domains` is reserved by a distribution other
+/// than `id`.
+pub async fn ensure_domains_free(
+    store: &Store,
+    id: &str,
+    domains: &[String],
+) -> Result<(), SpecError> {
     let others: Vec<Distribution> = store.find(Collection::Distributions, &[]).await?;
     for other in others.iter().filter(|d| d.id != id) {
         if let Some(domain) = domains.iter().find(|d| other.domains.contains(d)) {
@@ -143,13 +160,46 @@ pub async fn resolve(
             )));
         }
     }
-    plugins.sort();
-    plugins.dedup();
-    Ok(Resolved {
-        config,
-        domains,
-        plugins,
-    })
+    Ok(())
+}
+
+/// The domains of a stored version, lower-case.
+pub fn domains_of(version: &Version) -> Vec<String> {
+    version.resolved["domains"]
+        .as_array()
+        .map(|domains| {
+            domains
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_ascii_lowercase)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The domains `id` reserves: those of every version in service (the live
+/// and newest versions, and a rolling deployment's), sorted.
+pub async fn reserved_domains(
+    store: &Store,
+    id: &str,
+    live_version: u64,
+    latest_version: u64,
+) -> Result<Vec<String>, StoreError> {
+    let mut in_service = vec![live_version, latest_version];
+    if let Some(deployment) = crate::deployments::active(store, id).await? {
+        in_service.push(deployment.to_version);
+    }
+    in_service.sort_unstable();
+    in_service.dedup();
+    let mut domains = Vec::new();
+    for number in in_service {
+        if let Some(stored) = version(store, id, number).await? {
+            domains.extend(domains_of(&stored));
+        }
+    }
+    domains.sort();
+    domains.dedup();
+    Ok(domains)
 }
 
 /// Stores `resolved` as the next version of `id`; makes it live unless
@@ -165,6 +215,13 @@ pub async fn apply(
 ) -> Result<Distribution, SpecError> {
     let now = crate::model::now_ms();
     let existing: Option<Distribution> = store.get(Collection::Distributions, id).await?;
+    // The caller checked ownership; a distribution created meanwhile by
+    // another customer is not taken over.
+    if existing.as_ref().is_some_and(|d| d.customer != customer) {
+        return Err(SpecError::Conflict(format!(
+            "distribution `{id}` belongs to another customer"
+        )));
+    }
     let version = existing.as_ref().map_or(1, |d| d.latest_version + 1);
     let record = Version {
         distribution: id.to_string(),
@@ -187,15 +244,7 @@ pub async fn apply(
         Some(d) if stage => d.live_version,
         _ => version,
     };
-    // Domains of both the live and the newest version stay reserved.
-    let mut domains = resolved.domains;
-    if let Some(d) = &existing {
-        if live_version != version {
-            domains.extend(d.domains.iter().cloned());
-            domains.sort();
-            domains.dedup();
-        }
-    }
+    let domains = reserved_domains(store, id, live_version, version).await?;
     let distribution = Distribution {
         id: id.to_string(),
         customer: customer.to_string(),

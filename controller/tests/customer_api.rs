@@ -94,6 +94,10 @@ async fn configs_an_edge_would_refuse_are_refused_with_its_message() {
                 "plugin": [{"name": "waf", "wasm": "waf"}]}),
             "plugin[0].wasm: no plugin `waf` uploaded",
         ),
+        (
+            json!({"domains": ["a.example.com", "*"], "origin": [{"url": "http://o"}], "behavior": [{"path": "*"}]}),
+            "domains[1]: `*` would take every other customer's unmatched traffic",
+        ),
         (json!([1, 2]), "the distribution must be a JSON object"),
     ];
     for (spec, expected) in cases {
@@ -159,6 +163,61 @@ async fn configs_an_edge_would_refuse_are_refused_with_its_message() {
         .await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["customer"], "globex");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn domains_stay_reserved_while_a_version_can_serve_them() {
+    let controller = TestController::start().await;
+    let acme = controller.customer("acme").await;
+    let globex = controller.customer("globex").await;
+    let put = |token: String, id: &'static str, domain: &'static str| {
+        let controller = &controller;
+        async move {
+            let path = format!("/v1/distributions/{id}");
+            let spec = distribution(domain);
+            controller
+                .call("PUT", &path, Some(&token), Some(spec))
+                .await
+        }
+    };
+    let deploy = |version: u64| {
+        let (controller, acme) = (&controller, acme.clone());
+        async move {
+            let spec = json!({"distribution": "shop", "version": version, "group": "blue"});
+            controller
+                .call("POST", "/v1/deployments", Some(&acme), Some(spec))
+                .await
+        }
+    };
+    assert_eq!(put(acme.clone(), "shop", "old.example.com").await.0, 201);
+    assert_eq!(put(acme.clone(), "shop", "new.example.com").await.0, 201);
+
+    // Version 1 rolls out again to one group: its domain is reserved.
+    let (status, deployment) = deploy(1).await;
+    assert_eq!(status, 201, "{deployment}");
+    let (status, body) = put(globex.clone(), "other", "old.example.com").await;
+    assert_eq!(status, 409, "{body}");
+    let id = deployment["id"].as_str().expect("id");
+    let (status, body) = controller
+        .call(
+            "POST",
+            &format!("/v1/deployments/{id}/rollback"),
+            Some(&acme),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    // Rolled back, no version in service names it: another customer takes
+    // it, and version 1 can no longer be rolled out.
+    let (status, body) = put(globex.clone(), "other", "old.example.com").await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = deploy(1).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(
+        body["error"],
+        "`old.example.com` is served by another distribution"
+    );
 }
 
 /// `component` with a custom section that pads it to about `size` bytes:
