@@ -2,7 +2,8 @@
 //! orders, which edges acknowledge; housekeeping runs on the controller.
 //! All state is stored, so a restart resumes where it stopped: queued and
 //! half-dispatched jobs are dispatched again (orders have fixed ids), and
-//! orders not yet acknowledged are sent again when their edge reconnects.
+//! orders not yet acknowledged are sent again when their edge reconnects
+//! (or after a while without an acknowledgement).
 
 use serde::Serialize;
 use serde_json::json;
@@ -97,10 +98,8 @@ pub async fn dispatch(store: &Store, job: &Job) -> Result<(), StoreError> {
         )
         .await?;
     store.signal_orders();
-    if edges.is_empty() {
-        finish(store, &job.id, JobStatus::Done, None).await?;
-    }
-    Ok(())
+    // Acks that arrived while dispatching (or no edges at all) finish it now.
+    finish_if_all_acked(store, &job.id).await
 }
 
 /// Marks a job finished; it expires after [`FINISHED_JOB_TTL_MS`].
@@ -146,32 +145,41 @@ pub async fn acknowledge(
             &json!({ "acked": true, "acked_ms": now, "count": count, "error": error, "expires_at": now + FINISHED_JOB_TTL_MS }),
         )
         .await?;
-    let orders: Vec<Order> = store
-        .find(Collection::Orders, &[("job", json!(order.job))])
-        .await?;
-    if orders.iter().all(|o| o.acked) {
-        let failed: Vec<String> = orders
-            .iter()
-            .filter_map(|o| o.error.as_ref().map(|e| format!("{}: {e}", o.edge)))
-            .collect();
-        let (status, error) = if failed.is_empty() {
-            (JobStatus::Done, None)
-        } else {
-            (JobStatus::Failed, Some(failed.join("; ")))
-        };
-        let finished = store
-            .update(
-                Collection::Jobs,
-                &order.job,
-                &[("status", json!(JobStatus::Dispatched))],
-                &json!({ "status": status, "error": error, "updated_ms": now, "expires_at": now + FINISHED_JOB_TTL_MS }),
-            )
-            .await?;
-        if finished {
-            tracing::info!(job = %order.job, ?status, "job finished");
-        }
-    }
+    finish_if_all_acked(store, &order.job).await?;
     Ok(true)
+}
+
+/// Finishes a dispatched job once every edge has acknowledged its order:
+/// done, or failed with the edges' errors.
+async fn finish_if_all_acked(store: &Store, job: &str) -> Result<(), StoreError> {
+    let orders: Vec<Order> = store
+        .find(Collection::Orders, &[("job", json!(job))])
+        .await?;
+    if !orders.iter().all(|o| o.acked) {
+        return Ok(());
+    }
+    let failed: Vec<String> = orders
+        .iter()
+        .filter_map(|o| o.error.as_ref().map(|e| format!("{}: {e}", o.edge)))
+        .collect();
+    let (status, error) = if failed.is_empty() {
+        (JobStatus::Done, None)
+    } else {
+        (JobStatus::Failed, Some(failed.join("; ")))
+    };
+    let now = now_ms();
+    let finished = store
+        .update(
+            Collection::Jobs,
+            job,
+            &[("status", json!(JobStatus::Dispatched))],
+            &json!({ "status": status, "error": error, "updated_ms": now, "expires_at": now + FINISHED_JOB_TTL_MS }),
+        )
+        .await?;
+    if finished {
+        tracing::info!(%job, ?status, "job finished");
+    }
+    Ok(())
 }
 
 /// An edge's orders not yet acknowledged, oldest first.
@@ -250,4 +258,80 @@ pub async fn compact(store: &Store) -> Result<u64, StoreError> {
         deleted += store.backend().delete_expired(collection, now).await?;
     }
     Ok(deleted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::PurgeTarget;
+
+    fn edge(id: &str) -> Edge {
+        Edge {
+            id: id.into(),
+            name: id.into(),
+            pop: "fra".into(),
+            role: "edge".into(),
+            group: "default".into(),
+            version: "test".into(),
+            registered_ms: now_ms(),
+            last_heartbeat_ms: 0,
+            config_revision: 0,
+            requests_per_second: 0.0,
+            cache_bytes: 0,
+            cache_objects: 0,
+            serving: true,
+        }
+    }
+
+    async fn status(store: &Store, id: &str) -> JobStatus {
+        let job: Option<Job> = store.get(Collection::Jobs, id).await.expect("read");
+        job.expect("the job").status
+    }
+
+    /// An edge can acknowledge its order while the job is still being
+    /// handed out (or before a restart resumes the dispatch): the job
+    /// finishes when the dispatch does.
+    #[tokio::test]
+    async fn acks_that_come_during_the_dispatch_finish_the_job() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::embedded(dir.path()).expect("store");
+        for id in ["e1", "e2"] {
+            store
+                .insert(Collection::Edges, id, &edge(id))
+                .await
+                .expect("edge");
+        }
+        let work = Work::Purge {
+            target: PurgeTarget::Everything,
+            soft: false,
+        };
+        let job = create(&store, "acme", "shop", work).await.expect("job");
+        assert!(claim(&store, &job).await.expect("claim"));
+        let claimed: Job = store
+            .get(Collection::Jobs, &job.id)
+            .await
+            .expect("read")
+            .expect("job");
+        dispatch(&store, &claimed).await.expect("dispatch");
+        assert_eq!(status(&store, &job.id).await, JobStatus::Dispatched);
+
+        // Back to dispatching, as a restart mid-dispatch leaves it; both
+        // edges acknowledge meanwhile.
+        store
+            .update(
+                Collection::Jobs,
+                &job.id,
+                &[],
+                &json!({ "status": JobStatus::Dispatching }),
+            )
+            .await
+            .expect("update");
+        for id in ["e1", "e2"] {
+            let order = format!("{}:{id}", job.id);
+            assert!(acknowledge(&store, id, &order, 3, None).await.expect("ack"));
+        }
+        assert_eq!(status(&store, &job.id).await, JobStatus::Dispatching);
+        dispatch(&store, &claimed).await.expect("dispatch again");
+        assert_eq!(status(&store, &job.id).await, JobStatus::Done);
+    }
 }
