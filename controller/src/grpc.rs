@@ -1,9 +1,9 @@
 //! The gRPC API for edges (`parapet.edge.v1.EdgeControl`), authenticated
 //! per edge.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::pin::Pin;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::Stream;
 use parapet_proto::edge::edge_control_server::EdgeControl;
@@ -13,6 +13,7 @@ use parapet_proto::edge::{
     Order, OrderAck, PluginChunk, Prewarm, Purge, RegisterRequest, RegisterResponse,
     ShipLogsResponse, WatchConfigRequest, WatchOrdersRequest,
 };
+use tokio::sync::watch;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::api::App;
@@ -26,12 +27,16 @@ use crate::store::{Collection, Store, StoreError};
 /// The service, over the controller's state.
 pub struct EdgeService {
     app: App,
+    /// Turns true when the controller stops: watch streams end then, so
+    /// the gRPC server's graceful shutdown does not wait on them.
+    stopped: watch::Receiver<bool>,
 }
 
 impl EdgeService {
-    /// A service reading and writing `app`'s store.
-    pub fn new(app: App) -> Self {
-        EdgeService { app }
+    /// A service reading and writing `app`'s store, whose streams end when
+    /// `stopped` turns true.
+    pub fn new(app: App, stopped: watch::Receiver<bool>) -> Self {
+        EdgeService { app, stopped }
     }
 
     /// The calling edge's id, from its credential.
@@ -148,6 +153,7 @@ impl EdgeControl for EdgeService {
         let mut sent = request.into_inner().have_revision;
         let store = self.app.store.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let mut stopped = self.stopped.clone();
         tokio::spawn(async move {
             let mut changes = store.config_changes();
             loop {
@@ -170,6 +176,7 @@ impl EdgeControl for EdgeService {
                     _ = changes.changed() => {},
                     _ = tokio::time::sleep(WATCH_POLL) => {},
                     _ = tx.closed() => return,
+                    _ = stopped.wait_for(|stop| *stop) => return,
                 }
             }
         });
@@ -210,17 +217,27 @@ impl EdgeControl for EdgeService {
         let edge_id = self.edge(&request).await?;
         let store = self.app.store.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let mut stopped = self.stopped.clone();
+        let resend_after =
+            Duration::from_millis(self.app.heartbeat_interval_ms) * ORDER_RESEND_HEARTBEATS;
         tokio::spawn(async move {
             let mut changes = store.order_changes();
-            let mut sent: HashSet<String> = HashSet::new();
+            // When each pending order was last sent.
+            let mut sent: HashMap<String, Instant> = HashMap::new();
             let mut backlog_done = false;
             loop {
                 match jobs::pending(&store, &edge_id).await {
                     Ok(orders) => {
+                        sent.retain(|id, _| orders.iter().any(|o| &o.id == id));
                         for order in orders {
-                            if !sent.insert(order.id.clone()) {
+                            // An order whose ack was lost is sent again.
+                            if sent
+                                .get(&order.id)
+                                .is_some_and(|at| at.elapsed() < resend_after)
+                            {
                                 continue;
                             }
+                            sent.insert(order.id.clone(), Instant::now());
                             if tx.send(Ok(to_message(order))).await.is_err() {
                                 return;
                             }
@@ -245,6 +262,7 @@ impl EdgeControl for EdgeService {
                     _ = changes.changed() => {},
                     _ = tokio::time::sleep(WATCH_POLL) => {},
                     _ = tx.closed() => return,
+                    _ = stopped.wait_for(|stop| *stop) => return,
                 }
             }
         });
@@ -305,6 +323,9 @@ impl EdgeControl for EdgeService {
 
 /// How often watchers look for changes made by another replica.
 const WATCH_POLL: Duration = Duration::from_secs(1);
+/// Heartbeat intervals an edge has to acknowledge an order before it is
+/// sent again (its acknowledgement may have been lost).
+const ORDER_RESEND_HEARTBEATS: u32 = 6;
 /// Plugin bytes per message.
 const PLUGIN_CHUNK: usize = 1 << 20;
 /// How long shipped logs are kept.

@@ -150,8 +150,8 @@ pub async fn launch(options: LaunchOptions) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("cannot listen on {}", options.grpc_listen))?;
     let grpc_address = grpc.local_addr()?;
+    let service = EdgeControlServer::new(grpc::EdgeService::new(app, stopped.clone()));
     let mut grpc_stopped = stopped;
-    let service = EdgeControlServer::new(grpc::EdgeService::new(app));
     tasks.push(tokio::spawn(async move {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc);
         let shutdown = async move {

@@ -321,6 +321,14 @@ async fn purges_reach_every_edge_and_finish_with_their_acks() {
     let pending = next(&mut late).await;
     assert!(pending.id.starts_with(&job_id), "{pending:?}");
     assert!(next(&mut late).await.backlog_done);
+    // Not acknowledged within six heartbeat intervals (6 s here), it comes
+    // again: the acknowledgement may have been lost.
+    let again = tokio::time::timeout(Duration::from_secs(10), late.message())
+        .await
+        .expect("sent again within 10 s")
+        .expect("the stream works")
+        .expect("the stream is open");
+    assert_eq!(again.id, pending.id);
     // Another edge's order cannot be acknowledged.
     let refused = offline
         .client
@@ -407,4 +415,32 @@ async fn shipped_logs_are_listed_newest_first() {
     assert_eq!(lines[0]["line"]["path"], "/b");
     assert_eq!(lines[1]["line"]["path"], "/a");
     assert_eq!(lines[0]["edge"], edge.id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_stops_while_edges_watch() {
+    let controller = TestController::start().await;
+    let mut edge = TestEdge::register(&controller, "fra-1", "fra", "default").await;
+    let mut config = edge
+        .client
+        .watch_config(edge.request(WatchConfigRequest { have_revision: 0 }))
+        .await
+        .expect("watch config")
+        .into_inner();
+    let mut orders = edge
+        .client
+        .watch_orders(edge.request(WatchOrdersRequest {}))
+        .await
+        .expect("watch orders")
+        .into_inner();
+    assert!(next(&mut orders).await.backlog_done);
+
+    let TestController { running, dir, .. } = controller;
+    tokio::time::timeout(Duration::from_secs(5), running.shutdown())
+        .await
+        .expect("stopped within 5 s, the edge's streams open");
+    // Both streams end (after what was already sent).
+    while let Ok(Some(_)) = config.message().await {}
+    while let Ok(Some(_)) = orders.message().await {}
+    drop(dir);
 }
