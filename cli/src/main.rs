@@ -112,6 +112,9 @@ enum PluginCommand {
         /// Plugin name [default: the file's name].
         #[arg(long)]
         name: Option<String>,
+        /// Operators: the customer to act for.
+        #[arg(long)]
+        customer: Option<String>,
     },
     /// List uploaded plugins.
     List,
@@ -119,6 +122,9 @@ enum PluginCommand {
     Rm {
         /// Plugin name.
         name: String,
+        /// Operators: the customer to act for.
+        #[arg(long)]
+        customer: Option<String>,
     },
 }
 
@@ -202,16 +208,27 @@ fn manage(command: Command, json: bool) -> CliResult<()> {
             client.send("DELETE", &format!("/v1/tokens/{}", segment(&id)), None)?,
             &["id", "kind", "customer", "name", "revoked"],
         ),
-        Command::Plugin(PluginCommand::Upload { file, name }) => (
-            manage::upload(&client, &file, name)?,
+        Command::Plugin(PluginCommand::Upload {
+            file,
+            name,
+            customer,
+        }) => (
+            manage::upload(&client, &file, name, customer.as_deref())?,
             &["name", "version", "size", "sha256"],
         ),
         Command::Plugin(PluginCommand::List) => (
             client.get("/v1/plugins")?,
             &["customer", "name", "version", "size", "sha256"],
         ),
-        Command::Plugin(PluginCommand::Rm { name }) => (
-            client.send("DELETE", &format!("/v1/plugins/{}", segment(&name)), None)?,
+        Command::Plugin(PluginCommand::Rm { name, customer }) => (
+            client.send(
+                "DELETE",
+                &manage::for_customer(
+                    format!("/v1/plugins/{}", segment(&name)),
+                    customer.as_deref(),
+                ),
+                None,
+            )?,
             &["name", "version", "sha256"],
         ),
         Command::Plugin(_) => unreachable!("local plugin verbs are handled before"),

@@ -300,27 +300,36 @@ pub fn apply(
     let id = id.or(from_file).ok_or_else(|| {
         CliError::usage(format!("{}: no `id`; add one or pass --id", file.display()))
     })?;
-    let mut query = Vec::new();
-    if stage {
-        query.push("stage=true".to_string());
-    }
-    if let Some(customer) = customer {
-        query.push(format!("customer={}", segment(&customer)));
-    }
-    let query = if query.is_empty() {
-        String::new()
-    } else {
-        format!("?{}", query.join("&"))
-    };
+    let path = format!(
+        "/v1/distributions/{}{}",
+        segment(&id),
+        if stage { "?stage=true" } else { "" }
+    );
     client.send(
         "PUT",
-        &format!("/v1/distributions/{}{query}", segment(&id)),
+        &for_customer(path, customer.as_deref()),
         Some(Body::Json(spec)),
     )
 }
 
+/// `path` acting for `customer` (operators), when given.
+pub fn for_customer(path: String, customer: Option<&str>) -> String {
+    match customer {
+        Some(customer) => {
+            let separator = if path.contains('?') { '&' } else { '?' };
+            format!("{path}{separator}customer={}", segment(customer))
+        }
+        None => path,
+    }
+}
+
 /// `plugin upload`, with a progress bar on a terminal.
-pub fn upload(client: &Client, file: &Path, name: Option<String>) -> CliResult<Value> {
+pub fn upload(
+    client: &Client,
+    file: &Path,
+    name: Option<String>,
+    customer: Option<&str>,
+) -> CliResult<Value> {
     let name = match name {
         Some(name) => name,
         None => file
@@ -342,7 +351,7 @@ pub fn upload(client: &Client, file: &Path, name: Option<String>) -> CliResult<V
     let body = reqwest::blocking::Body::sized(ReadOnce(reader), length);
     let answer = client.send(
         "POST",
-        &format!("/v1/plugins/{}", segment(&name)),
+        &for_customer(format!("/v1/plugins/{}", segment(&name)), customer),
         Some(Body::Wasm(body)),
     );
     bar.finish_and_clear();

@@ -120,7 +120,7 @@ impl Authenticator {
 
     /// Whether `token` is the edge bootstrap token.
     pub fn is_bootstrap(&self, token: &str) -> bool {
-        constant_time_eq(&hash_token(token), &self.bootstrap_hash)
+        !token.is_empty() && constant_time_eq(&hash_token(token), &self.bootstrap_hash)
     }
 
     /// Who `token` speaks for.
@@ -186,5 +186,16 @@ mod tests {
         assert!(matches!(bearer(None), Err(AuthError::Missing)));
         assert!(matches!(bearer(Some("Basic abc")), Err(AuthError::Missing)));
         assert!(matches!(bearer(Some("Bearer ")), Err(AuthError::Missing)));
+    }
+
+    #[test]
+    fn an_empty_bootstrap_token_registers_nobody() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::embedded(dir.path()).expect("store");
+        let open = Authenticator::new(store.clone(), "admin", Some(""));
+        assert!(!open.is_bootstrap(""));
+        let default = Authenticator::new(store, "admin", None);
+        assert!(default.is_bootstrap("admin"));
+        assert!(!default.is_bootstrap("admin "));
     }
 }

@@ -109,7 +109,8 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         grpc_listen: cli.grpc_listen,
         store,
         admin_token,
-        edge_bootstrap_token: cli.edge_bootstrap_token,
+        // An empty variable means unset, not a token anyone could send.
+        edge_bootstrap_token: cli.edge_bootstrap_token.filter(|t| !t.is_empty()),
         heartbeat_interval_ms: cli.heartbeat_interval_ms,
         max_plugin_bytes: cli.max_plugin_mib << 20,
         metrics: cli.metrics,

@@ -39,9 +39,10 @@ pub enum Collection {
     Edges,
     /// Blue/green deployments.
     Deployments,
-    /// Purge and prewarm jobs, with per-edge status.
+    /// Purge, prewarm and compaction jobs.
     Jobs,
-    /// Orders for one edge (a job's part), until acknowledged.
+    /// A job's part for one edge, with that edge's status; kept until it
+    /// expires after the acknowledgement.
     Orders,
     /// Shipped access log lines.
     Logs,
@@ -147,6 +148,8 @@ pub trait Backend: Send + Sync + 'static {
     /// The counter's value (0 when never incremented).
     async fn counter(&self, counter: &str) -> Result<u64, StoreError>;
     /// Stores a blob under `key` (split into chunks as the backend needs).
+    /// Keys name their content (a sha256), so a complete blob already
+    /// stored under `key` may be kept as it is.
     async fn put_blob(&self, key: &str, data: &[u8]) -> Result<(), StoreError>;
     /// The blob under `key`.
     async fn get_blob(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;

@@ -239,6 +239,17 @@ impl Backend for Mongo {
     }
 
     async fn put_blob(&self, key: &str, data: &[u8]) -> Result<(), StoreError> {
+        // Rewriting a complete blob would take it away from readers
+        // meanwhile; only a missing or partly written one is (re)written.
+        let stored = self
+            .db
+            .collection::<Document>("blobs")
+            .count_documents(doc! { "key": key })
+            .await
+            .map_err(backend_error)?;
+        if stored == data.len().div_ceil(BLOB_CHUNK).max(1) as u64 {
+            return Ok(());
+        }
         self.delete_blob(key).await?;
         let chunks: Vec<Document> = data
             .chunks(BLOB_CHUNK)

@@ -111,6 +111,16 @@ async fn scenario(mongodb_uri: Option<String>) {
     let (code, out, err) = cli(&acme, &["plugin", "upload", &component.to_string_lossy()]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("header-filter"), "{out}");
+    // The operator manages a customer's plugins by naming the customer.
+    let noop = plugin_component("noop");
+    let noop = noop.to_string_lossy();
+    let (code, out, err) = cli(ADMIN, &["plugin", "upload", &noop, "--customer", "acme"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = cli(&acme, &["--json", "plugin", "list"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"noop\""), "acme has it: {out}");
+    let (code, out, err) = cli(ADMIN, &["plugin", "rm", "noop", "--customer", "acme"]);
+    assert_eq!(code, 0, "{out}{err}");
     let origin = cluster.origin.clone();
     let dist_dir = cluster.dir.path().to_path_buf();
     let dist_file = |csp: &str| {
