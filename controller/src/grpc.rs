@@ -150,7 +150,9 @@ impl EdgeControl for EdgeService {
         request: Request<WatchConfigRequest>,
     ) -> Result<Response<Self::WatchConfigStream>, Status> {
         let edge_id = self.edge(&request).await?;
-        let mut sent = request.into_inner().have_revision;
+        // What the edge has; 0: nothing, so the first snapshot goes out
+        // whatever its revision.
+        let mut sent = Some(request.into_inner().have_revision).filter(|&r| r != 0);
         let store = self.app.store.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let mut stopped = self.stopped.clone();
@@ -159,7 +161,7 @@ impl EdgeControl for EdgeService {
             loop {
                 match snapshot_if_newer(&store, &edge_id, sent).await {
                     Ok(Some(snapshot)) => {
-                        sent = snapshot.revision;
+                        sent = Some(snapshot.revision);
                         if tx.send(Ok(snapshot)).await.is_err() {
                             return; // the edge went away
                         }
@@ -331,16 +333,17 @@ const PLUGIN_CHUNK: usize = 1 << 20;
 /// How long shipped logs are kept.
 const LOG_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
 
-/// The edge's snapshot when the revision moved past `sent`.
+/// The edge's snapshot when none was `sent` yet or the revision moved
+/// past it.
 async fn snapshot_if_newer(
     store: &Store,
     edge_id: &str,
-    sent: u64,
+    sent: Option<u64>,
 ) -> Result<Option<ConfigSnapshot>, Status> {
     let revision = crate::revision::current(store)
         .await
         .map_err(store_status)?;
-    if revision <= sent && sent != 0 {
+    if sent.is_some_and(|sent| revision <= sent) {
         return Ok(None);
     }
     let edge: Edge = store
@@ -353,7 +356,9 @@ async fn snapshot_if_newer(
     let snapshot = snapshot::for_edge(store, &edge)
         .await
         .map_err(store_status)?;
-    Ok((snapshot.revision > sent || sent == 0).then_some(snapshot))
+    Ok(sent
+        .is_none_or(|sent| snapshot.revision > sent)
+        .then_some(snapshot))
 }
 
 /// A stored order as the edge gets it.

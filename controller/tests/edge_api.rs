@@ -418,6 +418,24 @@ async fn shipped_logs_are_listed_newest_first() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_edge_gets_the_current_snapshot_once() {
+    let controller = TestController::start().await;
+    let mut edge = TestEdge::register(&controller, "fra-1", "fra", "default").await;
+    let mut config = edge
+        .client
+        .watch_config(edge.request(WatchConfigRequest { have_revision: 0 }))
+        .await
+        .expect("watch config")
+        .into_inner();
+    let first = next(&mut config).await;
+    assert_eq!(origins(&first), [], "nothing configured yet");
+    // Nothing changes: nothing more comes, though the watch polls every
+    // second.
+    let more = tokio::time::timeout(Duration::from_millis(2_500), config.message()).await;
+    assert!(more.is_err(), "sent again: {more:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_controller_stops_while_edges_watch() {
     let controller = TestController::start().await;
     let mut edge = TestEdge::register(&controller, "fra-1", "fra", "default").await;
