@@ -38,6 +38,7 @@ both_backends!(
     insert_get_and_conflict,
     put_replaces,
     find_filters_in_id_order,
+    find_newest_sorts_and_limits,
     conditional_updates,
     delete_and_expiry,
     counters_count_up,
@@ -104,6 +105,36 @@ async fn put_replaces(store: &Store) {
         .expect("get")
         .expect("found");
     assert_eq!(doc, json!({"_id": "d/k", "value": "two"}));
+}
+
+async fn find_newest_sorts_and_limits(store: &Store) {
+    let backend = store.backend();
+    for (id, customer, at) in [
+        ("a", "acme", 20),
+        ("b", "acme", 30),
+        ("c", "globex", 99),
+        ("d", "acme", 10),
+        ("e", "acme", 30),
+    ] {
+        backend
+            .insert(
+                Collection::Logs,
+                id,
+                json!({"customer": customer, "at": at}),
+            )
+            .await
+            .expect("insert");
+    }
+    let acme = [("customer", json!("acme"))];
+    let newest = |limit| backend.find_newest(Collection::Logs, &acme, "at", limit);
+    let ids = |docs: Vec<Value>| -> Vec<String> {
+        docs.iter()
+            .map(|d| d["_id"].as_str().expect("id").to_string())
+            .collect()
+    };
+    assert_eq!(ids(newest(3).await.expect("find")), ["b", "e", "a"]);
+    assert_eq!(ids(newest(10).await.expect("find")), ["b", "e", "a", "d"]);
+    assert!(newest(0).await.expect("find").is_empty());
 }
 
 async fn find_filters_in_id_order(store: &Store) {

@@ -174,11 +174,14 @@ async fn recent_logs(
     ApiQuery(query): ApiQuery<LogQuery>,
 ) -> ApiResult<Json<Vec<LogRecord>>> {
     owned(&app, &principal, &distribution).await?;
-    let mut lines: Vec<LogRecord> = app
+    let lines = app
         .store
-        .find(Collection::Logs, &[("distribution", json!(distribution))])
+        .find_newest(
+            Collection::Logs,
+            &[("distribution", json!(distribution))],
+            "timestamp_ms",
+            query.limit.unwrap_or(100).min(1000),
+        )
         .await?;
-    lines.sort_by_key(|l| std::cmp::Reverse(l.timestamp_ms));
-    lines.truncate(query.limit.unwrap_or(100).min(1000));
     Ok(Json(lines))
 }

@@ -160,6 +160,20 @@ impl Backend for Embedded {
         .await
     }
 
+    async fn find_newest(
+        &self,
+        collection: Collection,
+        filter: Filter<'_>,
+        field: &str,
+        limit: usize,
+    ) -> Result<Vec<Value>, StoreError> {
+        // A scan: the embedded store serves one machine's data.
+        let mut docs = self.find(collection, filter).await?;
+        docs.sort_by_key(|doc| std::cmp::Reverse(doc[field].as_i64()));
+        docs.truncate(limit);
+        Ok(docs)
+    }
+
     async fn update(
         &self,
         collection: Collection,

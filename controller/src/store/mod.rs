@@ -130,6 +130,15 @@ pub trait Backend: Send + Sync + 'static {
         collection: Collection,
         filter: Filter<'_>,
     ) -> Result<Vec<Value>, StoreError>;
+    /// At most `limit` documents matching `filter`, the highest integer
+    /// `field` first (then in `_id` order).
+    async fn find_newest(
+        &self,
+        collection: Collection,
+        filter: Filter<'_>,
+        field: &str,
+        limit: usize,
+    ) -> Result<Vec<Value>, StoreError>;
     /// Sets `fields` on the document when it matches `condition`; false
     /// when it does not exist or does not match.
     async fn update(
@@ -266,6 +275,24 @@ impl Store {
         filter: Filter<'_>,
     ) -> Result<Vec<T>, StoreError> {
         let values = self.backend.find(collection, filter).await?;
+        values
+            .into_iter()
+            .map(|v| from_value(collection, v))
+            .collect()
+    }
+
+    /// Typed [`Backend::find_newest`].
+    pub async fn find_newest<T: DeserializeOwned>(
+        &self,
+        collection: Collection,
+        filter: Filter<'_>,
+        field: &str,
+        limit: usize,
+    ) -> Result<Vec<T>, StoreError> {
+        let values = self
+            .backend
+            .find_newest(collection, filter, field, limit)
+            .await?;
         values
             .into_iter()
             .map(|v| from_value(collection, v))

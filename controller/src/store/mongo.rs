@@ -114,6 +114,12 @@ impl Mongo {
                     .build(),
             ),
             (Collection::Logs, expiring.clone()),
+            (
+                Collection::Logs,
+                IndexModel::builder()
+                    .keys(doc! { "distribution": 1, "timestamp_ms": -1 })
+                    .build(),
+            ),
             (Collection::Heartbeats, expiring.clone()),
             (Collection::Jobs, expiring.clone()),
             (Collection::Orders, expiring),
@@ -170,6 +176,27 @@ impl Backend for Mongo {
             .collection(collection)
             .find(filter_document(filter)?)
             .sort(doc! { "_id": 1 })
+            .await
+            .map_err(backend_error)?;
+        let docs: Vec<Document> = cursor.try_collect().await.map_err(backend_error)?;
+        Ok(docs.into_iter().map(to_value).collect())
+    }
+
+    async fn find_newest(
+        &self,
+        collection: Collection,
+        filter: Filter<'_>,
+        field: &str,
+        limit: usize,
+    ) -> Result<Vec<Value>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new()); // MongoDB reads a limit of 0 as none
+        }
+        let cursor = self
+            .collection(collection)
+            .find(filter_document(filter)?)
+            .sort(doc! { field: -1, "_id": 1 })
+            .limit(i64::try_from(limit).unwrap_or(i64::MAX))
             .await
             .map_err(backend_error)?;
         let docs: Vec<Document> = cursor.try_collect().await.map_err(backend_error)?;
