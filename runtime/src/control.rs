@@ -78,11 +78,21 @@ impl From<&ConfigSnapshot> for SavedSnapshot {
 pub struct Control {
     options: ControlOptions,
     channel: Channel,
-    credential: tokio::sync::RwLock<Option<String>>,
+    /// Held while registering, so that the tasks needing a credential at
+    /// once register only one edge.
+    credential: tokio::sync::Mutex<Credential>,
     /// Revision of the configuration being served.
     revision: std::sync::atomic::AtomicU64,
     /// The configuration without distributions (listeners, cache, ...).
     base: EdgeConfig,
+}
+
+/// The edge's credential, and how many registrations gave one: a refusal
+/// drops the credential only when no registration happened since the
+/// refused call started.
+struct Credential {
+    token: Option<String>,
+    generation: u64,
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -112,13 +122,16 @@ impl Control {
             .with_context(|| format!("--controller `{}` is not a URL", options.url))?
             .connect_timeout(Duration::from_secs(3))
             .connect_lazy();
-        let credential = std::fs::read_to_string(options.state_dir.join("credential"))
+        let token = std::fs::read_to_string(options.state_dir.join("credential"))
             .ok()
             .map(|c| c.trim().to_string());
         Ok(Arc::new(Control {
             options,
             channel,
-            credential: tokio::sync::RwLock::new(credential),
+            credential: tokio::sync::Mutex::new(Credential {
+                token,
+                generation: 0,
+            }),
             revision: std::sync::atomic::AtomicU64::new(0),
             base,
         }))
@@ -203,11 +216,17 @@ impl Control {
     /// A request carrying the credential; registers first when there is
     /// none.
     async fn request<T>(&self, message: T) -> Result<tonic::Request<T>, tonic::Status> {
-        // The read guard must be gone before `register` takes the write lock.
-        let stored = self.credential.read().await.clone();
-        let credential = match stored {
-            Some(credential) => credential,
-            None => self.register().await?,
+        let credential = {
+            let mut stored = self.credential.lock().await;
+            match &stored.token {
+                Some(token) => token.clone(),
+                None => {
+                    let token = self.register().await?;
+                    stored.token = Some(token.clone());
+                    stored.generation += 1;
+                    token
+                }
+            }
         };
         let mut request = tonic::Request::new(message);
         let value = format!("Bearer {credential}")
@@ -217,7 +236,7 @@ impl Control {
         Ok(request)
     }
 
-    /// Registers (again) and stores the new credential.
+    /// Registers (again) and keeps the new credential on disk.
     async fn register(&self) -> Result<String, tonic::Status> {
         let answer = self
             .client()
@@ -236,18 +255,26 @@ impl Control {
             tracing::warn!(error = %e, "cannot keep the credential; the edge will register again at its next start");
         }
         tracing::info!(edge = %answer.edge_id, "registered with the controller");
-        *self.credential.write().await = Some(answer.credential.clone());
         Ok(answer.credential)
     }
 
+    /// The credential's generation, taken before a call whose refusal
+    /// goes to [`Self::forget_credential_if_refused`].
+    async fn credential_generation(&self) -> u64 {
+        self.credential.lock().await.generation
+    }
+
     /// Drops a credential the controller refused, so the next call
-    /// registers again.
-    async fn forget_credential_if_refused(&self, status: &tonic::Status) {
+    /// registers again; unless another task registered since `generation`.
+    async fn forget_credential_if_refused(&self, status: &tonic::Status, generation: u64) {
         if matches!(
             status.code(),
             tonic::Code::Unauthenticated | tonic::Code::NotFound
         ) {
-            *self.credential.write().await = None;
+            let mut stored = self.credential.lock().await;
+            if stored.generation == generation {
+                stored.token = None;
+            }
         }
     }
 
@@ -255,6 +282,7 @@ impl Control {
     /// before serving, so purges made while it was offline take effect
     /// first.
     pub async fn apply_backlog(self: &Arc<Self>, edge: &Arc<Edge>, wait: Duration) {
+        let generation = self.credential_generation().await;
         let work = async {
             let mut stream = self
                 .client()
@@ -274,7 +302,7 @@ impl Control {
         match tokio::time::timeout(wait, work).await {
             Ok(Ok(applied)) => tracing::info!(applied, "pending orders applied before serving"),
             Ok(Err(status)) => {
-                self.forget_credential_if_refused(&status).await;
+                self.forget_credential_if_refused(&status, generation).await;
                 tracing::warn!(error = %status, "cannot read pending orders; serving without them");
             }
             Err(_) => tracing::warn!(
@@ -298,6 +326,7 @@ impl Control {
         let mut backoff = Backoff::default();
         loop {
             let have = self.revision.load(std::sync::atomic::Ordering::Relaxed);
+            let generation = self.credential_generation().await;
             let result = async {
                 let request = self.request(WatchConfigRequest { have_revision: have }).await?;
                 let mut stream = self.client().watch_config(request).await?.into_inner();
@@ -312,7 +341,7 @@ impl Control {
             }
             .await;
             if let Err(status) = result {
-                self.forget_credential_if_refused(&status).await;
+                self.forget_credential_if_refused(&status, generation).await;
                 tracing::warn!(error = %status, "configuration stream lost; reconnecting");
             }
             backoff.wait().await;
@@ -379,6 +408,7 @@ impl Control {
     async fn follow_orders(self: Arc<Self>, edge: Arc<Edge>) {
         let mut backoff = Backoff::default();
         loop {
+            let generation = self.credential_generation().await;
             let result = async {
                 let request = self.request(WatchOrdersRequest {}).await?;
                 let mut stream = self.client().watch_orders(request).await?.into_inner();
@@ -392,7 +422,7 @@ impl Control {
             }
             .await;
             if let Err(status) = result {
-                self.forget_credential_if_refused(&status).await;
+                self.forget_credential_if_refused(&status, generation).await;
                 tracing::warn!(error = %status, "order stream lost; reconnecting");
             }
             backoff.wait().await;
@@ -468,6 +498,7 @@ impl Control {
                 serving: !edge.draining.load(std::sync::atomic::Ordering::Relaxed),
             };
             last = now;
+            let generation = self.credential_generation().await;
             let result = async { self.client().heartbeat(self.request(beat).await?).await }.await;
             match result {
                 Ok(answer) => {
@@ -475,7 +506,7 @@ impl Control {
                         Duration::from_millis(answer.into_inner().interval_ms.clamp(100, 60_000))
                 }
                 Err(status) => {
-                    self.forget_credential_if_refused(&status).await;
+                    self.forget_credential_if_refused(&status, generation).await;
                     tracing::debug!(error = %status, "heartbeat not delivered");
                 }
             }
@@ -505,6 +536,7 @@ impl Control {
                 continue;
             }
             let lines = batch.len();
+            let generation = self.credential_generation().await;
             let result = async {
                 let request = self
                     .request(tokio_stream::iter(vec![LogBatch { lines: batch }]))
@@ -513,7 +545,7 @@ impl Control {
             }
             .await;
             if let Err(status) = result {
-                self.forget_credential_if_refused(&status).await;
+                self.forget_credential_if_refused(&status, generation).await;
                 tracing::debug!(lines, error = %status, "log lines not shipped; dropped");
             }
         }

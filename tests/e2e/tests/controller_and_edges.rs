@@ -383,3 +383,29 @@ async fn scenario(mongodb_uri: Option<String>) {
         .await;
     }
 }
+
+/// An edge whose stored credential the controller refuses (its data was
+/// reset, or the edge re-registered elsewhere) registers again once, though
+/// its config, order, heartbeat and log tasks all find the credential gone
+/// at the same moment: several registrations would revoke each other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_credential_is_replaced_by_one_registration() {
+    let cluster = Cluster::start(None, 300);
+    let state = cluster.dir.path().join("fra-1");
+    std::fs::create_dir_all(&state).expect("state dir");
+    std::fs::write(state.join("credential"), "ppe_unknown").expect("credential");
+    let _edge = cluster.start_edge("fra-1", "default", free_port());
+    eventually(15, "the edge healthy", || async {
+        let (_, edges) = cluster.call("GET", "/v1/edges", Some(ADMIN), None).await;
+        (edges[0]["healthy"] == true).then_some(())
+    })
+    .await;
+    // A few more heartbeats: a churn of registrations would show by now.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let log = log_of(cluster.dir.path(), "fra-1");
+    assert_eq!(
+        log.matches("registered with the controller").count(),
+        1,
+        "{log}"
+    );
+}
