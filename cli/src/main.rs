@@ -13,7 +13,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use client::{segment, Body, CliError, CliResult, Client};
 use manage::{
-    print, CustomerCommand, DeployCommand, DistCommand, KvCommand, PurgeCommand, TokenCommand,
+    print, CustomerCommand, DeployCommand, DistCommand, EdgeCommand, KvCommand, PurgeCommand,
+    TokenCommand,
 };
 use serde_json::json;
 
@@ -64,8 +65,11 @@ enum Command {
         /// Job id.
         id: Option<String>,
     },
-    /// Edges with their working info (operator).
-    Edges,
+    /// Edges with their working info, or remove one (operator).
+    Edges {
+        #[command(subcommand)]
+        command: Option<EdgeCommand>,
+    },
     /// Edge groups: their edges, health and rolling deployments (operator).
     Groups,
     /// Blue/green deployments.
@@ -288,7 +292,13 @@ fn manage(command: Command, json: bool) -> CliResult<()> {
             client.get("/v1/jobs")?,
             &["id", "distribution", "status", "created_ms"],
         ),
-        Command::Edges => (
+        Command::Edges {
+            command: Some(EdgeCommand::Rm { edge }),
+        } => (
+            client.send("DELETE", &format!("/v1/edges/{}", segment(&edge)), None)?,
+            &["id", "name", "pop", "group"],
+        ),
+        Command::Edges { command: None } => (
             client.get("/v1/edges")?,
             &[
                 "name",

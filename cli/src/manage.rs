@@ -36,6 +36,17 @@ pub enum CustomerCommand {
     },
 }
 
+/// Edges (operator).
+#[derive(Subcommand)]
+pub enum EdgeCommand {
+    /// Remove an edge for good (a dead one): its credential is revoked and
+    /// jobs stop waiting for it. A running edge registers again as new.
+    Rm {
+        /// Edge name or id.
+        edge: String,
+    },
+}
+
 /// API tokens (operator).
 #[derive(Subcommand)]
 pub enum TokenCommand {

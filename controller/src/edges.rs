@@ -136,6 +136,33 @@ pub async fn register(
     Ok((edge, credential))
 }
 
+/// Removes an edge (by id or name) for good: its credential is revoked and
+/// the jobs waiting for it stop waiting. `None` when there is no such edge.
+/// Started again, it registers as a new edge.
+pub async fn remove(store: &Store, edge: &str) -> Result<Option<Edge>, StoreError> {
+    let found = match store.get::<Edge>(Collection::Edges, edge).await? {
+        Some(found) => Some(found),
+        None => store
+            .find::<Edge>(Collection::Edges, &[("name", json!(edge))])
+            .await?
+            .into_iter()
+            .next(),
+    };
+    let Some(found) = found else {
+        return Ok(None);
+    };
+    let tokens: Vec<TokenRecord> = store
+        .find(Collection::Tokens, &[("edge", json!(found.id))])
+        .await?;
+    for record in &tokens {
+        crate::auth::revoke(store, record).await?;
+    }
+    store.delete(Collection::Edges, &found.id).await?;
+    let released = crate::jobs::release_orders(store, &found.id).await?;
+    tracing::info!(edge = %found.id, name = %found.name, released, "edge removed");
+    Ok(Some(found))
+}
+
 /// Working info from a heartbeat.
 pub struct Heartbeat {
     /// Revision served.

@@ -182,6 +182,17 @@ async fn finish_if_all_acked(store: &Store, job: &str) -> Result<(), StoreError>
     Ok(())
 }
 
+/// Drops the orders `edge` has not acknowledged (it was removed), and
+/// finishes the jobs that waited only for it. Returns how many were dropped.
+pub async fn release_orders(store: &Store, edge: &str) -> Result<usize, StoreError> {
+    let orders = pending(store, edge).await?;
+    for order in &orders {
+        store.delete(Collection::Orders, &order.id).await?;
+        finish_if_all_acked(store, &order.job).await?;
+    }
+    Ok(orders.len())
+}
+
 /// An edge's orders not yet acknowledged, oldest first.
 pub async fn pending(store: &Store, edge: &str) -> Result<Vec<Order>, StoreError> {
     let mut orders: Vec<Order> = store

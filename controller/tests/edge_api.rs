@@ -462,3 +462,79 @@ async fn the_controller_stops_while_edges_watch() {
     while let Ok(Some(_)) = orders.message().await {}
     drop(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_edge_no_longer_holds_up_jobs() {
+    let controller = TestController::start().await;
+    let acme = controller.customer("acme").await;
+    controller
+        .call(
+            "PUT",
+            "/v1/distributions/shop",
+            Some(&acme),
+            Some(with_origin("http://o.internal")),
+        )
+        .await;
+    let mut online = TestEdge::register(&controller, "fra-1", "fra", "default").await;
+    let mut gone = TestEdge::register(&controller, "fra-2", "fra", "default").await;
+    let mut orders = online
+        .client
+        .watch_orders(online.request(WatchOrdersRequest {}))
+        .await
+        .expect("watch")
+        .into_inner();
+    assert!(next(&mut orders).await.backlog_done);
+    let (_, job) = controller
+        .call(
+            "POST",
+            "/v1/purges",
+            Some(&acme),
+            Some(json!({"distribution": "shop", "everything": true})),
+        )
+        .await;
+    let job_path = format!("/v1/jobs/{}", job["id"].as_str().expect("id"));
+    let order = next(&mut orders).await;
+    online
+        .client
+        .ack_order(online.request(OrderAck {
+            order_id: order.id,
+            count: 1,
+            error: String::new(),
+        }))
+        .await
+        .expect("ack");
+    let (_, status) = controller.call("GET", &job_path, Some(&acme), None).await;
+    assert_eq!(status["status"], "dispatched", "fra-2 never acks: {status}");
+
+    // Only the operator removes an edge, by name or id.
+    let (status, body) = controller
+        .call("DELETE", "/v1/edges/fra-2", Some(&acme), None)
+        .await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = controller
+        .call("DELETE", "/v1/edges/fra-2", Some(ADMIN), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["id"], gone.id.as_str());
+    let (_, status) = controller.call("GET", &job_path, Some(&acme), None).await;
+    assert_eq!(status["status"], "done", "{status}");
+    assert_eq!(status["progress"], "1/1");
+    let (_, edges) = controller.call("GET", "/v1/edges", Some(ADMIN), None).await;
+    assert_eq!(edges.as_array().map(Vec::len), Some(1), "{edges}");
+    let refused = gone
+        .client
+        .heartbeat(gone.request(parapet_proto::edge::HeartbeatRequest::default()))
+        .await
+        .expect_err("its credential is revoked");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    let (status, body) = controller
+        .call(
+            "DELETE",
+            &format!("/v1/edges/{}", gone.id),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"], format!("edge `{}` not found", gone.id));
+}

@@ -36,6 +36,7 @@ fn concrete(path: &str, deployment: &str, job: &str, token: &str) -> String {
         .replace("{deployment}", deployment)
         .replace("{job}", job)
         .replace("{token}", token)
+        .replace("{edge}", "fra-1")
         + if path.ends_with("/diff") {
             "?from=1&to=2"
         } else {

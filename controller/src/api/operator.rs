@@ -11,7 +11,9 @@ use utoipa_axum::routes;
 
 use super::{require_operator, ApiError, ApiResult, App, JsonBody};
 use crate::auth::{new_token, Principal};
-use crate::model::{now_ms, Customer, EdgeGroup, EdgeStatus, TokenInfo, TokenKind, TokenRecord};
+use crate::model::{
+    now_ms, Customer, Edge, EdgeGroup, EdgeStatus, TokenInfo, TokenKind, TokenRecord,
+};
 use crate::store::Collection;
 
 pub fn routes() -> OpenApiRouter<App> {
@@ -22,6 +24,7 @@ pub fn routes() -> OpenApiRouter<App> {
         .routes(routes!(issue_token, list_tokens))
         .routes(routes!(revoke_token))
         .routes(routes!(list_edges))
+        .routes(routes!(remove_edge))
         .routes(routes!(list_groups))
 }
 
@@ -234,6 +237,21 @@ async fn list_edges(
     Ok(Json(
         crate::edges::list(&app.store, app.heartbeat_interval_ms).await?,
     ))
+}
+
+#[utoipa::path(delete, path = "/v1/edges/{edge}",
+    params(("edge" = String, Path, description = "edge id or name")),
+    responses((status = 200, body = Edge, description = "removed: its credential revoked, jobs no longer wait for it"), (status = 404)))]
+async fn remove_edge(
+    State(app): State<App>,
+    principal: Principal,
+    Path(edge): Path<String>,
+) -> ApiResult<Json<Edge>> {
+    require_operator(&principal)?;
+    crate::edges::remove(&app.store, &edge)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("edge `{edge}`")))
 }
 
 #[utoipa::path(get, path = "/v1/groups", responses((status = 200, body = [EdgeGroup])))]

@@ -331,7 +331,7 @@ async fn scenario(mongodb_uri: Option<String>) {
     // and serves from its last good configuration.
     cluster.kill_controller();
     green.kill();
-    let _green = cluster.start_edge("green-1", "green", green_port);
+    let mut green = cluster.start_edge("green-1", "green", green_port);
     let seen = eventually(30, "green to serve without the controller", || {
         let http = http.clone();
         async move {
@@ -382,6 +382,16 @@ async fn scenario(mongodb_uri: Option<String>) {
         })
         .await;
     }
+
+    // Green retires: stopped, then removed by the operator.
+    green.kill();
+    let (code, out, err) = cli(ADMIN, &["edges", "rm", "green-1"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = cli(ADMIN, &["--json", "edges"]);
+    assert_eq!(code, 0, "{err}");
+    let edges: Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(edges.as_array().map(Vec::len), Some(1), "{edges}");
+    assert_eq!(edges[0]["name"], "blue-1");
 }
 
 /// An edge whose stored credential the controller refuses (its data was
