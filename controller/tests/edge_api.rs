@@ -248,8 +248,15 @@ async fn plugins_are_fetched_by_hash() {
     assert_eq!(missing.code(), tonic::Code::NotFound);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn purges_reach_every_edge_and_finish_with_their_acks() {
+/// A controller with acme's `shop` and two edges, `fra-1` and `fra-2`;
+/// the first watches its orders (the backlog read: nothing pending).
+async fn two_edges_one_watching() -> (
+    TestController,
+    String,
+    TestEdge,
+    TestEdge,
+    tonic::Streaming<parapet_proto::edge::Order>,
+) {
     let controller = TestController::start().await;
     let acme = controller.customer("acme").await;
     controller
@@ -261,7 +268,7 @@ async fn purges_reach_every_edge_and_finish_with_their_acks() {
         )
         .await;
     let mut online = TestEdge::register(&controller, "fra-1", "fra", "default").await;
-    let mut offline = TestEdge::register(&controller, "fra-2", "fra", "default").await;
+    let offline = TestEdge::register(&controller, "fra-2", "fra", "default").await;
     let mut orders = online
         .client
         .watch_orders(online.request(WatchOrdersRequest {}))
@@ -272,6 +279,12 @@ async fn purges_reach_every_edge_and_finish_with_their_acks() {
         next(&mut orders).await.backlog_done,
         "nothing pending at first"
     );
+    (controller, acme, online, offline, orders)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purges_reach_every_edge_and_finish_with_their_acks() {
+    let (controller, acme, mut online, mut offline, mut orders) = two_edges_one_watching().await;
 
     let (status, job) = controller
         .call(
@@ -465,25 +478,7 @@ async fn the_controller_stops_while_edges_watch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removed_edge_no_longer_holds_up_jobs() {
-    let controller = TestController::start().await;
-    let acme = controller.customer("acme").await;
-    controller
-        .call(
-            "PUT",
-            "/v1/distributions/shop",
-            Some(&acme),
-            Some(with_origin("http://o.internal")),
-        )
-        .await;
-    let mut online = TestEdge::register(&controller, "fra-1", "fra", "default").await;
-    let mut gone = TestEdge::register(&controller, "fra-2", "fra", "default").await;
-    let mut orders = online
-        .client
-        .watch_orders(online.request(WatchOrdersRequest {}))
-        .await
-        .expect("watch")
-        .into_inner();
-    assert!(next(&mut orders).await.backlog_done);
+    let (controller, acme, mut online, mut gone, mut orders) = two_edges_one_watching().await;
     let (_, job) = controller
         .call(
             "POST",
