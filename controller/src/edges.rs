@@ -157,8 +157,12 @@ pub async fn remove(store: &Store, edge: &str) -> Result<Option<Edge>, StoreErro
     for record in &tokens {
         crate::auth::revoke(store, record).await?;
     }
+    // Orders are released before the edge goes, so that a removal failing
+    // halfway can be run again, and after, for any a concurrent dispatch
+    // wrote in between.
+    let mut released = crate::jobs::release_orders(store, &found.id).await?;
     store.delete(Collection::Edges, &found.id).await?;
-    let released = crate::jobs::release_orders(store, &found.id).await?;
+    released += crate::jobs::release_orders(store, &found.id).await?;
     tracing::info!(edge = %found.id, name = %found.name, released, "edge removed");
     Ok(Some(found))
 }

@@ -134,9 +134,7 @@ impl EdgeControl for EdgeService {
             .await
             .map_err(store_status)?
         {
-            return Err(Status::not_found(format!(
-                "edge {edge} is not registered; register again"
-            )));
+            return Err(not_registered(&edge));
         }
         Ok(Response::new(HeartbeatResponse {
             interval_ms: self.app.heartbeat_interval_ms,
@@ -162,13 +160,13 @@ impl EdgeControl for EdgeService {
                 match snapshot_if_newer(&store, &edge_id, sent).await {
                     Ok(Some(snapshot)) => {
                         sent = Some(snapshot.revision);
-                        if tx.send(Ok(snapshot)).await.is_err() {
-                            return; // the edge went away
+                        if !deliver(&tx, Ok(snapshot), &mut stopped).await {
+                            return;
                         }
                     }
                     Ok(None) => {}
                     Err(status) => {
-                        let _ = tx.send(Err(status)).await;
+                        deliver(&tx, Err(status), &mut stopped).await;
                         return;
                     }
                 }
@@ -228,7 +226,13 @@ impl EdgeControl for EdgeService {
             let mut sent: HashMap<String, Instant> = HashMap::new();
             let mut backlog_done = false;
             loop {
-                match jobs::pending(&store, &edge_id).await {
+                // A removed edge's stream ends: it registers again.
+                let pending = async {
+                    registered_edge(&store, &edge_id).await?;
+                    jobs::pending(&store, &edge_id).await.map_err(store_status)
+                }
+                .await;
+                match pending {
                     Ok(orders) => {
                         sent.retain(|id, _| orders.iter().any(|o| &o.id == id));
                         for order in orders {
@@ -240,7 +244,7 @@ impl EdgeControl for EdgeService {
                                 continue;
                             }
                             sent.insert(order.id.clone(), Instant::now());
-                            if tx.send(Ok(to_message(order))).await.is_err() {
+                            if !deliver(&tx, Ok(to_message(order)), &mut stopped).await {
                                 return;
                             }
                         }
@@ -250,13 +254,13 @@ impl EdgeControl for EdgeService {
                                 backlog_done: true,
                                 ..Default::default()
                             };
-                            if tx.send(Ok(marker)).await.is_err() {
+                            if !deliver(&tx, Ok(marker), &mut stopped).await {
                                 return;
                             }
                         }
                     }
-                    Err(e) => {
-                        let _ = tx.send(Err(store_status(e))).await;
+                    Err(status) => {
+                        deliver(&tx, Err(status), &mut stopped).await;
                         return;
                     }
                 }
@@ -333,26 +337,48 @@ const PLUGIN_CHUNK: usize = 1 << 20;
 /// How long shipped logs are kept.
 const LOG_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
 
+/// The refusal an edge gets once it is no longer registered (it was
+/// removed): it registers again, and watches under its new id.
+fn not_registered(edge_id: &str) -> Status {
+    Status::not_found(format!("edge {edge_id} is not registered; register again"))
+}
+
+/// The edge, while it is registered.
+async fn registered_edge(store: &Store, edge_id: &str) -> Result<Edge, Status> {
+    store
+        .get(Collection::Edges, edge_id)
+        .await
+        .map_err(store_status)?
+        .ok_or_else(|| not_registered(edge_id))
+}
+
+/// Sends to a watching edge; false once the edge went away or the
+/// controller stops (a full stream does not hold up shutdown).
+async fn deliver<T>(
+    tx: &tokio::sync::mpsc::Sender<Result<T, Status>>,
+    item: Result<T, Status>,
+    stopped: &mut watch::Receiver<bool>,
+) -> bool {
+    tokio::select! {
+        sent = tx.send(item) => sent.is_ok(),
+        _ = stopped.wait_for(|stop| *stop) => false,
+    }
+}
+
 /// The edge's snapshot when none was `sent` yet or the revision moved
-/// past it.
+/// past it; an error once the edge is no longer registered.
 async fn snapshot_if_newer(
     store: &Store,
     edge_id: &str,
     sent: Option<u64>,
 ) -> Result<Option<ConfigSnapshot>, Status> {
+    let edge = registered_edge(store, edge_id).await?;
     let revision = crate::revision::current(store)
         .await
         .map_err(store_status)?;
     if sent.is_some_and(|sent| revision <= sent) {
         return Ok(None);
     }
-    let edge: Edge = store
-        .get(Collection::Edges, edge_id)
-        .await
-        .map_err(store_status)?
-        .ok_or_else(|| {
-            Status::not_found(format!("edge {edge_id} is not registered; register again"))
-        })?;
     let snapshot = snapshot::for_edge(store, &edge)
         .await
         .map_err(store_status)?;

@@ -98,8 +98,13 @@ pub async fn dispatch(store: &Store, job: &Job) -> Result<(), StoreError> {
         )
         .await?;
     store.signal_orders();
-    // Acks that arrived while dispatching (or no edges at all) finish it now.
-    finish_if_all_acked(store, &job.id).await
+    // Acks that arrived while dispatching (or no edges at all) finish it
+    // now. The job is dispatched either way: should this check fail, the
+    // next acknowledgement makes it again.
+    if let Err(e) = finish_if_all_acked(store, &job.id).await {
+        tracing::warn!(job = %job.id, error = %e, "cannot check the job's acknowledgements yet");
+    }
+    Ok(())
 }
 
 /// Marks a job finished; it expires after [`FINISHED_JOB_TTL_MS`].
@@ -150,14 +155,24 @@ pub async fn acknowledge(
 }
 
 /// Finishes a dispatched job once every edge has acknowledged its order:
-/// done, or failed with the edges' errors.
+/// done, or failed with the edges' errors. An order left to an edge that
+/// was removed meanwhile (a dispatch racing the removal) is dropped.
 async fn finish_if_all_acked(store: &Store, job: &str) -> Result<(), StoreError> {
-    let orders: Vec<Order> = store
+    let mut orders: Vec<Order> = store
         .find(Collection::Orders, &[("job", json!(job))])
         .await?;
-    if !orders.iter().all(|o| o.acked) {
-        return Ok(());
+    for order in orders.iter().filter(|o| !o.acked) {
+        if store
+            .backend()
+            .get(Collection::Edges, &order.edge)
+            .await?
+            .is_some()
+        {
+            return Ok(()); // still waiting for this edge
+        }
+        store.delete(Collection::Orders, &order.id).await?;
     }
+    orders.retain(|o| o.acked);
     let failed: Vec<String> = orders
         .iter()
         .filter_map(|o| o.error.as_ref().map(|e| format!("{}: {e}", o.edge)))
@@ -344,5 +359,45 @@ mod tests {
         assert_eq!(status(&store, &job.id).await, JobStatus::Dispatching);
         dispatch(&store, &claimed).await.expect("dispatch again");
         assert_eq!(status(&store, &job.id).await, JobStatus::Done);
+    }
+
+    /// An edge removed just after the dispatch listed it (so its order was
+    /// written after the removal released its orders) does not hold up the
+    /// job: the other edge's acknowledgement finishes it.
+    #[tokio::test]
+    async fn an_order_left_to_a_removed_edge_does_not_hold_up_its_job() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::embedded(dir.path()).expect("store");
+        for id in ["e1", "e2"] {
+            store
+                .insert(Collection::Edges, id, &edge(id))
+                .await
+                .expect("edge");
+        }
+        let work = Work::Purge {
+            target: PurgeTarget::Everything,
+            soft: false,
+        };
+        let job = create(&store, "acme", "shop", work).await.expect("job");
+        assert!(claim(&store, &job).await.expect("claim"));
+        let claimed: Job = store
+            .get(Collection::Jobs, &job.id)
+            .await
+            .expect("read")
+            .expect("job");
+        dispatch(&store, &claimed).await.expect("dispatch");
+        store
+            .delete(Collection::Edges, "e2")
+            .await
+            .expect("e2 removed");
+        let order = format!("{}:e1", job.id);
+        assert!(acknowledge(&store, "e1", &order, 3, None)
+            .await
+            .expect("ack"));
+        assert_eq!(status(&store, &job.id).await, JobStatus::Done);
+        assert!(
+            pending(&store, "e2").await.expect("read").is_empty(),
+            "e2's order is dropped"
+        );
     }
 }

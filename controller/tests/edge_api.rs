@@ -12,6 +12,7 @@ use parapet_proto::edge::{
 };
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+use tokio::time::timeout;
 
 /// The next message of a stream, within 5 s.
 async fn next<T>(stream: &mut tonic::Streaming<T>) -> T {
@@ -532,4 +533,56 @@ async fn a_removed_edge_no_longer_holds_up_jobs() {
         .await;
     assert_eq!(status, 404, "{body}");
     assert_eq!(body["error"], format!("edge `{}` not found", gone.id));
+}
+
+/// An edge removed while it runs: its open streams end with "not
+/// registered", so it registers again and watches under its new id instead
+/// of an order stream that would never carry anything again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_edge_that_is_removed_loses_its_streams() {
+    let controller = TestController::start().await;
+    let mut edge = TestEdge::register(&controller, "fra-1", "fra", "default").await;
+    let mut config = edge
+        .client
+        .watch_config(edge.request(WatchConfigRequest { have_revision: 0 }))
+        .await
+        .expect("watch config")
+        .into_inner();
+    next(&mut config).await;
+    let mut orders = edge
+        .client
+        .watch_orders(edge.request(WatchOrdersRequest {}))
+        .await
+        .expect("watch orders")
+        .into_inner();
+    assert!(next(&mut orders).await.backlog_done);
+
+    let (status, body) = controller
+        .call("DELETE", "/v1/edges/fra-1", Some(ADMIN), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let within = Duration::from_secs(5);
+    for (what, ended) in [
+        (
+            "config",
+            timeout(within, config.message())
+                .await
+                .map(|r| r.map(|_| ())),
+        ),
+        (
+            "orders",
+            timeout(within, orders.message())
+                .await
+                .map(|r| r.map(|_| ())),
+        ),
+    ] {
+        let refused = ended
+            .unwrap_or_else(|_| panic!("the {what} stream still open after 5 s"))
+            .expect_err(what);
+        assert_eq!(refused.code(), tonic::Code::NotFound, "{what}: {refused}");
+        assert!(
+            refused.message().contains("register again"),
+            "{what}: {refused}"
+        );
+    }
 }
