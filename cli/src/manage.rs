@@ -40,7 +40,8 @@ pub enum CustomerCommand {
 #[derive(Subcommand)]
 pub enum EdgeCommand {
     /// Remove an edge for good (a dead one): its credential is revoked and
-    /// jobs stop waiting for it. A running edge registers again as new.
+    /// jobs stop waiting for it. A running edge registers again as new (and
+    /// clears its cache).
     Rm {
         /// Edge name or id.
         edge: String,

@@ -3,15 +3,18 @@
 //! plugins by hash, applies purges and prewarms, sends heartbeats and
 //! ships its access log.
 //!
-//! The state directory keeps the edge's credential, the last good snapshot
-//! and the plugins it uses, so an edge restarts and serves while the
-//! controller is away. At start, orders pending for the edge (purges made
-//! while it was offline) are applied before it serves, when the controller
-//! can be reached.
+//! The state directory keeps the edge's credential and id, the last good
+//! snapshot and the plugins it uses, so an edge restarts and serves while
+//! the controller is away. At start, orders pending for the edge (purges
+//! made while it was offline) are applied before it serves, when the
+//! controller can be reached. An order sent again is acknowledged again,
+//! not carried out twice; an edge that has to register under a new id
+//! (it was removed) clears its cache, since it cannot know what was purged.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -36,6 +39,11 @@ pub fn now_ms() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
+
+/// Counter of access log lines the controller never got, by reason:
+/// `queue_full` (more than the queue holds) or `not_shipped` (the
+/// controller refused or could not be reached).
+pub const LOG_LINES_DROPPED: &str = "parapet_access_log_lines_dropped_total";
 
 /// How this edge presents itself to the controller.
 #[derive(Debug, Clone)]
@@ -85,6 +93,39 @@ pub struct Control {
     revision: std::sync::atomic::AtomicU64,
     /// The configuration without distributions (listeners, cache, ...).
     base: EdgeConfig,
+    /// Set when a registration gave this edge another id than it had (it
+    /// was removed, or the controller lost its data): purges made meanwhile
+    /// are unknown, so the cache is cleared before the next orders.
+    new_identity: AtomicBool,
+    /// The orders carried out last.
+    recent_acks: RecentAcks,
+}
+
+/// Acknowledgements of the orders carried out last: an order the
+/// controller sends again (its acknowledgement was lost, or it took longer
+/// than the controller waits) is acknowledged again, not carried out twice.
+#[derive(Default)]
+struct RecentAcks(Mutex<VecDeque<OrderAck>>);
+
+impl RecentAcks {
+    /// Acknowledgements kept.
+    const KEPT: usize = 1024;
+
+    fn get(&self, order_id: &str) -> Option<OrderAck> {
+        self.lock().iter().find(|a| a.order_id == order_id).cloned()
+    }
+
+    fn remember(&self, ack: OrderAck) {
+        let mut acks = self.lock();
+        if acks.len() == Self::KEPT {
+            acks.pop_front();
+        }
+        acks.push_back(ack);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<OrderAck>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// The edge's credential, and how many registrations gave one: a refusal
@@ -134,6 +175,8 @@ impl Control {
             }),
             revision: std::sync::atomic::AtomicU64::new(0),
             base,
+            new_identity: AtomicBool::new(false),
+            recent_acks: RecentAcks::default(),
         }))
     }
 
@@ -250,9 +293,20 @@ impl Control {
             })
             .await?
             .into_inner();
-        let path = self.options.state_dir.join("credential");
-        if let Err(e) = write_atomically(&path, answer.credential.as_bytes()) {
-            tracing::warn!(error = %e, "cannot keep the credential; the edge will register again at its next start");
+        let state = &self.options.state_dir;
+        let previous = std::fs::read_to_string(state.join("edge-id")).unwrap_or_default();
+        let previous = previous.trim();
+        if !previous.is_empty() && previous != answer.edge_id {
+            tracing::warn!(was = %previous, edge = %answer.edge_id, "registered as a new edge: purges made meanwhile are unknown, so the cache is cleared");
+            self.new_identity.store(true, Ordering::SeqCst);
+        }
+        for (file, value) in [
+            ("credential", &answer.credential),
+            ("edge-id", &answer.edge_id),
+        ] {
+            if let Err(e) = write_atomically(&state.join(file), value.as_bytes()) {
+                tracing::warn!(error = %e, file, "cannot keep the registration; the edge will register again at its next start");
+            }
         }
         tracing::info!(edge = %answer.edge_id, "registered with the controller");
         Ok(answer.credential)
@@ -267,10 +321,7 @@ impl Control {
     /// Drops a credential the controller refused, so the next call
     /// registers again; unless another task registered since `generation`.
     async fn forget_credential_if_refused(&self, status: &tonic::Status, generation: u64) {
-        if matches!(
-            status.code(),
-            tonic::Code::Unauthenticated | tonic::Code::NotFound
-        ) {
+        if is_refusal(status) {
             let mut stored = self.credential.lock().await;
             if stored.generation == generation {
                 stored.token = None;
@@ -282,32 +333,51 @@ impl Control {
     /// before serving, so purges made while it was offline take effect
     /// first.
     pub async fn apply_backlog(self: &Arc<Self>, edge: &Arc<Edge>, wait: Duration) {
-        let generation = self.credential_generation().await;
         let work = async {
-            let mut stream = self
-                .client()
-                .watch_orders(self.request(WatchOrdersRequest {}).await?)
-                .await?
-                .into_inner();
-            let mut applied = 0;
-            while let Some(order) = stream.message().await? {
-                if order.backlog_done {
-                    break;
+            let generation = self.credential_generation().await;
+            match self.apply_pending_orders(edge).await {
+                // The stored credential is refused (the edge was removed,
+                // or the controller lost its data): register, and try again.
+                Err(status) if is_refusal(&status) => {
+                    self.forget_credential_if_refused(&status, generation).await;
+                    self.apply_pending_orders(edge).await
                 }
-                self.execute(edge, order).await;
-                applied += 1;
+                applied => applied,
             }
-            Ok::<_, tonic::Status>(applied)
         };
         match tokio::time::timeout(wait, work).await {
             Ok(Ok(applied)) => tracing::info!(applied, "pending orders applied before serving"),
             Ok(Err(status)) => {
-                self.forget_credential_if_refused(&status, generation).await;
                 tracing::warn!(error = %status, "cannot read pending orders; serving without them");
             }
             Err(_) => tracing::warn!(
                 "the controller did not answer in time; serving without pending orders"
             ),
+        }
+    }
+
+    /// Carries out the orders the controller has pending for this edge,
+    /// up to the end of that backlog; returns how many.
+    async fn apply_pending_orders(&self, edge: &Arc<Edge>) -> Result<usize, tonic::Status> {
+        let request = self.request(WatchOrdersRequest {}).await?;
+        let mut stream = self.client().watch_orders(request).await?.into_inner();
+        self.clear_cache_if_new_identity(edge).await;
+        let mut applied = 0;
+        while let Some(order) = stream.message().await? {
+            if order.backlog_done {
+                break;
+            }
+            self.execute(edge, order).await;
+            applied += 1;
+        }
+        Ok(applied)
+    }
+
+    /// Clears the cache once after a registration under a new id.
+    async fn clear_cache_if_new_identity(&self, edge: &Edge) {
+        if self.new_identity.swap(false, Ordering::SeqCst) {
+            let removed = edge.cache.purge(&Selector::Everything, false).await;
+            tracing::warn!(removed, "cache cleared after registering as a new edge");
         }
     }
 
@@ -412,6 +482,7 @@ impl Control {
             let result = async {
                 let request = self.request(WatchOrdersRequest {}).await?;
                 let mut stream = self.client().watch_orders(request).await?.into_inner();
+                self.clear_cache_if_new_identity(&edge).await;
                 while let Some(order) = stream.message().await? {
                     backoff.reset();
                     if !order.backlog_done {
@@ -429,55 +500,27 @@ impl Control {
         }
     }
 
-    /// Carries out one order and acknowledges it.
+    /// Carries out one order, unless it was already, and acknowledges it.
     async fn execute(&self, edge: &Arc<Edge>, order: Order) {
-        let (count, error) = match order.work {
-            Some(Work::Purge(purge)) => {
-                let selector = if !purge.url.is_empty() {
-                    Some(Selector::Url(crate::admin::url_key(&purge.url)))
-                } else if !purge.prefix.is_empty() {
-                    Some(Selector::Prefix(crate::admin::url_key(&purge.prefix)))
-                } else if !purge.tag.is_empty() {
-                    Some(Selector::Tag(purge.tag))
-                } else if purge.everything {
-                    Some(Selector::Distribution(purge.distribution))
-                } else {
-                    None
-                };
-                match selector {
-                    Some(selector) => {
-                        let purged = edge.cache.purge(&selector, purge.soft).await;
-                        metrics::counter!("parapet_purged_objects_total", "kind" => if purge.soft { "soft" } else { "hard" })
-                            .increment(purged as u64);
-                        (purged as u64, String::new())
-                    }
-                    None => (0, "the purge selects nothing".to_string()),
-                }
+        let ack = match self.recent_acks.get(&order.id) {
+            Some(ack) => {
+                tracing::info!(order = %order.id, "repeated order acknowledged again");
+                ack
             }
-            Some(Work::Prewarm(prewarm)) => {
-                let (warmed, failed) = crate::admin::prewarm_urls(edge, &prewarm.urls).await;
-                let error = if failed.is_empty() {
-                    String::new()
-                } else {
-                    serde_json::Value::Array(failed).to_string()
-                };
-                (warmed as u64, error)
+            None => {
+                let ack = carry_out(edge, order).await;
+                self.recent_acks.remember(ack.clone());
+                ack
             }
-            None => (0, "this edge does not know that kind of order".to_string()),
         };
-        tracing::info!(order = %order.id, count, "order carried out");
-        let ack = OrderAck {
-            order_id: order.id.clone(),
-            count,
-            error,
-        };
+        let order_id = ack.order_id.clone();
         match self.request(ack).await {
             Ok(request) => {
                 if let Err(status) = self.client().ack_order(request).await {
-                    tracing::warn!(order = %order.id, error = %status, "cannot acknowledge; the controller will send the order again");
+                    tracing::warn!(order = %order_id, error = %status, "cannot acknowledge; the controller will send the order again");
                 }
             }
-            Err(status) => tracing::warn!(order = %order.id, error = %status, "cannot acknowledge"),
+            Err(status) => tracing::warn!(order = %order_id, error = %status, "cannot acknowledge"),
         }
     }
 
@@ -546,10 +589,64 @@ impl Control {
             .await;
             if let Err(status) = result {
                 self.forget_credential_if_refused(&status, generation).await;
+                metrics::counter!(LOG_LINES_DROPPED, "reason" => "not_shipped")
+                    .increment(lines as u64);
                 tracing::debug!(lines, error = %status, "log lines not shipped; dropped");
             }
         }
     }
+}
+
+/// Carries out one order (a purge or a prewarm); its acknowledgement.
+async fn carry_out(edge: &Arc<Edge>, order: Order) -> OrderAck {
+    let (count, error) = match order.work {
+        Some(Work::Purge(purge)) => {
+            let selector = if !purge.url.is_empty() {
+                Some(Selector::Url(crate::admin::url_key(&purge.url)))
+            } else if !purge.prefix.is_empty() {
+                Some(Selector::Prefix(crate::admin::url_key(&purge.prefix)))
+            } else if !purge.tag.is_empty() {
+                Some(Selector::Tag(purge.tag))
+            } else if purge.everything {
+                Some(Selector::Distribution(purge.distribution))
+            } else {
+                None
+            };
+            match selector {
+                Some(selector) => {
+                    let purged = edge.cache.purge(&selector, purge.soft).await;
+                    metrics::counter!("parapet_purged_objects_total", "kind" => if purge.soft { "soft" } else { "hard" })
+                        .increment(purged as u64);
+                    (purged as u64, String::new())
+                }
+                None => (0, "the purge selects nothing".to_string()),
+            }
+        }
+        Some(Work::Prewarm(prewarm)) => {
+            let (warmed, failed) = crate::admin::prewarm_urls(edge, &prewarm.urls).await;
+            let error = if failed.is_empty() {
+                String::new()
+            } else {
+                serde_json::Value::Array(failed).to_string()
+            };
+            (warmed as u64, error)
+        }
+        None => (0, "this edge does not know that kind of order".to_string()),
+    };
+    tracing::info!(order = %order.id, count, "order carried out");
+    OrderAck {
+        order_id: order.id,
+        count,
+        error,
+    }
+}
+
+/// Whether the controller refused the credential a call carried.
+fn is_refusal(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unauthenticated | tonic::Code::NotFound
+    )
 }
 
 /// Reconnection delays: 0.5 s doubling to 10 s, reset by success.

@@ -172,11 +172,15 @@ async fn handle_request(
                 "pop": edge.pop_id.as_ref(),
             });
             // A full queue (the controller away) drops lines, never requests.
-            let _ = sink.try_send(crate::edge::AccessRecord {
+            let queued = sink.try_send(crate::edge::AccessRecord {
                 distribution: id.to_string(),
                 timestamp_ms: crate::control::now_ms(),
                 json: line.to_string(),
             });
+            if queued.is_err() {
+                metrics::counter!(crate::control::LOG_LINES_DROPPED, "reason" => "queue_full")
+                    .increment(1);
+            }
         }
     }
     served.response

@@ -23,6 +23,8 @@ pub enum Selector {
     Tag(String),
     /// Everything of one distribution.
     Distribution(String),
+    /// Everything in the cache.
+    Everything,
 }
 
 /// One journal line.
@@ -133,6 +135,7 @@ impl Index {
             Selector::Distribution(id) => {
                 self.by_distribution.get(id).into_iter().flatten().collect()
             }
+            Selector::Everything => self.meta.keys().collect(),
         };
         keys.into_iter().cloned().collect()
     }
@@ -209,5 +212,6 @@ mod tests {
             sorted(reopened.select(&Selector::Distribution("d".into()))),
             ["k1", "k2"]
         );
+        assert_eq!(sorted(reopened.select(&Selector::Everything)), ["k1", "k2"]);
     }
 }

@@ -123,15 +123,34 @@ impl Cluster {
     }
 
     /// Starts an edge named `name` in PoP `fra` and edge group `group`,
-    /// serving viewers on `port`; its state lives in `<dir>/<name>`.
+    /// serving viewers on `port`; its state lives in `<dir>/<name>`, its
+    /// cache on disk in `<dir>/<name>-cache` (kept across restarts).
     pub fn start_edge(&self, name: &str, group: &str, port: u16) -> Process {
-        let args = [
+        self.start_edge_with_admin(name, group, port, None)
+    }
+
+    /// [`Self::start_edge`], with the admin listener (`/metrics`) on
+    /// `admin_port` when given.
+    pub fn start_edge_with_admin(
+        &self,
+        name: &str,
+        group: &str,
+        port: u16,
+        admin_port: Option<u16>,
+    ) -> Process {
+        let mut args = [
             "--listen",
             &format!("127.0.0.1:{port}"),
             "--controller",
             &format!("http://127.0.0.1:{}", self.grpc_port),
             "--state-dir",
             &self.dir.path().join(name).to_string_lossy(),
+            "--cache-dir",
+            &self
+                .dir
+                .path()
+                .join(format!("{name}-cache"))
+                .to_string_lossy(),
             "--edge-name",
             name,
             "--pop",
@@ -139,7 +158,11 @@ impl Cluster {
             "--group",
             group,
         ]
-        .map(String::from);
+        .map(String::from)
+        .to_vec();
+        if let Some(admin_port) = admin_port {
+            args.extend(["--admin".to_string(), format!("127.0.0.1:{admin_port}")]);
+        }
         Process::start(
             name,
             &binary("parapet-edge"),

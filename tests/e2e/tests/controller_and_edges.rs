@@ -4,9 +4,13 @@
 //! distribution with a plugin reaches both edges; a purge reaches both and
 //! its job shows both acks; a blue/green deployment changes one group,
 //! then all; an edge that was down during a purge applies it before it
-//! serves; edges keep serving, and restart, while the controller is down.
+//! serves; edges keep serving, and restart, while the controller is down;
+//! an edge removed while it runs comes back as a new one with an empty
+//! cache. Also: an order sent again is not carried out twice.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use parapet_e2e::*;
 use serde_json::{json, Value};
@@ -77,19 +81,9 @@ async fn with_mongodb() {
     scenario(Some(mongo.uri("parapet_e2e"))).await;
 }
 
-/// The whole scenario, the controller keeping its data in MongoDB at
-/// `mongodb_uri` or else in the embedded store.
-async fn scenario(mongodb_uri: Option<String>) {
-    // Heartbeats every 300 ms: health changes show within a second.
-    let mut cluster = Cluster::start(mongodb_uri, 300);
-    let http = cluster.http.clone();
-
-    // Through the CLI: a customer and its token (operator), a plugin and a
-    // distribution (customer).
-    let home = cluster.dir.path().join("home");
-    std::fs::create_dir_all(&home).expect("home");
-    let rest = cluster.rest.clone();
-    let cli = |token: &str, args: &[&str]| parapet(&home, &rest, token, args);
+/// Creates customer `acme` through the CLI (`cli(token, args)`); returns
+/// its token.
+fn customer_acme(cli: &impl Fn(&str, &[&str]) -> (i32, String, String)) -> String {
     let (code, out, err) = cli(ADMIN, &["customer", "create", "acme", "--name", "Acme"]);
     assert_eq!(code, 0, "{out}{err}");
     let (code, out, err) = cli(
@@ -106,7 +100,23 @@ async fn scenario(mongodb_uri: Option<String>) {
     );
     assert_eq!(code, 0, "{err}");
     let issued: Value = serde_json::from_str(&out).expect("JSON");
-    let acme = issued["token"].as_str().expect("token").to_string();
+    issued["token"].as_str().expect("token").to_string()
+}
+
+/// The whole scenario, the controller keeping its data in MongoDB at
+/// `mongodb_uri` or else in the embedded store.
+async fn scenario(mongodb_uri: Option<String>) {
+    // Heartbeats every 300 ms: health changes show within a second.
+    let mut cluster = Cluster::start(mongodb_uri, 300);
+    let http = cluster.http.clone();
+
+    // Through the CLI: a customer and its token (operator), a plugin and a
+    // distribution (customer).
+    let home = cluster.dir.path().join("home");
+    std::fs::create_dir_all(&home).expect("home");
+    let rest = cluster.rest.clone();
+    let cli = |token: &str, args: &[&str]| parapet(&home, &rest, token, args);
+    let acme = customer_acme(&cli);
     let component = plugin_component("header-filter");
     let (code, out, err) = cli(&acme, &["plugin", "upload", &component.to_string_lossy()]);
     assert_eq!(code, 0, "{out}{err}");
@@ -142,7 +152,8 @@ async fn scenario(mongodb_uri: Option<String>) {
     let (blue_port, green_port) = (free_port(), free_port());
     let blue_addr: SocketAddr = ([127, 0, 0, 1], blue_port).into();
     let green_addr: SocketAddr = ([127, 0, 0, 1], green_port).into();
-    let _blue = cluster.start_edge("blue-1", "blue", blue_port);
+    let blue_admin = free_port();
+    let _blue = cluster.start_edge_with_admin("blue-1", "blue", blue_port, Some(blue_admin));
     let mut green = cluster.start_edge("green-1", "green", green_port);
     for edge in [blue_addr, green_addr] {
         let seen = eventually(30, "the distribution to reach the edge", || {
@@ -349,6 +360,25 @@ async fn scenario(mongodb_uri: Option<String>) {
             .0,
         200
     );
+    // The access log lines blue cannot ship are counted.
+    let metrics_url = format!("http://127.0.0.1:{blue_admin}/metrics");
+    eventually(10, "blue to count the log lines it could not ship", || {
+        let request = http.get(&metrics_url).send();
+        async move {
+            let metrics = request.await.ok()?.text().await.ok()?;
+            let dropped: f64 = metrics
+                .lines()
+                .find_map(|line| {
+                    line.strip_prefix(
+                        r#"parapet_access_log_lines_dropped_total{reason="not_shipped"} "#,
+                    )
+                })?
+                .parse()
+                .ok()?;
+            (dropped > 0.0).then_some(())
+        }
+    })
+    .await;
 
     // The controller returns (same data): the purge job record is intact
     // and the edges reconnect (heartbeats resume).
@@ -382,6 +412,61 @@ async fn scenario(mongodb_uri: Option<String>) {
         })
         .await;
     }
+
+    // Green is removed while it runs: it registers again as a new edge,
+    // drops its cache (it cannot know what was purged meanwhile) and takes
+    // orders under its new id.
+    eventually(10, "green to hold the page", || {
+        let http = http.clone();
+        async move {
+            view(&http, green_addr, "/page.html")
+                .await
+                .filter(|s| s.1 == "HIT")
+        }
+    })
+    .await;
+    let green_id = |edges: &Value| -> Option<String> {
+        let green = edges.as_array()?.iter().find(|e| e["name"] == "green-1")?;
+        green["id"].as_str().map(String::from)
+    };
+    let (_, edges) = cluster.call("GET", "/v1/edges", Some(ADMIN), None).await;
+    let removed_id = green_id(&edges).expect("green listed");
+    let (code, out, err) = cli(ADMIN, &["edges", "rm", "green-1"]);
+    assert_eq!(code, 0, "{out}{err}");
+    eventually(15, "green registered again under a new id", || {
+        let cluster = &cluster;
+        let removed_id = removed_id.clone();
+        async move {
+            let (_, edges) = cluster.call("GET", "/v1/edges", Some(ADMIN), None).await;
+            green_id(&edges).filter(|id| *id != removed_id)
+        }
+    })
+    .await;
+    eventually(10, "green to drop its cache", || {
+        let http = http.clone();
+        async move {
+            view(&http, green_addr, "/page.html")
+                .await
+                .filter(|s| s.1 == "MISS")
+        }
+    })
+    .await;
+    let (code, out, err) = cli(
+        &acme,
+        &[
+            "--json",
+            "purge",
+            "url",
+            "shop",
+            "shop.example.com/page.html",
+            "--wait",
+            "--timeout",
+            "15",
+        ],
+    );
+    assert_eq!(code, 0, "green takes orders again: {out}{err}");
+    let done: Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(done["progress"], "2/2", "{done}");
 
     // Green retires: stopped, then removed by the operator.
     green.kill();
@@ -417,5 +502,96 @@ async fn a_refused_credential_is_replaced_by_one_registration() {
         log.matches("registered with the controller").count(),
         1,
         "{log}"
+    );
+}
+
+/// An order the controller sends again while the edge is still carrying it
+/// out (here a prewarm slower than six heartbeat intervals) is acknowledged
+/// again, not carried out twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_sent_again_is_not_carried_out_twice() {
+    // Heartbeats every 100 ms: an order not acknowledged within 600 ms is
+    // sent again.
+    let cluster = Cluster::start(None, 100);
+    // An origin that accepts connections and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let silent_url = format!("http://{}", silent.local_addr().expect("address"));
+    let connections = Arc::new(AtomicUsize::new(0));
+    let accepted = connections.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in silent.incoming().flatten() {
+            accepted.fetch_add(1, Ordering::SeqCst);
+            held.push(stream);
+        }
+    });
+
+    let home = cluster.dir.path().join("home");
+    std::fs::create_dir_all(&home).expect("home");
+    let cli = |token: &str, args: &[&str]| parapet(&home, &cluster.rest, token, args);
+    let acme = customer_acme(&cli);
+    let dist_file = cluster.dir.path().join("slow.toml");
+    std::fs::write(
+        &dist_file,
+        format!(
+            r#"id = "slow"
+domains = ["slow.example.com"]
+
+[[origin]]
+url = "{silent_url}"
+read_timeout_ms = 2000
+
+[[behavior]]
+path = "*"
+"#
+        ),
+    )
+    .expect("dist file");
+    let (code, out, err) = cli(
+        &acme,
+        &["dist", "apply", "-f", &dist_file.to_string_lossy()],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let _edge = cluster.start_edge("fra-1", "default", free_port());
+    let edge_log = || log_of(cluster.log_dir(), "fra-1");
+    eventually(30, "the edge to apply the configuration", || {
+        let applied = edge_log().contains("configuration from the controller applied");
+        async move { applied.then_some(()) }
+    })
+    .await;
+
+    let (status, job) = cluster
+        .call(
+            "POST",
+            "/v1/prewarms",
+            Some(&acme),
+            Some(json!({"distribution": "slow", "urls": ["http://slow.example.com/page"]})),
+        )
+        .await;
+    assert_eq!(status, 202, "{job}");
+    let job_path = format!("/v1/jobs/{}", job["id"].as_str().expect("id"));
+    let finished = eventually(15, "the prewarm to finish", || {
+        let (cluster, acme, job_path) = (&cluster, acme.clone(), job_path.clone());
+        async move {
+            let (_, job) = cluster.call("GET", &job_path, Some(&acme), None).await;
+            (job["status"] == "failed" || job["status"] == "done").then_some(job)
+        }
+    })
+    .await;
+    assert_eq!(
+        finished["status"], "failed",
+        "the origin never answers: {finished}"
+    );
+    eventually(10, "the copy sent meanwhile to be acknowledged", || {
+        let again = edge_log().contains("repeated order acknowledged again");
+        async move { again.then_some(()) }
+    })
+    .await;
+    let log = edge_log();
+    assert_eq!(log.matches("order carried out").count(), 1, "{log}");
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        1,
+        "one fetch from the origin"
     );
 }
