@@ -314,13 +314,10 @@ mod tests {
         job.expect("the job").status
     }
 
-    /// An edge can acknowledge its order while the job is still being
-    /// handed out (or before a restart resumes the dispatch): the job
-    /// finishes when the dispatch does.
-    #[tokio::test]
-    async fn acks_that_come_during_the_dispatch_finish_the_job() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::embedded(dir.path()).expect("store");
+    /// A store in `dir` with edges `e1` and `e2`, and a purge job claimed
+    /// and dispatched to both.
+    async fn purge_dispatched_to_two_edges(dir: &std::path::Path) -> (Store, Job) {
+        let store = Store::embedded(dir).expect("store");
         for id in ["e1", "e2"] {
             store
                 .insert(Collection::Edges, id, &edge(id))
@@ -339,6 +336,16 @@ mod tests {
             .expect("read")
             .expect("job");
         dispatch(&store, &claimed).await.expect("dispatch");
+        (store, claimed)
+    }
+
+    /// An edge can acknowledge its order while the job is still being
+    /// handed out (or before a restart resumes the dispatch): the job
+    /// finishes when the dispatch does.
+    #[tokio::test]
+    async fn acks_that_come_during_the_dispatch_finish_the_job() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (store, job) = purge_dispatched_to_two_edges(dir.path()).await;
         assert_eq!(status(&store, &job.id).await, JobStatus::Dispatched);
 
         // Back to dispatching, as a restart mid-dispatch leaves it; both
@@ -357,7 +364,7 @@ mod tests {
             assert!(acknowledge(&store, id, &order, 3, None).await.expect("ack"));
         }
         assert_eq!(status(&store, &job.id).await, JobStatus::Dispatching);
-        dispatch(&store, &claimed).await.expect("dispatch again");
+        dispatch(&store, &job).await.expect("dispatch again");
         assert_eq!(status(&store, &job.id).await, JobStatus::Done);
     }
 
@@ -367,25 +374,7 @@ mod tests {
     #[tokio::test]
     async fn an_order_left_to_a_removed_edge_does_not_hold_up_its_job() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::embedded(dir.path()).expect("store");
-        for id in ["e1", "e2"] {
-            store
-                .insert(Collection::Edges, id, &edge(id))
-                .await
-                .expect("edge");
-        }
-        let work = Work::Purge {
-            target: PurgeTarget::Everything,
-            soft: false,
-        };
-        let job = create(&store, "acme", "shop", work).await.expect("job");
-        assert!(claim(&store, &job).await.expect("claim"));
-        let claimed: Job = store
-            .get(Collection::Jobs, &job.id)
-            .await
-            .expect("read")
-            .expect("job");
-        dispatch(&store, &claimed).await.expect("dispatch");
+        let (store, job) = purge_dispatched_to_two_edges(dir.path()).await;
         store
             .delete(Collection::Edges, "e2")
             .await

@@ -449,16 +449,23 @@ async fn a_new_edge_gets_the_current_snapshot_once() {
     assert!(more.is_err(), "sent again: {more:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_controller_stops_while_edges_watch() {
-    let controller = TestController::start().await;
-    let mut edge = TestEdge::register(&controller, "fra-1", "fra", "default").await;
+/// Edge `fra-1` registered, watching its configuration (the first
+/// snapshot read) and its orders (the backlog read).
+async fn edge_watching(
+    controller: &TestController,
+) -> (
+    TestEdge,
+    tonic::Streaming<parapet_proto::edge::ConfigSnapshot>,
+    tonic::Streaming<parapet_proto::edge::Order>,
+) {
+    let mut edge = TestEdge::register(controller, "fra-1", "fra", "default").await;
     let mut config = edge
         .client
         .watch_config(edge.request(WatchConfigRequest { have_revision: 0 }))
         .await
         .expect("watch config")
         .into_inner();
+    next(&mut config).await;
     let mut orders = edge
         .client
         .watch_orders(edge.request(WatchOrdersRequest {}))
@@ -466,6 +473,13 @@ async fn the_controller_stops_while_edges_watch() {
         .expect("watch orders")
         .into_inner();
     assert!(next(&mut orders).await.backlog_done);
+    (edge, config, orders)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_stops_while_edges_watch() {
+    let controller = TestController::start().await;
+    let (_edge, mut config, mut orders) = edge_watching(&controller).await;
 
     let TestController { running, dir, .. } = controller;
     tokio::time::timeout(Duration::from_secs(5), running.shutdown())
@@ -541,21 +555,7 @@ async fn a_removed_edge_no_longer_holds_up_jobs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_edge_that_is_removed_loses_its_streams() {
     let controller = TestController::start().await;
-    let mut edge = TestEdge::register(&controller, "fra-1", "fra", "default").await;
-    let mut config = edge
-        .client
-        .watch_config(edge.request(WatchConfigRequest { have_revision: 0 }))
-        .await
-        .expect("watch config")
-        .into_inner();
-    next(&mut config).await;
-    let mut orders = edge
-        .client
-        .watch_orders(edge.request(WatchOrdersRequest {}))
-        .await
-        .expect("watch orders")
-        .into_inner();
-    assert!(next(&mut orders).await.backlog_done);
+    let (_edge, mut config, mut orders) = edge_watching(&controller).await;
 
     let (status, body) = controller
         .call("DELETE", "/v1/edges/fra-1", Some(ADMIN), None)

@@ -103,6 +103,26 @@ fn customer_acme(cli: &impl Fn(&str, &[&str]) -> (i32, String, String)) -> Strin
     issued["token"].as_str().expect("token").to_string()
 }
 
+/// Purges shop's `/page.html` through the CLI and waits (15 s at most)
+/// for both edges; the finished job.
+fn purge_page(cli: &impl Fn(&str, &[&str]) -> (i32, String, String), token: &str) -> Value {
+    let (code, out, err) = cli(
+        token,
+        &[
+            "--json",
+            "purge",
+            "url",
+            "shop",
+            "shop.example.com/page.html",
+            "--wait",
+            "--timeout",
+            "15",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    serde_json::from_str(&out).expect("JSON")
+}
+
 /// The whole scenario, the controller keeping its data in MongoDB at
 /// `mongodb_uri` or else in the embedded store.
 async fn scenario(mongodb_uri: Option<String>) {
@@ -195,19 +215,7 @@ async fn scenario(mongodb_uri: Option<String>) {
 
     // A purge through the CLI, waited for: both edges acknowledged; the
     // next view is a MISS on both.
-    let (code, out, err) = cli(
-        &acme,
-        &[
-            "--json",
-            "purge",
-            "url",
-            "shop",
-            "shop.example.com/page.html",
-            "--wait",
-        ],
-    );
-    assert_eq!(code, 0, "{out}{err}");
-    let done: Value = serde_json::from_str(&out).expect("JSON");
+    let done = purge_page(&cli, &acme);
     assert_eq!(done["status"], "done", "{done}");
     assert_eq!(done["progress"], "2/2", "{done}");
     for edge in [blue_addr, green_addr] {
@@ -451,22 +459,8 @@ async fn scenario(mongodb_uri: Option<String>) {
         }
     })
     .await;
-    let (code, out, err) = cli(
-        &acme,
-        &[
-            "--json",
-            "purge",
-            "url",
-            "shop",
-            "shop.example.com/page.html",
-            "--wait",
-            "--timeout",
-            "15",
-        ],
-    );
-    assert_eq!(code, 0, "green takes orders again: {out}{err}");
-    let done: Value = serde_json::from_str(&out).expect("JSON");
-    assert_eq!(done["progress"], "2/2", "{done}");
+    let done = purge_page(&cli, &acme);
+    assert_eq!(done["progress"], "2/2", "green takes orders again: {done}");
 
     // Green retires: stopped, then removed by the operator.
     green.kill();
