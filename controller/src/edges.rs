@@ -98,23 +98,17 @@ pub async fn register(
     let existing: Vec<Edge> = store
         .find(Collection::Edges, &[("name", json!(registration.name))])
         .await?;
-    let id = match existing.first() {
-        Some(edge) => {
-            let old: Vec<TokenRecord> = store
-                .find(Collection::Tokens, &[("edge", json!(edge.id))])
-                .await?;
-            for record in &old {
-                crate::auth::revoke(store, record).await?;
-            }
-            edge.id.clone()
+    let existing = existing.first();
+    if let Some(edge) = existing {
+        let old: Vec<TokenRecord> = store
+            .find(Collection::Tokens, &[("edge", json!(edge.id))])
+            .await?;
+        for record in &old {
+            crate::auth::revoke(store, record).await?;
         }
-        None => format!(
-            "edge_{}",
-            &crate::auth::hash_token(&format!("{}{}", registration.name, now_ms()))[..12]
-        ),
-    };
-    let edge = Edge {
-        id: id.clone(),
+    }
+    let mut edge = Edge {
+        id: existing.map_or_else(new_edge_id, |e| e.id.clone()),
         name: registration.name.to_string(),
         pop: registration.pop.to_string(),
         role: registration.role.to_string(),
@@ -128,12 +122,33 @@ pub async fn register(
         cache_objects: 0,
         serving: false,
     };
-    store.put(Collection::Edges, &id, &edge).await?;
-    let (record, credential) = new_token(TokenKind::Edge, None, Some(id), registration.name);
+    // The record is updated only while it exists: an edge removed meanwhile
+    // comes back as a new one, not under the id its removal retired.
+    let kept = existing.is_some()
+        && store
+            .update(Collection::Edges, &edge.id, &[], &edge)
+            .await?;
+    if !kept {
+        if existing.is_some() {
+            edge.id = new_edge_id();
+        }
+        store.put(Collection::Edges, &edge.id, &edge).await?;
+    }
+    let (record, credential) = new_token(
+        TokenKind::Edge,
+        None,
+        Some(edge.id.clone()),
+        registration.name,
+    );
     store
         .insert(Collection::Tokens, &record.hash, &record)
         .await?;
     Ok((edge, credential))
+}
+
+/// A fresh edge id.
+fn new_edge_id() -> String {
+    format!("edge_{}", crate::auth::random_hex(6))
 }
 
 /// Removes an edge (by id or name) for good: its credential is revoked and
@@ -157,12 +172,10 @@ pub async fn remove(store: &Store, edge: &str) -> Result<Option<Edge>, StoreErro
     for record in &tokens {
         crate::auth::revoke(store, record).await?;
     }
-    // Orders are released before the edge goes, so that a removal failing
-    // halfway can be run again, and after, for any a concurrent dispatch
-    // wrote in between.
-    let mut released = crate::jobs::release_orders(store, &found.id).await?;
     store.delete(Collection::Edges, &found.id).await?;
-    released += crate::jobs::release_orders(store, &found.id).await?;
+    // Orders this misses (a dispatch racing the removal, or a release that
+    // failed halfway) are dropped when their jobs are settled.
+    let released = crate::jobs::release_orders(store, &found.id).await?;
     tracing::info!(edge = %found.id, name = %found.name, released, "edge removed");
     Ok(Some(found))
 }

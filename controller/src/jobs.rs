@@ -27,7 +27,9 @@ pub async fn create(
     let now = now_ms();
     let number = store.backend().increment("jobs").await?;
     let job = Job {
-        id: format!("job_{number}"),
+        // The random part keeps ids unique should the counter go back
+        // (a restored backup): edges skip order ids they have carried out.
+        id: format!("job_{number}_{}", crate::auth::random_hex(3)),
         customer: customer.to_string(),
         distribution: distribution.to_string(),
         work,
@@ -100,7 +102,7 @@ pub async fn dispatch(store: &Store, job: &Job) -> Result<(), StoreError> {
     store.signal_orders();
     // Acks that arrived while dispatching (or no edges at all) finish it
     // now. The job is dispatched either way: should this check fail, the
-    // next acknowledgement makes it again.
+    // worker's next settling makes it again.
     if let Err(e) = finish_if_all_acked(store, &job.id).await {
         tracing::warn!(job = %job.id, error = %e, "cannot check the job's acknowledgements yet");
     }
@@ -193,6 +195,22 @@ async fn finish_if_all_acked(store: &Store, job: &str) -> Result<(), StoreError>
         .await?;
     if finished {
         tracing::info!(%job, ?status, "job finished");
+    }
+    Ok(())
+}
+
+/// Finishes the dispatched jobs that wait for nothing more. Acks finish
+/// jobs as they come; this catches a check that failed, and orders left to
+/// an edge whose removal missed them.
+pub async fn settle_dispatched(store: &Store) -> Result<(), StoreError> {
+    let dispatched: Vec<Job> = store
+        .find(
+            Collection::Jobs,
+            &[("status", json!(JobStatus::Dispatched))],
+        )
+        .await?;
+    for job in dispatched {
+        finish_if_all_acked(store, &job.id).await?;
     }
     Ok(())
 }
@@ -388,5 +406,25 @@ mod tests {
             pending(&store, "e2").await.expect("read").is_empty(),
             "e2's order is dropped"
         );
+    }
+
+    /// A job whose last pending order belongs to an edge removed without
+    /// its orders being released is finished by the worker's settling,
+    /// though no acknowledgement comes any more.
+    #[tokio::test]
+    async fn settling_finishes_a_job_left_to_a_removed_edge() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (store, job) = purge_dispatched_to_two_edges(dir.path()).await;
+        let order = format!("{}:e1", job.id);
+        assert!(acknowledge(&store, "e1", &order, 3, None)
+            .await
+            .expect("ack"));
+        store
+            .delete(Collection::Edges, "e2")
+            .await
+            .expect("e2 removed");
+        assert_eq!(status(&store, &job.id).await, JobStatus::Dispatched);
+        settle_dispatched(&store).await.expect("settle");
+        assert_eq!(status(&store, &job.id).await, JobStatus::Done);
     }
 }

@@ -1,5 +1,6 @@
 //! The background worker: dispatches queued jobs (retrying with backoff),
-//! resumes jobs a restart interrupted, and queues housekeeping.
+//! resumes jobs a restart interrupted, settles dispatched jobs, and queues
+//! housekeeping.
 
 use std::time::Duration;
 
@@ -15,14 +16,23 @@ const POLL: Duration = Duration::from_millis(500);
 const STALE_DISPATCH_MS: i64 = 30_000;
 /// How often housekeeping is queued.
 const COMPACT_EVERY: Duration = Duration::from_secs(600);
+/// How often dispatched jobs are settled (see [`jobs::settle_dispatched`]).
+const SETTLE_EVERY: Duration = Duration::from_secs(30);
 
 /// Runs until the task is dropped.
 pub async fn run(store: Store) {
     let mut woken = store.order_changes();
     let mut last_compaction = tokio::time::Instant::now();
+    let mut last_settling = tokio::time::Instant::now();
     loop {
         if let Err(e) = pass(&store).await {
             tracing::warn!(error = %e, "worker pass failed; retrying");
+        }
+        if last_settling.elapsed() >= SETTLE_EVERY {
+            last_settling = tokio::time::Instant::now();
+            if let Err(e) = jobs::settle_dispatched(&store).await {
+                tracing::warn!(error = %e, "cannot settle dispatched jobs; retrying later");
+            }
         }
         if last_compaction.elapsed() >= COMPACT_EVERY {
             last_compaction = tokio::time::Instant::now();
