@@ -13,7 +13,6 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -93,10 +92,6 @@ pub struct Control {
     revision: std::sync::atomic::AtomicU64,
     /// The configuration without distributions (listeners, cache, ...).
     base: EdgeConfig,
-    /// Set when a registration gave this edge another id than it had (it
-    /// was removed, or the controller lost its data): purges made meanwhile
-    /// are unknown, so the cache is cleared before the next orders.
-    new_identity: AtomicBool,
     /// The orders carried out last.
     recent_acks: RecentAcks,
 }
@@ -175,7 +170,6 @@ impl Control {
             }),
             revision: std::sync::atomic::AtomicU64::new(0),
             base,
-            new_identity: AtomicBool::new(false),
             recent_acks: RecentAcks::default(),
         }))
     }
@@ -294,11 +288,18 @@ impl Control {
             .await?
             .into_inner();
         let state = &self.options.state_dir;
+        // Another id than before (the edge was removed, or the controller
+        // lost its data; an edge from before ids were kept had a
+        // credential): purges made meanwhile are unknown. The mark is on
+        // disk first, so the cache is cleared even after a crash.
         let previous = std::fs::read_to_string(state.join("edge-id")).unwrap_or_default();
         let previous = previous.trim();
-        if !previous.is_empty() && previous != answer.edge_id {
-            tracing::warn!(was = %previous, edge = %answer.edge_id, "registered as a new edge: purges made meanwhile are unknown, so the cache is cleared");
-            self.new_identity.store(true, Ordering::SeqCst);
+        let known_before = !previous.is_empty() || state.join("credential").exists();
+        if known_before && previous != answer.edge_id {
+            write_atomically(&self.cache_clear_mark(), b"").map_err(|e| {
+                tonic::Status::internal(format!("cannot mark the cache to be cleared: {e}"))
+            })?;
+            tracing::warn!(was = %previous, edge = %answer.edge_id, "registered as a new edge: purges made meanwhile are unknown, so the cache will be cleared");
         }
         for (file, value) in [
             ("credential", &answer.credential),
@@ -354,6 +355,9 @@ impl Control {
                 "the controller did not answer in time; serving without pending orders"
             ),
         }
+        // Whatever became of the orders, a cache marked to be cleared is
+        // cleared before serving.
+        self.clear_cache_if_marked(edge).await;
     }
 
     /// Carries out the orders the controller has pending for this edge,
@@ -361,7 +365,7 @@ impl Control {
     async fn apply_pending_orders(&self, edge: &Arc<Edge>) -> Result<usize, tonic::Status> {
         let request = self.request(WatchOrdersRequest {}).await?;
         let mut stream = self.client().watch_orders(request).await?.into_inner();
-        self.clear_cache_if_new_identity(edge).await;
+        self.clear_cache_if_marked(edge).await;
         let mut applied = 0;
         while let Some(order) = stream.message().await? {
             if order.backlog_done {
@@ -373,11 +377,26 @@ impl Control {
         Ok(applied)
     }
 
-    /// Clears the cache once after a registration under a new id.
-    async fn clear_cache_if_new_identity(&self, edge: &Edge) {
-        if self.new_identity.swap(false, Ordering::SeqCst) {
-            let removed = edge.cache.purge(&Selector::Everything, false).await;
-            tracing::warn!(removed, "cache cleared after registering as a new edge");
+    /// Where the mark of a cache to be cleared is kept.
+    fn cache_clear_mark(&self) -> PathBuf {
+        self.options.state_dir.join("clear-cache")
+    }
+
+    /// Clears the cache if a registration under a new id marked it; the
+    /// mark goes once the cache is empty.
+    async fn clear_cache_if_marked(&self, edge: &Edge) {
+        let mark = self.cache_clear_mark();
+        if !mark.exists() {
+            return;
+        }
+        match edge.cache.clear().await {
+            Ok(removed) => {
+                tracing::warn!(removed, "cache cleared after registering as a new edge");
+                if let Err(e) = std::fs::remove_file(&mark) {
+                    tracing::warn!(error = %e, "cannot remove the cache-clear mark; the cache will be cleared again");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot clear the cache; trying again later"),
         }
     }
 
@@ -482,7 +501,7 @@ impl Control {
             let result = async {
                 let request = self.request(WatchOrdersRequest {}).await?;
                 let mut stream = self.client().watch_orders(request).await?.into_inner();
-                self.clear_cache_if_new_identity(&edge).await;
+                self.clear_cache_if_marked(&edge).await;
                 while let Some(order) = stream.message().await? {
                     backoff.reset();
                     if !order.backlog_done {

@@ -23,8 +23,6 @@ pub enum Selector {
     Tag(String),
     /// Everything of one distribution.
     Distribution(String),
-    /// Everything in the cache.
-    Everything,
 }
 
 /// One journal line.
@@ -102,6 +100,19 @@ impl Index {
         self.meta.insert(key.to_string(), meta.clone());
     }
 
+    /// Forgets every key (the journal too); returns how many there were.
+    pub fn clear(&mut self) -> Result<usize, String> {
+        if let Some(journal) = &self.journal {
+            journal.set_len(0).map_err(|e| e.to_string())?;
+        }
+        let count = self.meta.len();
+        self.meta.clear();
+        self.by_url.clear();
+        self.by_tag.clear();
+        self.by_distribution.clear();
+        Ok(count)
+    }
+
     /// Forgets `key`.
     pub fn remove(&mut self, key: &str) {
         let Some(meta) = self.meta.remove(key) else {
@@ -135,7 +146,6 @@ impl Index {
             Selector::Distribution(id) => {
                 self.by_distribution.get(id).into_iter().flatten().collect()
             }
-            Selector::Everything => self.meta.keys().collect(),
         };
         keys.into_iter().cloned().collect()
     }
@@ -212,6 +222,13 @@ mod tests {
             sorted(reopened.select(&Selector::Distribution("d".into()))),
             ["k1", "k2"]
         );
-        assert_eq!(sorted(reopened.select(&Selector::Everything)), ["k1", "k2"]);
+
+        let mut cleared = reopened;
+        assert_eq!(cleared.clear(), Ok(2));
+        assert!(cleared.select(&Selector::Tag("img".into())).is_empty());
+        cleared.insert("k4", &meta("a.com/4.png", &[]));
+        drop(cleared);
+        let reopened = Index::open(&path).unwrap();
+        assert_eq!(reopened.len(), 1, "only what came after the clear");
     }
 }

@@ -254,6 +254,16 @@ impl Cache {
         affected
     }
 
+    /// Empties the cache, both tiers and the index; returns how many
+    /// objects the index held.
+    pub async fn clear(&self) -> Result<usize, CacheError> {
+        self.purges.fetch_add(1, Ordering::SeqCst);
+        let error = |reason: String| CacheError { dir: None, reason };
+        let count = self.lock_index().clear().map_err(error)?;
+        self.store.clear().await.map_err(|e| error(e.to_string()))?;
+        Ok(count)
+    }
+
     /// Sizes for metrics.
     pub fn stats(&self) -> CacheStats {
         let memory = self.store.memory();
@@ -322,5 +332,67 @@ fn entry_weight(entry: &Entry) -> usize {
                 + 512
         }
         Entry::Variants(names) => names.iter().map(|n| n.len() + 24).sum::<usize>() + 32,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_cache_semantics::CachePolicy;
+    use object::PurgeMeta;
+
+    fn object(url: &str) -> CachedObject {
+        let request = http::Request::get(format!("http://{url}"))
+            .body(())
+            .expect("request");
+        let response = http::Response::builder()
+            .header("cache-control", "max-age=600")
+            .body(())
+            .expect("response");
+        CachedObject {
+            status: http::StatusCode::OK,
+            headers: HeaderMap::new(),
+            body: bytes::Bytes::from_static(b"body"),
+            policy: CachePolicy::new(&request, &response),
+            stored_at_ms: 0,
+            ttl_ms: 600_000,
+            stale_while_revalidate_ms: 0,
+            stale_if_error_ms: 0,
+            invalidated: false,
+            meta: PurgeMeta {
+                distribution: "d".into(),
+                url: url.into(),
+                tags: Vec::new(),
+            },
+        }
+    }
+
+    /// A cleared cache holds nothing in either tier, and nothing comes
+    /// back from the disk when it is opened again.
+    #[tokio::test]
+    async fn clear_empties_both_tiers_for_good() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = CacheConfig {
+            disk_dir: Some(dir.path().to_path_buf()),
+            disk_bytes: 64 << 20,
+            max_object_bytes: 1 << 20,
+            ..CacheConfig::default()
+        };
+        let cache = Cache::open(&config).await.expect("open");
+        let none = HeaderMap::new();
+        for url in ["a.com/1", "a.com/2"] {
+            cache.store(url, &[], &none, object(url), cache.purge_epoch());
+        }
+        assert!(cache.lookup("a.com/1", &none).await.is_some());
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await; // the disk writes land
+        assert_eq!(cache.clear().await.expect("clear"), 2);
+        assert!(cache.lookup("a.com/1", &none).await.is_none());
+        assert_eq!(cache.stats().objects, 0);
+        cache.close().await;
+        drop(cache);
+
+        let reopened = Cache::open(&config).await.expect("reopen");
+        assert!(reopened.lookup("a.com/2", &none).await.is_none());
+        assert_eq!(reopened.stats().objects, 0);
     }
 }

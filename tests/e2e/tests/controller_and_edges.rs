@@ -462,7 +462,18 @@ async fn scenario(mongodb_uri: Option<String>) {
     let done = purge_page(&cli, &acme);
     assert_eq!(done["progress"], "2/2", "green takes orders again: {done}");
 
-    // Green retires: stopped, then removed by the operator.
+    // Green retires, holding the page on disk: stopped, then removed by
+    // the operator.
+    eventually(10, "green to hold the page again", || {
+        let http = http.clone();
+        async move {
+            view(&http, green_addr, "/page.html")
+                .await
+                .filter(|s| s.1 == "HIT")
+        }
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await; // the disk write lands
     green.kill();
     let (code, out, err) = cli(ADMIN, &["edges", "rm", "green-1"]);
     assert_eq!(code, 0, "{out}{err}");
@@ -471,6 +482,15 @@ async fn scenario(mongodb_uri: Option<String>) {
     let edges: Value = serde_json::from_str(&out).expect("JSON");
     assert_eq!(edges.as_array().map(Vec::len), Some(1), "{edges}");
     assert_eq!(edges[0]["name"], "blue-1");
+    // Started again, it is a new edge, and its disk cache was cleared
+    // before it served: purges made meanwhile would be unknown to it.
+    let _green = cluster.start_edge("green-1", "green", green_port);
+    let first = eventually(30, "green to serve as a new edge", || {
+        let http = http.clone();
+        async move { view(&http, green_addr, "/page.html").await }
+    })
+    .await;
+    assert_eq!(first.1, "MISS", "{}", log_of(cluster.log_dir(), "green-1"));
 }
 
 /// An edge whose stored credential the controller refuses (its data was
