@@ -45,6 +45,22 @@ async fn view(
     Some(seen)
 }
 
+/// Views `/page.html` through `edge` every 50 ms, for up to `seconds`,
+/// until an answer satisfies `seen`; that answer.
+async fn view_until(
+    http: &reqwest::Client,
+    edge: SocketAddr,
+    seconds: u64,
+    what: &str,
+    seen: impl Fn(&(u16, String, String)) -> bool,
+) -> (u16, String, String) {
+    let seen = &seen;
+    eventually(seconds, what, || async move {
+        view(http, edge, "/page.html").await.filter(seen)
+    })
+    .await
+}
+
 /// The distribution as a customer writes it (TOML), with the header-filter
 /// plugin setting `content-security-policy: <csp>` on every answer.
 fn distribution_toml(origin: &str, csp: &str) -> String {
@@ -176,9 +192,8 @@ async fn scenario(mongodb_uri: Option<String>) {
     let _blue = cluster.start_edge_with_admin("blue-1", "blue", blue_port, Some(blue_admin));
     let mut green = cluster.start_edge("green-1", "green", green_port);
     for edge in [blue_addr, green_addr] {
-        let seen = eventually(30, "the distribution to reach the edge", || {
-            let http = http.clone();
-            async move { view(&http, edge, "/page.html").await.filter(|s| s.0 == 200) }
+        let seen = view_until(&http, edge, 30, "the distribution to reach the edge", |s| {
+            s.0 == 200
         })
         .await;
         assert_eq!(seen.2, "v1", "the plugin's header ({edge})");
@@ -257,13 +272,8 @@ async fn scenario(mongodb_uri: Option<String>) {
     );
     assert_eq!(code, 0, "{out}{err}");
     let deployment: Value = serde_json::from_str(&out).expect("JSON");
-    eventually(10, "blue to serve version 2", || {
-        let http = http.clone();
-        async move {
-            view(&http, blue_addr, "/page.html")
-                .await
-                .filter(|s| s.2 == "v2")
-        }
+    view_until(&http, blue_addr, 10, "blue to serve version 2", |s| {
+        s.2 == "v2"
     })
     .await;
     assert_eq!(
@@ -285,13 +295,8 @@ async fn scenario(mongodb_uri: Option<String>) {
     let (code, out, err) = cli(&acme, &["deploy", "promote", &deployment_id]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("promoted"), "{out}");
-    eventually(10, "green to serve version 2", || {
-        let http = http.clone();
-        async move {
-            view(&http, green_addr, "/page.html")
-                .await
-                .filter(|s| s.2 == "v2")
-        }
+    view_until(&http, green_addr, 10, "green to serve version 2", |s| {
+        s.2 == "v2"
     })
     .await;
 
@@ -329,11 +334,7 @@ async fn scenario(mongodb_uri: Option<String>) {
     cluster.kill_controller();
     cluster.start_controller();
     let mut green = cluster.start_edge("green-1", "green", green_port);
-    let first = eventually(30, "green to serve again", || {
-        let http = http.clone();
-        async move { view(&http, green_addr, "/page.html").await }
-    })
-    .await;
+    let first = view_until(&http, green_addr, 30, "green to serve again", |_| true).await;
     assert_eq!(
         first.1,
         "MISS",
@@ -351,14 +352,13 @@ async fn scenario(mongodb_uri: Option<String>) {
     cluster.kill_controller();
     green.kill();
     let mut green = cluster.start_edge("green-1", "green", green_port);
-    let seen = eventually(30, "green to serve without the controller", || {
-        let http = http.clone();
-        async move {
-            view(&http, green_addr, "/page.html")
-                .await
-                .filter(|s| s.0 == 200)
-        }
-    })
+    let seen = view_until(
+        &http,
+        green_addr,
+        30,
+        "green to serve without the controller",
+        |s| s.0 == 200,
+    )
     .await;
     assert_eq!(seen.2, "v2", "{}", log_of(cluster.log_dir(), "green-1"));
     assert_eq!(
@@ -410,27 +410,14 @@ async fn scenario(mongodb_uri: Option<String>) {
     let (code, out, err) = cli(&acme, &["dist", "apply", "-f", &dist_file("v3")]);
     assert_eq!(code, 0, "{out}{err}");
     for edge in [blue_addr, green_addr] {
-        eventually(10, "version 3 on both edges", || {
-            let http = http.clone();
-            async move {
-                view(&http, edge, "/page.html")
-                    .await
-                    .filter(|s| s.2 == "v3")
-            }
-        })
-        .await;
+        view_until(&http, edge, 10, "version 3 on both edges", |s| s.2 == "v3").await;
     }
 
     // Green is removed while it runs: it registers again as a new edge,
     // drops its cache (it cannot know what was purged meanwhile) and takes
     // orders under its new id.
-    eventually(10, "green to hold the page", || {
-        let http = http.clone();
-        async move {
-            view(&http, green_addr, "/page.html")
-                .await
-                .filter(|s| s.1 == "HIT")
-        }
+    view_until(&http, green_addr, 10, "green to hold the page", |s| {
+        s.1 == "HIT"
     })
     .await;
     let green_id = |edges: &Value| -> Option<String> {
@@ -450,13 +437,8 @@ async fn scenario(mongodb_uri: Option<String>) {
         }
     })
     .await;
-    eventually(10, "green to drop its cache", || {
-        let http = http.clone();
-        async move {
-            view(&http, green_addr, "/page.html")
-                .await
-                .filter(|s| s.1 == "MISS")
-        }
+    view_until(&http, green_addr, 10, "green to drop its cache", |s| {
+        s.1 == "MISS"
     })
     .await;
     let done = purge_page(&cli, &acme);
@@ -464,13 +446,8 @@ async fn scenario(mongodb_uri: Option<String>) {
 
     // Green retires, holding the page on disk: stopped, then removed by
     // the operator.
-    eventually(10, "green to hold the page again", || {
-        let http = http.clone();
-        async move {
-            view(&http, green_addr, "/page.html")
-                .await
-                .filter(|s| s.1 == "HIT")
-        }
+    view_until(&http, green_addr, 10, "green to hold the page again", |s| {
+        s.1 == "HIT"
     })
     .await;
     tokio::time::sleep(std::time::Duration::from_millis(500)).await; // the disk write lands
@@ -485,10 +462,13 @@ async fn scenario(mongodb_uri: Option<String>) {
     // Started again, it is a new edge, and its disk cache was cleared
     // before it served: purges made meanwhile would be unknown to it.
     let _green = cluster.start_edge("green-1", "green", green_port);
-    let first = eventually(30, "green to serve as a new edge", || {
-        let http = http.clone();
-        async move { view(&http, green_addr, "/page.html").await }
-    })
+    let first = view_until(
+        &http,
+        green_addr,
+        30,
+        "green to serve as a new edge",
+        |_| true,
+    )
     .await;
     assert_eq!(first.1, "MISS", "{}", log_of(cluster.log_dir(), "green-1"));
 }
