@@ -365,7 +365,6 @@ impl Control {
     async fn apply_pending_orders(&self, edge: &Arc<Edge>) -> Result<usize, tonic::Status> {
         let request = self.request(WatchOrdersRequest {}).await?;
         let mut stream = self.client().watch_orders(request).await?.into_inner();
-        self.clear_cache_if_marked(edge).await;
         let mut applied = 0;
         while let Some(order) = stream.message().await? {
             if order.backlog_done {
@@ -396,7 +395,7 @@ impl Control {
                     tracing::warn!(error = %e, "cannot remove the cache-clear mark; the cache will be cleared again");
                 }
             }
-            Err(e) => tracing::error!(error = %e, "cannot clear the cache; trying again later"),
+            Err(e) => tracing::error!(error = %e, "trying again later"),
         }
     }
 

@@ -24,12 +24,15 @@ use index::Index;
 pub use index::Selector;
 use object::{variant_key, CachedObject, Entry};
 
-/// Errors opening the cache.
+/// Errors opening or clearing the cache.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot open the cache{}: {reason}", dir.as_ref().map(|d| format!(" in {d}")).unwrap_or_default())]
-pub struct CacheError {
-    dir: Option<String>,
-    reason: String,
+pub enum CacheError {
+    /// The cache (with its disk tier in `dir`, if any) cannot be opened.
+    #[error("cannot open the cache{}: {reason}", dir.as_ref().map(|d| format!(" in {d}")).unwrap_or_default())]
+    Open { dir: Option<String>, reason: String },
+    /// The cache cannot be emptied.
+    #[error("cannot clear the cache: {0}")]
+    Clear(String),
 }
 
 /// Room a block needs beyond its largest object (foyer's block header).
@@ -82,7 +85,7 @@ impl Cache {
     /// `config.disk_dir`, whose objects from earlier runs are recovered.
     pub async fn open(config: &CacheConfig) -> Result<Arc<Self>, CacheError> {
         let dir = config.disk_dir.as_deref();
-        let error = |reason: String| CacheError {
+        let error = |reason: String| CacheError::Open {
             dir: dir.map(|d| d.display().to_string()),
             reason,
         };
@@ -258,9 +261,11 @@ impl Cache {
     /// objects the index held.
     pub async fn clear(&self) -> Result<usize, CacheError> {
         self.purges.fetch_add(1, Ordering::SeqCst);
-        let error = |reason: String| CacheError { dir: None, reason };
-        let count = self.lock_index().clear().map_err(error)?;
-        self.store.clear().await.map_err(|e| error(e.to_string()))?;
+        let count = self.lock_index().clear().map_err(CacheError::Clear)?;
+        self.store
+            .clear()
+            .await
+            .map_err(|e| CacheError::Clear(e.to_string()))?;
         Ok(count)
     }
 
