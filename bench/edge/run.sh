@@ -247,6 +247,9 @@ address = "127.0.0.1:$PPLUG_PORT"
 address = "127.0.0.1:$PPLUG_ADMIN"
 token = "bench"
 
+[upstream]
+allow_networks = ["127.0.0.0/8"]
+
 [[distribution]]
 id = "bench"
 customer = "bench"

@@ -111,7 +111,7 @@ pub async fn resolve(
     }
 
     let config = Value::Object(config);
-    let parsed: parapet_edge::config::DistributionConfig =
+    let parsed: parapet_config::DistributionConfig =
         serde_path_to_error::deserialize(config.clone()).map_err(|e| {
             let path = e.path().to_string();
             invalid(if path == "." { "" } else { &path }, e.into_inner())

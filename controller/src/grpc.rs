@@ -404,7 +404,10 @@ fn to_message(order: crate::model::Order) -> Order {
             }
             Some(OrderWork::Purge(purge))
         }
-        Work::Prewarm { urls } => Some(OrderWork::Prewarm(Prewarm { urls })),
+        Work::Prewarm { urls } => Some(OrderWork::Prewarm(Prewarm {
+            urls,
+            distribution: order.distribution,
+        })),
         Work::Compact => None,
     };
     Order {

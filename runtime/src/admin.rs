@@ -1,7 +1,6 @@
 //! The admin listener: `/healthz` and Prometheus `/metrics` for anyone who
 //! can reach it; purge, prewarm and reload behind the bearer token.
 
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -15,10 +14,8 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::cache::Selector;
 use crate::edge::Edge;
-use crate::proxy::{self, Connection};
-use crate::upstream::empty;
+use crate::orders::{self, Selection};
 
 /// Serves the admin API on `socket` until `stopped`.
 pub async fn serve(socket: TcpListener, edge: Arc<Edge>, mut stopped: watch::Receiver<bool>) {
@@ -101,13 +98,17 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// A purge: exactly one of `url`, `prefix`, `tag`, `distribution`.
+/// A purge: one of `url`, `prefix`, `tag` or `everything`, in
+/// `distribution` or (without it) across the edge; `{"distribution": id}`
+/// alone purges everything of that distribution.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PurgeRequest {
     url: Option<String>,
     prefix: Option<String>,
     tag: Option<String>,
+    #[serde(default)]
+    everything: bool,
     distribution: Option<String>,
     /// Mark stale instead of deleting.
     #[serde(default)]
@@ -123,44 +124,45 @@ async fn purge(
         Ok(request) => request,
         Err(refusal) => return *refusal,
     };
-    let selectors: Vec<Selector> = [
-        request.url.map(|u| Selector::Url(url_key(&u))),
-        request.prefix.map(|p| Selector::Prefix(url_key(&p))),
-        request.tag.map(Selector::Tag),
-        request.distribution.map(Selector::Distribution),
+    let mut selections: Vec<Selection> = [
+        request.url.map(Selection::Url),
+        request.prefix.map(Selection::Prefix),
+        request.tag.map(Selection::Tag),
+        request.everything.then_some(Selection::Everything),
     ]
     .into_iter()
     .flatten()
     .collect();
-    let [selector] = selectors.as_slice() else {
+    if selections.is_empty() && request.distribution.is_some() {
+        selections.push(Selection::Everything);
+    }
+    let Ok([selection]) = <[Selection; 1]>::try_from(selections) else {
         return bad_request(
-            "give exactly one of `url`, `prefix`, `tag` or `distribution`".to_string(),
+            "give exactly one of `url`, `prefix`, `tag` or `everything` (with an optional `distribution`)"
+                .to_string(),
         );
     };
-    let purged = edge.cache.purge(selector, request.soft).await;
+    let snapshot = edge.snapshot();
+    let purge = match orders::resolve_purge(&snapshot, request.distribution.as_deref(), selection) {
+        Ok(purge) => purge,
+        Err(why) => return bad_request(why),
+    };
+    let purged = edge.cache.purge(&purge, request.soft).await;
     metrics::counter!("parapet_purged_objects_total", "kind" => if request.soft { "soft" } else { "hard" })
         .increment(purged as u64);
     Json(json!({"purged": purged, "soft": request.soft})).into_response()
-}
-
-/// `http://Host/path` or `host/path` as the index keeps URLs: host
-/// lower-case without port, then the path.
-pub fn url_key(url: &str) -> String {
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))
-        .unwrap_or(url);
-    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    format!("{}{path}", crate::routing::host_name(host))
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PrewarmRequest {
     urls: Vec<String>,
+    /// Only URLs this distribution serves.
+    distribution: Option<String>,
 }
 
-/// Fetches each URL through the edge, as a viewer would, so it is cached.
+/// Fetches each URL through the edge, as an internal client, so it is
+/// cached.
 async fn prewarm(
     State(edge): State<Arc<Edge>>,
     headers: HeaderMap,
@@ -170,63 +172,16 @@ async fn prewarm(
         Ok(request) => request,
         Err(refusal) => return *refusal,
     };
-    let (warmed, failed) = prewarm_urls(&edge, &request.urls).await;
-    Json(json!({"warmed": warmed, "failed": failed})).into_response()
-}
-
-/// Fetches each URL through the edge as a viewer would, so that it is
-/// cached; returns how many were stored (or already were) and the
-/// failures.
-pub async fn prewarm_urls(edge: &Arc<Edge>, urls: &[String]) -> (usize, Vec<serde_json::Value>) {
-    let connection = Arc::new(Connection {
-        client: SocketAddr::from(([127, 0, 0, 1], 0)),
-        tls: false,
-        server_name: None,
-    });
-    let mut warmed = 0;
-    let mut failed = Vec::new();
-    for url in urls {
-        let Ok(uri) = url.parse::<http::Uri>() else {
-            failed.push(json!({"url": url, "error": "not a URL"}));
-            continue;
-        };
-        let Some(authority) = uri.authority().cloned() else {
-            failed.push(json!({"url": url, "error": "the URL has no host"}));
-            continue;
-        };
-        let mut viewer_request = http::Request::new(empty());
-        *viewer_request.uri_mut() = uri.path_and_query().map_or_else(
-            || http::Uri::from_static("/"),
-            |p| {
-                p.as_str()
-                    .parse()
-                    .unwrap_or_else(|_| http::Uri::from_static("/"))
-            },
-        );
-        if let Ok(host) = http::HeaderValue::from_str(authority.as_str()) {
-            viewer_request
-                .headers_mut()
-                .insert(http::header::HOST, host);
-        }
-        let response = proxy::handle(edge.clone(), connection.clone(), viewer_request).await;
-        let status = response.status();
-        let cache = response
-            .headers()
-            .get("x-cache")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        // Read the body so the stored copy completes.
-        let _ = http_body_util::BodyExt::collect(response.into_body()).await;
-        if status.is_success()
-            && matches!(cache.as_str(), "MISS" | "HIT" | "EXPIRED" | "REVALIDATED")
-        {
-            warmed += 1;
-        } else {
-            failed.push(json!({"url": url, "status": status.as_u16(), "cache": cache}));
-        }
+    if request.urls.len() > orders::MAX_PREWARM_URLS {
+        return bad_request(format!(
+            "`urls`: at most {} URLs per prewarm (got {})",
+            orders::MAX_PREWARM_URLS,
+            request.urls.len()
+        ));
     }
-    (warmed, failed)
+    let (warmed, failed) =
+        orders::prewarm(&edge, request.distribution.as_deref(), &request.urls).await;
+    Json(json!({"warmed": warmed, "failed": failed})).into_response()
 }
 
 async fn reload(State(edge): State<Arc<Edge>>, headers: HeaderMap) -> Response {

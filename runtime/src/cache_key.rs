@@ -9,7 +9,7 @@
 
 use http::HeaderMap;
 
-use crate::config::{CacheKeyConfig, QueryKey};
+use parapet_config::{CacheKeyConfig, QueryKey};
 
 /// Separates the parts of a key; cannot occur in a valid URL or header.
 const PART: char = '\u{0}';
@@ -69,8 +69,17 @@ pub fn cache_key(policy: &CacheKeyConfig, input: &KeyInput<'_>) -> String {
 /// Appends the query parameters the policy selects, sorted by name (the
 /// order of repeated names is kept).
 fn push_query(key: &mut String, policy: &CacheKeyConfig, query: &str) {
+    for param in selected_params(policy, query) {
+        key.push_str(param);
+        key.push(ITEM);
+    }
+}
+
+/// The query parameters the policy keeps in the key, sorted by name (the
+/// order of repeated names is kept).
+fn selected_params<'a>(policy: &CacheKeyConfig, query: &'a str) -> Vec<&'a str> {
     if policy.query == QueryKey::None || query.is_empty() {
-        return;
+        return Vec::new();
     }
     let mut params: Vec<&str> = query
         .split('&')
@@ -81,10 +90,23 @@ fn push_query(key: &mut String, policy: &CacheKeyConfig, query: &str) {
         })
         .collect();
     params.sort_by_key(|pair| pair.split('=').next().unwrap_or_default());
-    for param in params {
-        key.push_str(param);
-        key.push(ITEM);
+    params
+}
+
+/// The URL purges know an object by: host, path and the query as the
+/// policy keys it (`?b=2&a=1&utm=x` under an allow list of `a` and `b`
+/// is `?a=1&b=2`), so purging any URL a viewer used for the object finds
+/// it.
+pub fn purge_url(policy: &CacheKeyConfig, host: &str, path: &str, query: Option<&str>) -> String {
+    let params = selected_params(policy, query.unwrap_or_default());
+    let mut url = String::with_capacity(host.len() + path.len() + 16);
+    url.push_str(host);
+    url.push_str(path);
+    for (i, param) in params.iter().enumerate() {
+        url.push(if i == 0 { '?' } else { '&' });
+        url.push_str(param);
     }
+    url
 }
 
 /// The value of cookie `name` in the `cookie` headers.
@@ -218,6 +240,34 @@ mod tests {
             key(&hostless, "a.com", "/", None, &[]),
             key(&hostless, "b.com", "/", None, &[])
         );
+    }
+
+    #[test]
+    fn purge_urls_normalise_the_query_as_the_key_does() {
+        let all = CacheKeyConfig::default();
+        assert_eq!(
+            purge_url(&all, "a.com", "/p", Some("b=2&a=1")),
+            purge_url(&all, "a.com", "/p", Some("a=1&b=2"))
+        );
+        assert_eq!(
+            purge_url(&all, "a.com", "/p", Some("b=2&a=1")),
+            "a.com/p?a=1&b=2"
+        );
+        assert_eq!(purge_url(&all, "a.com", "/p", None), "a.com/p");
+        let allow = CacheKeyConfig {
+            query: QueryKey::Allow,
+            query_params: vec!["page".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            purge_url(&allow, "a.com", "/p", Some("utm=x&page=2")),
+            "a.com/p?page=2"
+        );
+        let none = CacheKeyConfig {
+            query: QueryKey::None,
+            ..Default::default()
+        };
+        assert_eq!(purge_url(&none, "a.com", "/p", Some("x=1")), "a.com/p");
     }
 
     #[test]

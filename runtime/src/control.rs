@@ -27,22 +27,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tonic::transport::Channel;
 
-use crate::cache::Selector;
-use crate::config::{DistributionConfig, EdgeConfig};
-use crate::edge::{AccessRecord, Edge, Snapshot};
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-/// Counter of access log lines the controller never got, by reason:
-/// `queue_full` (more than the queue holds) or `not_shipped` (the
-/// controller refused or could not be reached).
-pub const LOG_LINES_DROPPED: &str = "parapet_access_log_lines_dropped_total";
+use crate::edge::{AccessRecord, Edge, Snapshot, LOG_LINES_DROPPED};
+use crate::orders::{self, Selection};
+use parapet_config::{DistributionConfig, EdgeConfig};
 
 /// How this edge presents itself to the controller.
 #[derive(Debug, Clone)]
@@ -619,29 +606,40 @@ impl Control {
 async fn carry_out(edge: &Arc<Edge>, order: Order) -> OrderAck {
     let (count, error) = match order.work {
         Some(Work::Purge(purge)) => {
-            let selector = if !purge.url.is_empty() {
-                Some(Selector::Url(crate::admin::url_key(&purge.url)))
+            let selection = if !purge.url.is_empty() {
+                Some(Selection::Url(purge.url))
             } else if !purge.prefix.is_empty() {
-                Some(Selector::Prefix(crate::admin::url_key(&purge.prefix)))
+                Some(Selection::Prefix(purge.prefix))
             } else if !purge.tag.is_empty() {
-                Some(Selector::Tag(purge.tag))
+                Some(Selection::Tag(purge.tag))
             } else if purge.everything {
-                Some(Selector::Distribution(purge.distribution))
+                Some(Selection::Everything)
             } else {
                 None
             };
-            match selector {
-                Some(selector) => {
+            // A customer's purge applies to its own distribution only.
+            let resolved = match selection {
+                Some(_) if purge.distribution.is_empty() => {
+                    Err("the purge names no distribution".to_string())
+                }
+                Some(selection) => {
+                    orders::resolve_purge(&edge.snapshot(), Some(&purge.distribution), selection)
+                }
+                None => Err("the purge selects nothing".to_string()),
+            };
+            match resolved {
+                Ok(selector) => {
                     let purged = edge.cache.purge(&selector, purge.soft).await;
                     metrics::counter!("parapet_purged_objects_total", "kind" => if purge.soft { "soft" } else { "hard" })
                         .increment(purged as u64);
                     (purged as u64, String::new())
                 }
-                None => (0, "the purge selects nothing".to_string()),
+                Err(error) => (0, error),
             }
         }
         Some(Work::Prewarm(prewarm)) => {
-            let (warmed, failed) = crate::admin::prewarm_urls(edge, &prewarm.urls).await;
+            let distribution = Some(prewarm.distribution.as_str()).filter(|d| !d.is_empty());
+            let (warmed, failed) = orders::prewarm(edge, distribution, &prewarm.urls).await;
             let error = if failed.is_empty() {
                 String::new()
             } else {

@@ -10,11 +10,11 @@ use arc_swap::ArcSwap;
 use parapet_host::{GeoDb, PluginEngine};
 
 use crate::cache::Cache;
-use crate::config::{ConfigError, EdgeConfig};
 use crate::peers::PeerRing;
 use crate::routing::Routes;
 use crate::tls::{Certificates, SniResolver};
 use crate::upstream::Upstream;
+use parapet_config::{ConfigError, EdgeConfig};
 
 /// One configuration, compiled: what a request is served under from start
 /// to end, even if a reload happens meanwhile.
@@ -99,6 +99,19 @@ pub struct Edge {
     next_request: AtomicU64,
 }
 
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Counter of access log lines the controller never got, by reason:
+/// `queue_full` (more than the queue holds) or `not_shipped` (the
+/// controller refused or could not be reached).
+pub const LOG_LINES_DROPPED: &str = "parapet_access_log_lines_dropped_total";
+
 /// One access log record, for shipping.
 #[derive(Debug, Clone)]
 pub struct AccessRecord {
@@ -122,11 +135,12 @@ impl Edge {
         access_log: bool,
     ) -> Arc<Self> {
         let certificates = snapshot.certificates.take().unwrap_or_default();
+        let upstream = Upstream::new(snapshot.config.address_policy());
         Arc::new(Edge {
             pop_id: snapshot.config.pop.id.as_str().into(),
             snapshot: ArcSwap::from_pointee(snapshot),
             cache,
-            upstream: Upstream::new(),
+            upstream,
             engine,
             geo,
             tls: SniResolver::new(certificates),
@@ -149,6 +163,7 @@ impl Edge {
         if let Some(certificates) = snapshot.certificates.take() {
             self.tls.replace(certificates);
         }
+        self.upstream.set_policy(snapshot.config.address_policy());
         self.snapshot.store(Arc::new(snapshot));
     }
 

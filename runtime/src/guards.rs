@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use http::{HeaderMap, HeaderName};
 
-use crate::config::BehaviorConfig;
+use parapet_config::BehaviorConfig;
 
 /// Whether a client at `ip` may be served under `behavior`: not in a denied
 /// network, and in an allowed one when an allow list is set.

@@ -7,12 +7,11 @@
 pub mod admin;
 pub mod cache;
 pub mod cache_key;
-pub mod config;
 pub mod control;
 pub mod edge;
 pub mod guards;
 pub mod headers;
-pub mod pattern;
+pub mod orders;
 pub mod peers;
 pub mod proxy;
 pub mod routing;
@@ -27,9 +26,9 @@ use anyhow::Context;
 use parapet_host::{EngineConfig, GeoDb, PluginEngine};
 
 use crate::cache::Cache;
-use crate::config::EdgeConfig;
 use crate::edge::{Edge, Snapshot};
 use crate::server::Running;
+use parapet_config::EdgeConfig;
 
 /// How to start an edge.
 pub struct LaunchOptions {

@@ -9,9 +9,11 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use notify::Watcher;
-use parapet_edge::config::{
+use parapet_config::limits::PluginMaxima;
+use parapet_config::network::UpstreamConfig;
+use parapet_config::{
     AdminConfig, BehaviorConfig, CacheConfig, DistributionConfig, EdgeConfig, ListenerConfig,
-    OriginConfig, PopConfig, ServerConfig,
+    OriginConfig, PopConfig, ServerConfig, SharesConfig,
 };
 use parapet_edge::control::{Control, ControlOptions};
 use parapet_edge::edge::Edge;
@@ -112,6 +114,12 @@ struct Cli {
     /// away.
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
+    /// Without a file: an address range upstreams may use although it is
+    /// not public (repeat for more; `--origin`'s own address is allowed).
+    /// Origins, shields and peers on loopback, private, link-local and
+    /// other special addresses are refused otherwise.
+    #[arg(long, value_name = "CIDR", requires = "listen")]
+    allow_upstream_network: Vec<ipnet::IpNet>,
     /// Log each request as a JSON line (`PARAPET_ACCESS_LOG=off` turns it
     /// off).
     #[arg(long, env = "PARAPET_ACCESS_LOG", default_value = "on", value_parser = ["on", "off"])]
@@ -335,6 +343,11 @@ fn from_flags(cli: &Cli, listen: SocketAddr, origin: Option<&str>) -> anyhow::Re
             workers: cli.workers,
             ..ServerConfig::default()
         },
+        upstream: UpstreamConfig {
+            allow_networks: allowed_networks(cli, origin)?,
+        },
+        plugin_limits: PluginMaxima::default(),
+        shares: SharesConfig::default(),
         distributions: origin
             .map(|origin| DistributionConfig {
                 id: "default".into(),
@@ -356,6 +369,31 @@ fn from_flags(cli: &Cli, listen: SocketAddr, origin: Option<&str>) -> anyhow::Re
     };
     config.validate().context("--origin")?;
     Ok(config)
+}
+
+/// The address ranges upstreams may use beyond public ones: those of
+/// `--allow-upstream-network`, and the address of the `--origin` the
+/// operator named (a loopback range for `localhost`).
+fn allowed_networks(cli: &Cli, origin: Option<&str>) -> anyhow::Result<Vec<ipnet::IpNet>> {
+    let mut networks = cli.allow_upstream_network.clone();
+    let Some(origin) = origin else {
+        return Ok(networks);
+    };
+    let uri: http::Uri = origin
+        .parse()
+        .with_context(|| format!("--origin `{origin}` is not a URL"))?;
+    let host = uri.host().unwrap_or_default();
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => networks.push(ipnet::IpNet::from(ip)),
+        Err(_) if host.eq_ignore_ascii_case("localhost") => {
+            networks.extend(
+                ["127.0.0.0/8", "::1/128"].map(|n| n.parse::<ipnet::IpNet>().expect("a network")),
+            );
+        }
+        Err(_) => {}
+    }
+    Ok(networks)
 }
 
 /// Loads `path` as the server would; returns a one-line summary.

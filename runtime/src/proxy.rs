@@ -17,8 +17,8 @@ use crate::cache::flights::{FlightGuard, Join};
 use crate::cache::freshness::{self, Freshness, Override};
 use crate::cache::object::{millis, vary_fields, CachedObject, PurgeMeta, Usability};
 use crate::cache::respond;
-use crate::cache::{Cache, Hit, Selector};
-use crate::cache_key::{cache_key, KeyInput};
+use crate::cache::{self, Cache, FetchTicket, Hit, Purge};
+use crate::cache_key::{cache_key, purge_url, KeyInput};
 use crate::edge::{Edge, Snapshot};
 use crate::guards;
 use crate::headers::{self, forward_request_headers, from_plugin, to_plugin};
@@ -42,6 +42,19 @@ pub struct Connection {
     pub tls: bool,
     /// The TLS server name it asked for.
     pub server_name: Option<String>,
+}
+
+impl Connection {
+    /// The edge's own requests (prewarms): from the unspecified address
+    /// `0.0.0.0`, so guards and plugins never take them for a viewer on
+    /// the edge's own network.
+    pub fn internal() -> Self {
+        Connection {
+            client: SocketAddr::from(([0, 0, 0, 0], 0)),
+            tls: false,
+            server_name: None,
+        }
+    }
 }
 
 /// What happened to a request, for the `X-Cache` header, metrics and logs.
@@ -174,11 +187,11 @@ async fn handle_request(
             // A full queue (the controller away) drops lines, never requests.
             let queued = sink.try_send(crate::edge::AccessRecord {
                 distribution: id.to_string(),
-                timestamp_ms: crate::control::now_ms(),
+                timestamp_ms: crate::edge::now_ms(),
                 json: line.to_string(),
             });
             if queued.is_err() {
-                metrics::counter!(crate::control::LOG_LINES_DROPPED, "reason" => "queue_full")
+                metrics::counter!(crate::edge::LOG_LINES_DROPPED, "reason" => "queue_full")
                     .increment(1);
             }
         }
@@ -294,6 +307,12 @@ async fn serve(
         Ok(read) => read,
         Err(served) => return served,
     };
+    let viewer_url = purge_url(
+        &behavior.config.cache.key,
+        &parapet_config::domains::host_name(&host),
+        &path,
+        parts.uri.query(),
+    );
     let request = PluginRequest {
         method: parts.method.to_string(),
         scheme: if connection.tls { "https" } else { "http" }.to_string(),
@@ -329,7 +348,8 @@ async fn serve(
         streamed,
         from_peer,
         background: false,
-        purge_epoch: edge.cache.purge_epoch(),
+        viewer_url,
+        ticket: None,
     };
     let mut served = exchange.run().await;
     served.distribution = Some(exchange.distribution().config.id.clone());
@@ -392,8 +412,13 @@ struct Exchange {
     streamed: Option<Body>,
     /// Forwarded by a peer that found this edge owns the key.
     from_peer: bool,
-    /// The cache's purge count when the request started.
-    purge_epoch: u64,
+    /// The URL the viewer asked for, as purges name it (see
+    /// [`purge_url`]).
+    viewer_url: String,
+    /// A cacheable request's fetch ticket, taken before the lookup: a
+    /// purge from then on that selects the object keeps it from being
+    /// stored.
+    ticket: Option<FetchTicket>,
 }
 
 /// Where a fetch went.
@@ -441,6 +466,7 @@ impl Exchange {
             return self.pass().await;
         }
         let key = self.cache_key();
+        self.ticket = Some(self.edge.cache.begin_fetch());
         self.cached(&key).await
     }
 
@@ -465,7 +491,7 @@ impl Exchange {
     }
 
     fn cache_key(&self) -> String {
-        let host = crate::routing::host_name(&self.request.authority);
+        let host = parapet_config::domains::host_name(&self.request.authority);
         cache_key(
             &self.behavior().config.cache.key,
             &KeyInput {
@@ -476,14 +502,6 @@ impl Exchange {
                 headers: &self.headers,
             },
         )
-    }
-
-    fn purge_url(&self) -> String {
-        let host = crate::routing::host_name(&self.request.authority);
-        match &self.request.query {
-            Some(query) => format!("{host}{}?{query}", self.request.path),
-            None => format!("{host}{}", self.request.path),
-        }
     }
 
     /// A cacheable request: hit, stale or miss. Revalidations and misses
@@ -580,7 +598,8 @@ impl Exchange {
             streamed: None,
             from_peer: self.from_peer,
             background: true,
-            purge_epoch: self.edge.cache.purge_epoch(),
+            viewer_url: self.viewer_url.clone(),
+            ticket: self.ticket.clone(),
         };
         let stale = hit.object().clone();
         let storage_key = hit.storage_key.clone();
@@ -682,12 +701,10 @@ impl Exchange {
     /// Stores a revalidated object, or drops the stored one when the 304
     /// made it unstorable.
     fn keep_or_drop(&self, storage_key: &str, object: CachedObject, storable: bool) {
-        if storable {
-            self.edge
-                .cache
-                .replace(storage_key, object, self.purge_epoch);
-        } else {
-            self.edge.cache.remove(storage_key);
+        match (&self.ticket, storable) {
+            (Some(ticket), true) => self.edge.cache.replace(storage_key, object, ticket),
+            (None, true) => {}
+            (_, false) => self.edge.cache.remove(storage_key),
         }
     }
 
@@ -817,7 +834,10 @@ impl Exchange {
                     // request that may have reached its target is not sent
                     // again unless repeating it is harmless.
                     body = replay.map(RequestBody::Buffered);
-                    let unreached = matches!(e, UpstreamError::Connect { .. });
+                    let unreached = matches!(
+                        e,
+                        UpstreamError::Connect { .. } | UpstreamError::Refused { .. }
+                    );
                     let origin_timeout =
                         hop == Hop::Origin && matches!(e, UpstreamError::Timeout { .. });
                     last_error = Some(e);
@@ -941,8 +961,8 @@ impl Exchange {
             && vary.is_some()
             && length.is_none_or(|n| n <= max)
             && (!self.is_peer_copy(fetched.hop));
-        let job = match (store_allowed, vary) {
-            (true, Some(vary)) => {
+        let job = match (store_allowed, vary, self.ticket.take()) {
+            (true, Some(vary), Some(ticket)) => {
                 let mut object = CachedObject {
                     status: parts.status,
                     headers: parts.headers.clone(),
@@ -955,7 +975,7 @@ impl Exchange {
                     invalidated: false,
                     meta: PurgeMeta {
                         distribution: self.distribution().config.id.clone(),
-                        url: self.purge_url(),
+                        url: self.viewer_url.clone(),
                         tags: surrogate_keys(&parts.headers),
                     },
                 };
@@ -970,7 +990,7 @@ impl Exchange {
                     vary,
                     request_headers: self.headers.clone(),
                     object,
-                    purge_epoch: self.purge_epoch,
+                    ticket,
                 })
             }
             _ => None,
@@ -1024,8 +1044,9 @@ impl Exchange {
                 let (mut parts, body) = fetched.response.into_parts();
                 if !method.is_safe() && (parts.status.is_success() || parts.status.is_redirection())
                 {
-                    let url = self.purge_url();
-                    self.edge.cache.purge(&Selector::Url(url), false).await;
+                    let id = &self.distribution().config.id;
+                    let purge = Purge::of(id, cache::Target::Url(self.viewer_url.clone()));
+                    self.edge.cache.purge(&purge, false).await;
                 }
                 headers::strip_hop_by_hop(&mut parts.headers);
                 let read_timeout = self.read_timeout();
@@ -1114,6 +1135,10 @@ fn upstream_failure(error: FetchError) -> Served {
             StatusCode::GATEWAY_TIMEOUT,
             format!("origin timed out: {e}"),
         ),
+        FetchError::Upstream(UpstreamError::Refused { .. }) => Served::error(
+            StatusCode::BAD_GATEWAY,
+            "the origin's address is not allowed on this edge",
+        ),
         FetchError::Upstream(e) => {
             Served::error(StatusCode::BAD_GATEWAY, format!("origin unreachable: {e}"))
         }
@@ -1127,9 +1152,9 @@ struct StoreJob {
     vary: Vec<String>,
     request_headers: HeaderMap,
     object: CachedObject,
-    /// The cache's purge count when the request started: a purge since
-    /// then means this copy may be what was purged.
-    purge_epoch: u64,
+    /// The fetch's ticket: a purge since it began that selects this copy
+    /// keeps it from being stored.
+    ticket: FetchTicket,
 }
 
 /// Streams `body` to the viewer while collecting it for `job`; stores it
@@ -1190,7 +1215,7 @@ fn tee(
                 &store.vary,
                 &store.request_headers,
                 object,
-                store.purge_epoch,
+                &store.ticket,
             );
         }
         drop(guard);

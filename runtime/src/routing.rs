@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use parapet_host::{Chains, KvStore, Plugin, PluginEngine, PluginOptions};
 
-use crate::config::{BehaviorConfig, ConfigError, DistributionConfig, EdgeConfig};
-use crate::pattern::PathPattern;
+use parapet_config::domains::host_name;
+use parapet_config::pattern::PathPattern;
+use parapet_config::{BehaviorConfig, ConfigError, DistributionConfig, EdgeConfig};
 
 /// The distributions of one configuration, ready to route requests.
 pub struct Routes {
@@ -20,6 +21,8 @@ pub struct Routes {
     wildcard: HashMap<String, usize>,
     /// The distribution with the `*` domain, serving any other host.
     any: Option<usize>,
+    /// Distribution id → index.
+    ids: HashMap<String, usize>,
 }
 
 /// A distribution with its behaviors compiled.
@@ -55,11 +58,13 @@ impl Routes {
             exact: HashMap::new(),
             wildcard: HashMap::new(),
             any: None,
+            ids: HashMap::new(),
         };
         for (index, dist) in config.distributions.iter().enumerate() {
             routes
                 .distributions
                 .push(Distribution::build(index, dist, base_dir, engine)?);
+            routes.ids.insert(dist.id.clone(), index);
             for domain in &dist.domains {
                 let domain = domain.to_ascii_lowercase();
                 if domain == "*" {
@@ -93,6 +98,11 @@ impl Routes {
             })
             .or(self.any.as_ref())?;
         Some((index, self.distributions.get(index)?))
+    }
+
+    /// The distribution with id `id`.
+    pub fn by_id(&self, id: &str) -> Option<&Distribution> {
+        self.distributions.get(*self.ids.get(id)?)
     }
 
     /// The distribution at `index`, as [`Routes::find`] returned it.
@@ -184,28 +194,5 @@ impl Distribution {
     /// The index of [`Distribution::behavior`]'s answer.
     pub fn behavior_index(&self, path: &str) -> Option<usize> {
         self.behaviors.iter().position(|b| b.pattern.matches(path))
-    }
-}
-
-/// The host name of a `Host` value: lower-case, without port or final dot.
-pub fn host_name(host: &str) -> String {
-    let name = match host.strip_prefix('[') {
-        // An IPv6 literal: `[::1]:8080`.
-        Some(rest) => rest.split(']').next().unwrap_or_default(),
-        None => host.rsplit_once(':').map_or(host, |(name, _port)| name),
-    };
-    name.trim_end_matches('.').to_ascii_lowercase()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::host_name;
-
-    #[test]
-    fn host_names_lose_port_case_and_final_dot() {
-        assert_eq!(host_name("WWW.Example.com:8080"), "www.example.com");
-        assert_eq!(host_name("example.com."), "example.com");
-        assert_eq!(host_name("[2001:db8::1]:443"), "2001:db8::1");
-        assert_eq!(host_name("localhost"), "localhost");
     }
 }

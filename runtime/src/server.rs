@@ -29,10 +29,10 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use crate::admin;
-use crate::config::ServerConfig;
 use crate::edge::Edge;
 use crate::proxy::{self, Connection};
 use crate::upstream::BoxError;
+use parapet_config::ServerConfig;
 
 /// A started edge: its bound addresses and the means to stop it.
 pub struct Running {
@@ -127,7 +127,7 @@ fn reuseport_listener(address: SocketAddr) -> std::io::Result<std::net::TcpListe
 /// the edge stops, then draining its connections.
 fn serve_worker(
     sockets: Vec<std::net::TcpListener>,
-    config: &crate::config::EdgeConfig,
+    config: &parapet_config::EdgeConfig,
     edge: Arc<Edge>,
     stopped: watch::Receiver<bool>,
 ) {

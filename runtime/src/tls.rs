@@ -11,7 +11,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
-use crate::config::{ConfigError, EdgeConfig};
+use parapet_config::{ConfigError, EdgeConfig};
 
 /// Certificates by host name, as one configuration names them.
 #[derive(Debug, Default)]

@@ -1,22 +1,33 @@
 //! The upstream client: pooled keep-alive connections (HTTP/1.1, and h2 by
 //! ALPN over TLS) to origins, shields and peers, with connect and response
 //! timeouts and one retry of an idempotent request when a pooled connection
-//! turned out to be stale.
+//! turned out to be stale. Every connection is held to the address policy
+//! (`[upstream]`): an IP literal before connecting, a name's addresses when
+//! it is resolved, and the connected address itself, so a name that
+//! resolves (or changes) to a refused address is refused too.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::{HeaderMap, Method, Request, Response, Uri};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::connect::dns::{GaiResolver, Name};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use parapet_config::network::AddressPolicy;
+use tokio::net::TcpStream;
 
 /// Errors from bodies of any source.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -87,6 +98,14 @@ pub enum UpstreamError {
         /// The timeout.
         timeout: Duration,
     },
+    /// The address policy refuses the target's address.
+    #[error("{target}: {reason}")]
+    Refused {
+        /// The target.
+        target: String,
+        /// Which address, and why.
+        reason: String,
+    },
     /// The exchange failed after the connection was made.
     #[error("request to {target} failed: {reason}")]
     Failed {
@@ -100,18 +119,29 @@ pub enum UpstreamError {
     Setup(String),
 }
 
-type HttpsClient = Client<HttpsConnector<HttpConnector>, Body>;
+type HttpsClient = Client<HttpsConnector<GuardedConnector>, Body>;
+
+/// The address policy as the configuration in service has it.
+type SharedPolicy = Arc<ArcSwap<AddressPolicy>>;
 
 /// Pooled clients, one per TLS trust and connect-timeout setting.
-#[derive(Default)]
 pub struct Upstream {
     clients: Mutex<HashMap<(Option<PathBuf>, Duration), HttpsClient>>,
+    policy: SharedPolicy,
 }
 
 impl Upstream {
-    /// A client pool; connections are made on first use.
-    pub fn new() -> Arc<Self> {
-        Arc::new(Upstream::default())
+    /// A client pool held to `policy`; connections are made on first use.
+    pub fn new(policy: AddressPolicy) -> Arc<Self> {
+        Arc::new(Upstream {
+            clients: Mutex::default(),
+            policy: Arc::new(ArcSwap::from_pointee(policy)),
+        })
+    }
+
+    /// Holds connections made from now on to `policy` (a reload).
+    pub fn set_policy(&self, policy: AddressPolicy) {
+        self.policy.store(Arc::new(policy));
     }
 
     /// Sends `request` to `target`. An idempotent request with a buffered
@@ -125,9 +155,28 @@ impl Upstream {
         target: &Target,
         request: UpstreamRequest,
     ) -> BoxFuture<'static, Result<Response<Incoming>, UpstreamError>> {
-        let client = self.client(target);
+        let checked = self
+            .check_literal(target)
+            .and_then(|()| self.client(target));
         let target = target.clone();
-        Box::pin(async move { send(client?, &target, request).await })
+        Box::pin(async move { send(checked?, &target, request).await })
+    }
+
+    /// Refuses a target whose host is an address the policy refuses,
+    /// before any connection is made (names are checked as they resolve).
+    fn check_literal(&self, target: &Target) -> Result<(), UpstreamError> {
+        let host = target.base.host().unwrap_or_default();
+        let port = target
+            .base
+            .port_u16()
+            .unwrap_or(match target.base.scheme_str() {
+                Some("https") => 443,
+                _ => 80,
+            });
+        self.policy
+            .load()
+            .check_host(host, port)
+            .map_err(|reason| refused(target, reason))
     }
 
     fn client(&self, target: &Target) -> Result<HttpsClient, UpstreamError> {
@@ -136,9 +185,95 @@ impl Upstream {
         if let Some(client) = clients.get(&key) {
             return Ok(client.clone());
         }
-        let client = new_client(target)?;
+        let client = new_client(target, &self.policy)?;
         clients.insert(key, client.clone());
         Ok(client)
+    }
+}
+
+fn refused(target: &Target, reason: String) -> UpstreamError {
+    UpstreamError::Refused {
+        target: target.base.to_string(),
+        reason,
+    }
+}
+
+/// A connection refused by the address policy.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct AddressRefused(String);
+
+/// Resolves names to the addresses the policy allows; a name with none
+/// left is refused.
+#[derive(Clone)]
+struct GuardedResolver {
+    inner: GaiResolver,
+    policy: SharedPolicy,
+}
+
+impl tower_service::Service<Name> for GuardedResolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        let policy = self.policy.load_full();
+        let lookup = self.inner.call(name.clone());
+        Box::pin(async move {
+            let mut refusals = Vec::new();
+            let allowed: Vec<SocketAddr> = lookup
+                .await?
+                .filter(|addr| match policy.check_ip(addr.ip()) {
+                    Ok(()) => true,
+                    Err(why) => {
+                        refusals.push(why);
+                        false
+                    }
+                })
+                .collect();
+            if allowed.is_empty() && !refusals.is_empty() {
+                let why = format!("`{}` resolves to {}", name.as_str(), refusals.join("; "));
+                return Err(Box::new(AddressRefused(why)) as BoxError);
+            }
+            Ok(allowed.into_iter())
+        })
+    }
+}
+
+/// Connects, then checks the connected address itself (an IP literal, or
+/// one of the edge's own listeners, which resolving cannot tell) before
+/// anything is sent.
+#[derive(Clone)]
+struct GuardedConnector {
+    inner: HttpConnector<GuardedResolver>,
+    policy: SharedPolicy,
+}
+
+impl tower_service::Service<Uri> for GuardedConnector {
+    type Response = TokioIo<TcpStream>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let connect = self.inner.call(uri);
+        let policy = self.policy.clone();
+        Box::pin(async move {
+            let stream = connect.await?;
+            let peer = stream.inner().peer_addr()?;
+            policy
+                .load()
+                .check(peer)
+                .map_err(|why| Box::new(AddressRefused(why)) as BoxError)?;
+            Ok(stream)
+        })
     }
 }
 
@@ -209,15 +344,33 @@ async fn attempt(
             timeout: target.read_timeout,
         }),
         Ok(Ok(response)) => Ok(response),
-        Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Connect {
-            target: name,
-            reason: error_chain(&e),
+        Ok(Err(e)) if e.is_connect() => Err(match refusal(&e) {
+            Some(reason) => UpstreamError::Refused {
+                target: name,
+                reason,
+            },
+            None => UpstreamError::Connect {
+                target: name,
+                reason: error_chain(&e),
+            },
         }),
         Ok(Err(e)) => Err(UpstreamError::Failed {
             target: name,
             reason: error_chain(&e),
         }),
     }
+}
+
+/// The address policy's refusal among an error's causes.
+fn refusal(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut source = Some(error);
+    while let Some(cause) = source {
+        if let Some(refused) = cause.downcast_ref::<AddressRefused>() {
+            return Some(refused.0.clone());
+        }
+        source = cause.source();
+    }
+    None
 }
 
 /// An error and its causes on one line.
@@ -232,7 +385,7 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-fn new_client(target: &Target) -> Result<HttpsClient, UpstreamError> {
+fn new_client(target: &Target, policy: &SharedPolicy) -> Result<HttpsClient, UpstreamError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = &target.ca_file {
@@ -249,7 +402,10 @@ fn new_client(target: &Target) -> Result<HttpsClient, UpstreamError> {
     .map_err(|e| UpstreamError::Setup(e.to_string()))?
     .with_root_certificates(roots)
     .with_no_client_auth();
-    let mut http = HttpConnector::new();
+    let mut http = HttpConnector::new_with_resolver(GuardedResolver {
+        inner: GaiResolver::new(),
+        policy: policy.clone(),
+    });
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_connect_timeout(Some(target.connect_timeout));
@@ -258,7 +414,10 @@ fn new_client(target: &Target) -> Result<HttpsClient, UpstreamError> {
         .https_or_http()
         .enable_http1()
         .enable_http2()
-        .wrap_connector(http);
+        .wrap_connector(GuardedConnector {
+            inner: http,
+            policy: policy.clone(),
+        });
     Ok(Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(256)

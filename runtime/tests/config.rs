@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use parapet_edge::config::{ConfigError, EdgeConfig, QueryKey};
+use parapet_config::{ConfigError, EdgeConfig, QueryKey};
 
 fn example() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/edge.toml")

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use parapet_edge::config::EdgeConfig;
+use parapet_config::EdgeConfig;
 use parapet_edge::routing::Routes;
 use parapet_host::{EngineConfig, Flow, PluginEngine, Request, RequestContext, RequestSession};
 
@@ -15,7 +15,7 @@ fn engine() -> Arc<PluginEngine> {
     Arc::new(PluginEngine::new(EngineConfig::default()).expect("engine"))
 }
 
-fn build(text: &str) -> Result<Routes, parapet_edge::config::ConfigError> {
+fn build(text: &str) -> Result<Routes, parapet_config::ConfigError> {
     let config = EdgeConfig::parse(text)?;
     Routes::build(&config, &examples(), &engine())
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use http::{HeaderMap, HeaderValue};
 use http_cache_semantics::{CacheOptions, CachePolicy};
 
-use crate::config::CachePolicyConfig;
+use parapet_config::CachePolicyConfig;
 
 /// Caching decided for one response.
 pub struct Freshness {

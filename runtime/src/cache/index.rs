@@ -1,7 +1,8 @@
-//! What the cache holds, by URL, surrogate key and distribution, so purges
-//! can find objects without scanning the store. With a disk tier, changes
-//! are appended to a journal next to it and replayed at start, so objects
-//! that survive a restart can still be purged.
+//! What the cache holds, per distribution by URL and surrogate key, so
+//! purges find their objects without scanning the store, and a purge of one
+//! distribution never looks at another's. With a disk tier, changes are
+//! appended to a journal next to it and replayed at start, so objects that
+//! survive a restart can still be purged.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{File, OpenOptions};
@@ -11,19 +12,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::object::PurgeMeta;
-
-/// Which objects a purge applies to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Selector {
-    /// One URL: host and path (and `?query`), e.g. `www.example.com/a.png`.
-    Url(String),
-    /// Every URL starting with this host and path prefix.
-    Prefix(String),
-    /// Objects tagged with this `Surrogate-Key`.
-    Tag(String),
-    /// Everything of one distribution.
-    Distribution(String),
-}
+use super::purge::{Purge, Target};
 
 /// One journal line.
 #[derive(Serialize, Deserialize)]
@@ -36,10 +25,33 @@ enum Change {
 #[derive(Default)]
 pub struct Index {
     meta: HashMap<String, PurgeMeta>,
+    distributions: HashMap<String, DistributionIndex>,
+    journal: Option<File>,
+}
+
+/// The keys of one distribution's objects, by URL and by tag.
+#[derive(Default)]
+struct DistributionIndex {
     by_url: BTreeMap<String, HashSet<String>>,
     by_tag: HashMap<String, HashSet<String>>,
-    by_distribution: HashMap<String, HashSet<String>>,
-    journal: Option<File>,
+    keys: HashSet<String>,
+}
+
+impl DistributionIndex {
+    /// The keys `target` selects here.
+    fn select<'a>(&'a self, target: &Target, out: &mut Vec<&'a String>) {
+        match target {
+            Target::Url(url) => out.extend(self.by_url.get(url).into_iter().flatten()),
+            Target::Prefix(prefix) => out.extend(
+                self.by_url
+                    .range(prefix.clone()..)
+                    .take_while(|(url, _)| url.starts_with(prefix.as_str()))
+                    .flat_map(|(_, keys)| keys),
+            ),
+            Target::Tag(tag) => out.extend(self.by_tag.get(tag).into_iter().flatten()),
+            Target::Everything => out.extend(&self.keys),
+        }
+    }
 }
 
 impl Index {
@@ -83,20 +95,23 @@ impl Index {
         }
         self.remove(key);
         self.log(Change::Put(key.to_string(), meta.clone()));
-        self.by_url
+        let index = self
+            .distributions
+            .entry(meta.distribution.clone())
+            .or_default();
+        index
+            .by_url
             .entry(meta.url.clone())
             .or_default()
             .insert(key.to_string());
         for tag in &meta.tags {
-            self.by_tag
+            index
+                .by_tag
                 .entry(tag.clone())
                 .or_default()
                 .insert(key.to_string());
         }
-        self.by_distribution
-            .entry(meta.distribution.clone())
-            .or_default()
-            .insert(key.to_string());
+        index.keys.insert(key.to_string());
         self.meta.insert(key.to_string(), meta.clone());
     }
 
@@ -107,9 +122,7 @@ impl Index {
         }
         let count = self.meta.len();
         self.meta.clear();
-        self.by_url.clear();
-        self.by_tag.clear();
-        self.by_distribution.clear();
+        self.distributions.clear();
         Ok(count)
     }
 
@@ -119,34 +132,38 @@ impl Index {
             return;
         };
         self.log(Change::Remove(key.to_string()));
-        if drop_from(self.by_url.get_mut(&meta.url), key) {
-            self.by_url.remove(&meta.url);
+        let Some(index) = self.distributions.get_mut(&meta.distribution) else {
+            return;
+        };
+        if drop_from(index.by_url.get_mut(&meta.url), key) {
+            index.by_url.remove(&meta.url);
         }
         for tag in &meta.tags {
-            if drop_from(self.by_tag.get_mut(tag), key) {
-                self.by_tag.remove(tag);
+            if drop_from(index.by_tag.get_mut(tag), key) {
+                index.by_tag.remove(tag);
             }
         }
-        if drop_from(self.by_distribution.get_mut(&meta.distribution), key) {
-            self.by_distribution.remove(&meta.distribution);
+        index.keys.remove(key);
+        if index.keys.is_empty() {
+            self.distributions.remove(&meta.distribution);
         }
     }
 
-    /// The keys `selector` selects.
-    pub fn select(&self, selector: &Selector) -> Vec<String> {
-        let keys: Vec<&String> = match selector {
-            Selector::Url(url) => self.by_url.get(url).into_iter().flatten().collect(),
-            Selector::Prefix(prefix) => self
-                .by_url
-                .range(prefix.clone()..)
-                .take_while(|(url, _)| url.starts_with(prefix.as_str()))
-                .flat_map(|(_, keys)| keys)
-                .collect(),
-            Selector::Tag(tag) => self.by_tag.get(tag).into_iter().flatten().collect(),
-            Selector::Distribution(id) => {
-                self.by_distribution.get(id).into_iter().flatten().collect()
+    /// The keys `purge` selects.
+    pub fn select(&self, purge: &Purge) -> Vec<String> {
+        let mut keys = Vec::new();
+        match &purge.distribution {
+            Some(id) => {
+                if let Some(index) = self.distributions.get(id) {
+                    index.select(&purge.target, &mut keys);
+                }
             }
-        };
+            None => {
+                for index in self.distributions.values() {
+                    index.select(&purge.target, &mut keys);
+                }
+            }
+        }
         keys.into_iter().cloned().collect()
     }
 
@@ -182,53 +199,90 @@ fn drop_from(keys: Option<&mut HashSet<String>>, key: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn meta(url: &str, tags: &[&str]) -> PurgeMeta {
+    fn meta(distribution: &str, url: &str, tags: &[&str]) -> PurgeMeta {
         PurgeMeta {
-            distribution: "d".into(),
+            distribution: distribution.into(),
             url: url.into(),
             tags: tags.iter().map(|t| t.to_string()).collect(),
         }
     }
 
+    fn sorted(mut keys: Vec<String>) -> Vec<String> {
+        keys.sort();
+        keys
+    }
+
     #[test]
-    fn selectors_find_keys_and_the_journal_survives_reopening() {
+    fn purges_find_keys_and_the_journal_survives_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("index.journal");
         let mut index = Index::open(&path).unwrap();
-        index.insert("k1", &meta("a.com/img/1.png", &["img"]));
-        index.insert("k2", &meta("a.com/img/2.png", &["img", "p2"]));
-        index.insert("k3", &meta("a.com/index.html", &[]));
+        index.insert("k1", &meta("d", "a.com/img/1.png", &["img"]));
+        index.insert("k2", &meta("d", "a.com/img/2.png", &["img", "p2"]));
+        index.insert("k3", &meta("d", "a.com/index.html", &[]));
         index.remove("k3");
-        let sorted = |mut v: Vec<String>| {
-            v.sort();
-            v
-        };
+        let d = |target| Purge::of("d", target);
         assert_eq!(
-            sorted(index.select(&Selector::Prefix("a.com/img/".into()))),
+            sorted(index.select(&d(Target::Prefix("a.com/img/".into())))),
             ["k1", "k2"]
         );
-        assert_eq!(index.select(&Selector::Tag("p2".into())), ["k2"]);
+        assert_eq!(index.select(&d(Target::Tag("p2".into()))), ["k2"]);
         assert_eq!(
-            index.select(&Selector::Url("a.com/img/1.png".into())),
+            index.select(&d(Target::Url("a.com/img/1.png".into()))),
             ["k1"]
         );
         assert!(index
-            .select(&Selector::Url("a.com/index.html".into()))
+            .select(&d(Target::Url("a.com/index.html".into())))
             .is_empty());
         drop(index);
         let reopened = Index::open(&path).unwrap();
         assert_eq!(reopened.len(), 2);
         assert_eq!(
-            sorted(reopened.select(&Selector::Distribution("d".into()))),
+            sorted(reopened.select(&d(Target::Everything))),
             ["k1", "k2"]
         );
 
         let mut cleared = reopened;
         assert_eq!(cleared.clear(), Ok(2));
-        assert!(cleared.select(&Selector::Tag("img".into())).is_empty());
-        cleared.insert("k4", &meta("a.com/4.png", &[]));
+        assert!(cleared.select(&d(Target::Tag("img".into()))).is_empty());
+        cleared.insert("k4", &meta("d", "a.com/4.png", &[]));
         drop(cleared);
         let reopened = Index::open(&path).unwrap();
         assert_eq!(reopened.len(), 1, "only what came after the clear");
+    }
+
+    #[test]
+    fn a_distributions_purge_never_selects_another_distributions_keys() {
+        let mut index = Index::default();
+        index.insert("a1", &meta("a", "a.test/x", &["shared"]));
+        index.insert("b1", &meta("b", "b.test/x", &["shared"]));
+        index.insert("b2", &meta("b", "b.test/y", &[]));
+        for target in [
+            Target::Url("b.test/x".into()),
+            Target::Prefix("b.test/".into()),
+            Target::Tag("shared".into()),
+        ] {
+            let keys = index.select(&Purge::of("a", target.clone()));
+            assert!(
+                keys.iter().all(|k| k.starts_with('a')),
+                "{target:?}: {keys:?}"
+            );
+        }
+        assert_eq!(
+            index.select(&Purge::of("a", Target::Tag("shared".into()))),
+            ["a1"]
+        );
+        let edge_wide = Purge {
+            distribution: None,
+            target: Target::Tag("shared".into()),
+        };
+        assert_eq!(sorted(index.select(&edge_wide)), ["a1", "b1"]);
+        assert_eq!(
+            sorted(index.select(&Purge::everything())),
+            ["a1", "b1", "b2"]
+        );
+        index.remove("b1");
+        index.remove("b2");
+        assert!(index.select(&Purge::of("b", Target::Everything)).is_empty());
     }
 }

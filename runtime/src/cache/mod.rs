@@ -1,15 +1,17 @@
 //! The edge cache: a foyer hybrid cache (memory tier, then a disk tier that
 //! survives restarts) of [`Entry`] values by cache key, an index of what is
-//! stored for purges (by URL, prefix, surrogate key, distribution), and the
-//! flights that collapse concurrent misses.
+//! stored for purges (per distribution, by URL, prefix and surrogate key),
+//! the purges in-flight fetches are checked against, and the flights that
+//! collapse concurrent misses.
 
 pub mod flights;
 pub mod freshness;
 mod index;
 pub mod object;
+pub mod purge;
+mod races;
 pub mod respond;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use foyer::{
@@ -18,11 +20,13 @@ use foyer::{
 };
 use http::HeaderMap;
 
-use crate::config::CacheConfig;
 use flights::Flights;
 use index::Index;
-pub use index::Selector;
 use object::{variant_key, CachedObject, Entry};
+use parapet_config::CacheConfig;
+pub use purge::{Purge, Target};
+pub use races::FetchTicket;
+use races::Races;
 
 /// Errors opening or clearing the cache.
 #[derive(Debug, thiserror::Error)]
@@ -46,8 +50,8 @@ pub struct Cache {
     index: Mutex<Index>,
     flights: Arc<Flights>,
     max_object_bytes: u64,
-    /// Purges so far: a fetch that started before a purge does not store.
-    purges: AtomicU64,
+    /// Purges in-flight fetches must not store past.
+    races: Arc<Races>,
 }
 
 /// A stored object found for a request.
@@ -138,7 +142,7 @@ impl Cache {
             index: Mutex::new(index),
             flights: Flights::new(),
             max_object_bytes: config.max_object_bytes,
-            purges: AtomicU64::new(0),
+            races: Arc::default(),
         }))
     }
 
@@ -178,23 +182,28 @@ impl Cache {
         }
     }
 
+    /// A ticket for a fetch that may store: taken before the lookup, so a
+    /// purge that runs from then on and selects what the fetch brings
+    /// keeps it from being stored.
+    pub fn begin_fetch(&self) -> FetchTicket {
+        self.races.begin()
+    }
+
     /// Stores `object` for `key`; `vary` is the response's `Vary` fields
     /// (empty when it has none) and `request` the headers it was fetched
-    /// for.
-    /// Nothing is stored if a purge ran since `purge_epoch` (from
-    /// [`Cache::purge_epoch`] when the fetch started): the object might be
-    /// what the purge meant to remove.
+    /// for. Nothing is stored if a purge since `ticket` selects the object:
+    /// it might be what the purge meant to remove.
     pub fn store(
         &self,
         key: &str,
         vary: &[String],
         request: &HeaderMap,
         object: CachedObject,
-        purge_epoch: u64,
+        ticket: &FetchTicket,
     ) {
-        if self.purge_epoch() != purge_epoch {
+        let Some(_permit) = self.races.unless_purged(ticket, &object.meta) else {
             return;
-        }
+        };
         let storage_key = if vary.is_empty() {
             key.to_string()
         } else {
@@ -206,16 +215,11 @@ impl Cache {
     }
 
     /// Replaces the object under `storage_key` (a refreshed copy), unless a
-    /// purge ran since `purge_epoch`.
-    pub fn replace(&self, storage_key: &str, object: CachedObject, purge_epoch: u64) {
-        if self.purge_epoch() == purge_epoch {
+    /// purge since `ticket` selects it.
+    pub fn replace(&self, storage_key: &str, object: CachedObject, ticket: &FetchTicket) {
+        if let Some(_permit) = self.races.unless_purged(ticket, &object.meta) {
             self.put(storage_key, object);
         }
-    }
-
-    /// The number of purges so far.
-    pub fn purge_epoch(&self) -> u64 {
-        self.purges.load(Ordering::SeqCst)
     }
 
     /// Removes the object under `storage_key`.
@@ -230,11 +234,11 @@ impl Cache {
             .insert(storage_key.to_string(), Entry::Object(Box::new(object)));
     }
 
-    /// Purges what `selector` selects: removed (`soft == false`) or marked
+    /// Purges what `purge` selects: removed (`soft == false`) or marked
     /// stale. Returns the number of objects affected.
-    pub async fn purge(&self, selector: &Selector, soft: bool) -> usize {
-        self.purges.fetch_add(1, Ordering::SeqCst);
-        let keys = self.lock_index().select(selector);
+    pub async fn purge(&self, purge: &Purge, soft: bool) -> usize {
+        self.races.record(purge);
+        let keys = self.lock_index().select(purge);
         let mut affected = 0;
         for key in keys {
             let Some(entry) = self.get(&key).await else {
@@ -260,7 +264,7 @@ impl Cache {
     /// Empties the cache, both tiers and the index; returns how many
     /// objects the index held.
     pub async fn clear(&self) -> Result<usize, CacheError> {
-        self.purges.fetch_add(1, Ordering::SeqCst);
+        self.races.record(&Purge::everything());
         let count = self.lock_index().clear().map_err(CacheError::Clear)?;
         self.store
             .clear()
@@ -386,7 +390,7 @@ mod tests {
         let cache = Cache::open(&config).await.expect("open");
         let none = HeaderMap::new();
         for url in ["a.com/1", "a.com/2"] {
-            cache.store(url, &[], &none, object(url), cache.purge_epoch());
+            cache.store(url, &[], &none, object(url), &cache.begin_fetch());
         }
         assert!(cache.lookup("a.com/1", &none).await.is_some());
         tokio::time::sleep(std::time::Duration::from_millis(300)).await; // the disk writes land

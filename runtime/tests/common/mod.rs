@@ -16,7 +16,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use parapet_edge::config::EdgeConfig;
+use parapet_config::EdgeConfig;
 use parapet_edge::server::Running;
 use parapet_edge::{launch, LaunchOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -243,6 +243,9 @@ max_object_bytes = 1048576
 header_timeout_ms = 1000
 shutdown_grace_ms = 2000
 collapse_wait_ms = 5000
+
+[upstream]
+allow_networks = ["127.0.0.0/8"]
 
 [[distribution]]
 id = "site"

@@ -157,6 +157,9 @@ impl Cluster {
             "fra",
             "--group",
             group,
+            // The test origins run on loopback.
+            "--allow-upstream-network",
+            "127.0.0.0/8",
         ]
         .map(String::from)
         .to_vec();

@@ -1,5 +1,8 @@
-//! The edge's configuration file (TOML): where to listen, what to cache, and
-//! the distributions it serves with their behaviors and plugin chains.
+//! `parapet-config`: the configuration model of a Parapet edge, shared by
+//! `parapet-edge` (its TOML file, and the distributions it gets from the
+//! controller) and `parapet-controller` (which accepts a distribution only
+//! when an edge would): where to listen, what to cache, and the
+//! distributions with their behaviors and plugin chains.
 //!
 //! Loading is two steps: [`EdgeConfig::parse`] turns the text into types
 //! (unknown fields and wrong types are refused with the field's path), and
@@ -15,6 +18,13 @@ use ipnet::IpNet;
 use parapet_host::{FailurePolicy, PluginLimits};
 use serde::Deserialize;
 
+pub mod domains;
+pub mod limits;
+pub mod network;
+pub mod pattern;
+
+use crate::limits::PluginMaxima;
+use crate::network::{AddressPolicy, UpstreamConfig};
 use crate::pattern::PathPattern;
 
 /// Why a configuration was refused: the file, the field and the reason.
@@ -77,6 +87,15 @@ pub struct EdgeConfig {
     /// Connection limits and timeouts of the viewer side.
     #[serde(default)]
     pub server: ServerConfig,
+    /// Which addresses origins, the shield and peers may have.
+    #[serde(default)]
+    pub upstream: UpstreamConfig,
+    /// The most a distribution's plugins may ask for.
+    #[serde(default)]
+    pub plugin_limits: PluginMaxima,
+    /// Each distribution's share of this edge's resources.
+    #[serde(default)]
+    pub shares: SharesConfig,
     /// What this edge serves.
     #[serde(default, rename = "distribution")]
     pub distributions: Vec<DistributionConfig>,
@@ -149,6 +168,28 @@ impl Default for ServerConfig {
     }
 }
 
+/// Each distribution's share of resources every distribution on the edge
+/// draws from; past its share a distribution's requests get 503, and only
+/// its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SharesConfig {
+    /// Plugin instances one distribution's requests may hold at once (of
+    /// the edge's pool of 1000).
+    pub plugin_instances: usize,
+    /// Fetches one distribution may have in flight to its upstreams at once.
+    pub origin_fetches: usize,
+}
+
+impl Default for SharesConfig {
+    fn default() -> Self {
+        SharesConfig {
+            plugin_instances: 250,
+            origin_fetches: 256,
+        }
+    }
+}
+
 /// Cache sizes.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -180,7 +221,7 @@ impl Default for CacheConfig {
 
 /// A customer's site: the domains it answers for, its origins, plugins and
 /// behaviors.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DistributionConfig {
     /// Unique id.
@@ -207,7 +248,7 @@ pub struct DistributionConfig {
 }
 
 /// An origin server.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OriginConfig {
     /// Base URL, e.g. `https://origin.example.com` or `http://10.0.0.5:8080`.
@@ -231,7 +272,7 @@ fn default_read_timeout_ms() -> u64 {
 }
 
 /// A certificate chain and its private key, PEM files.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// Certificate chain.
@@ -241,7 +282,7 @@ pub struct TlsConfig {
 }
 
 /// A plugin: a component with its configuration.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginConfig {
     /// Name used in chains, logs and metrics.
@@ -264,7 +305,7 @@ fn empty_object() -> serde_json::Value {
 }
 
 /// How requests whose path matches `path` are handled.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BehaviorConfig {
     /// Path pattern with `*` (any run of characters) and `?` (one
@@ -410,14 +451,25 @@ impl EdgeConfig {
                 ));
             }
         }
+        let addresses = self.address_policy();
         if let Some(shield) = &self.shield {
-            check_url("shield", shield)?;
+            check_upstream_url("shield", shield, &addresses)?;
         }
         if !self.peers.is_empty() && self.peer_address.is_none() {
             return Err(ConfigError::at(
                 "peer_address",
                 "needed with `peers`: this edge's own host:port as its peers know it",
             ));
+        }
+        for (i, peer) in self.peers.iter().enumerate() {
+            if Some(peer) == self.peer_address.as_ref() {
+                continue; // this edge itself, in a list shared by the PoP
+            }
+            check_upstream_url(
+                &format!("peers[{i}]"),
+                &format!("http://{peer}"),
+                &addresses,
+            )?;
         }
         let mut ids = HashSet::new();
         let mut domains = HashSet::new();
@@ -429,10 +481,12 @@ impl EdgeConfig {
                     format!("`{}` is used by another distribution", dist.id),
                 ));
             }
-            dist.validate().map_err(|mut e| {
-                e.field = at(&e.field);
-                e
-            })?;
+            dist.validate()
+                .and_then(|()| dist.check_policy(&addresses, &self.plugin_limits))
+                .map_err(|mut e| {
+                    e.field = at(&e.field);
+                    e
+                })?;
             for (i, domain) in dist.domains.iter().enumerate() {
                 if !domains.insert(domain.to_ascii_lowercase()) {
                     return Err(ConfigError::at(
@@ -446,7 +500,41 @@ impl EdgeConfig {
     }
 }
 
+impl EdgeConfig {
+    /// The address policy of this edge's upstreams: `[upstream]`, and
+    /// its own listeners (viewer, admin, and its address as peers know it).
+    pub fn address_policy(&self) -> AddressPolicy {
+        let mut own: Vec<SocketAddr> = self.listeners.iter().map(|l| l.address).collect();
+        own.extend(self.admin.as_ref().map(|a| a.address));
+        own.extend(
+            self.peer_address
+                .as_ref()
+                .and_then(|a| a.parse::<SocketAddr>().ok()),
+        );
+        AddressPolicy::new(&self.upstream, own)
+    }
+}
+
 impl DistributionConfig {
+    /// Checks what the operator's policy says of a distribution: its
+    /// origins' addresses and its plugins' limits. The controller runs
+    /// this with its own policy; edges with theirs.
+    pub fn check_policy(
+        &self,
+        addresses: &AddressPolicy,
+        maxima: &PluginMaxima,
+    ) -> Result<(), ConfigError> {
+        for (i, origin) in self.origins.iter().enumerate() {
+            check_upstream_url(&format!("origin[{i}].url"), &origin.url, addresses)?;
+        }
+        for (i, plugin) in self.plugins.iter().enumerate() {
+            maxima.check(&plugin.limits).map_err(|(limit, why)| {
+                ConfigError::at(format!("plugin[{i}].limits.{limit}"), why)
+            })?;
+        }
+        Ok(())
+    }
+
     /// Checks one distribution on its own (ids and domains shared with
     /// other distributions are the caller's to check); fields in errors
     /// are relative to it. The controller runs this on every upload.
@@ -568,6 +656,30 @@ fn check_domain(domain: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// An upstream URL ([`check_url`]) whose host the address policy allows,
+/// as far as can be told without resolving it.
+fn check_upstream_url(
+    field: &str,
+    url: &str,
+    addresses: &AddressPolicy,
+) -> Result<(), ConfigError> {
+    check_url(field, url)?;
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| ConfigError::at(field, format!("`{url}` is not a URL: {e}")))?;
+    let host = uri.host().unwrap_or_default();
+    let port = uri
+        .port_u16()
+        .unwrap_or(if uri.scheme_str() == Some("https") {
+            443
+        } else {
+            80
+        });
+    addresses
+        .check_host(host, port)
+        .map_err(|why| ConfigError::at(field, format!("`{url}`: {why}")))
 }
 
 /// An absolute `http` or `https` URL with a host.
