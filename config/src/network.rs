@@ -39,6 +39,13 @@ impl AddressPolicy {
         }
     }
 
+    /// The same policy, refusing also `addresses` (listeners as bound,
+    /// when the configuration asked for port 0).
+    pub fn with_own(mut self, addresses: impl IntoIterator<Item = SocketAddr>) -> Self {
+        self.own.extend(addresses);
+        self
+    }
+
     /// Why `address` may not be sent to, if it may not.
     pub fn check(&self, address: SocketAddr) -> Result<(), String> {
         let ip = canonical(address.ip());
@@ -110,15 +117,15 @@ fn special_purpose(ip: IpAddr) -> Option<&'static str> {
 fn special_v4(ip: Ipv4Addr) -> Option<&'static str> {
     let [a, b, ..] = ip.octets();
     if ip.is_unspecified() || a == 0 {
-        Some("unspecified (\"this network\", RFC 791)")
+        Some("\"this network\" (RFC 791)")
     } else if ip.is_loopback() {
         Some("loopback")
     } else if ip.is_link_local() {
-        Some("link-local (cloud metadata services live here)")
+        Some("link-local")
     } else if ip.is_private() {
         Some("private (RFC 1918)")
     } else if a == 100 && (64..128).contains(&b) {
-        Some("shared (carrier-grade NAT, RFC 6598)")
+        Some("shared (RFC 6598)")
     } else if ip.is_multicast() {
         Some("multicast")
     } else if ip.is_broadcast() || a >= 240 {

@@ -2,11 +2,13 @@
 //! under (swapped atomically on reload), the cache, the upstream client and
 //! the plugin engine.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
+use parapet_config::network::AddressPolicy;
 use parapet_host::{GeoDb, PluginEngine};
 
 use crate::cache::Cache;
@@ -96,6 +98,8 @@ pub struct Edge {
     /// Where access log records go besides the log (controller mode ships
     /// them to the controller).
     pub log_sink: OnceLock<tokio::sync::mpsc::Sender<AccessRecord>>,
+    /// The listeners as bound (viewer and admin), which upstreams may not be.
+    bound: OnceLock<Vec<SocketAddr>>,
     next_request: AtomicU64,
 }
 
@@ -148,6 +152,7 @@ impl Edge {
             draining: AtomicBool::new(false),
             config_path,
             log_sink: OnceLock::new(),
+            bound: OnceLock::new(),
             next_request: AtomicU64::new(0),
         })
     }
@@ -163,8 +168,22 @@ impl Edge {
         if let Some(certificates) = snapshot.certificates.take() {
             self.tls.replace(certificates);
         }
-        self.upstream.set_policy(snapshot.config.address_policy());
+        self.upstream
+            .set_policy(self.address_policy(&snapshot.config));
         self.snapshot.store(Arc::new(snapshot));
+    }
+
+    /// Records the listeners as bound, so upstreams cannot be them.
+    pub fn set_bound(&self, addresses: Vec<SocketAddr>) {
+        let _ = self.bound.set(addresses);
+        self.upstream
+            .set_policy(self.address_policy(&self.snapshot().config));
+    }
+
+    /// The address policy of `config` on this edge.
+    fn address_policy(&self, config: &EdgeConfig) -> AddressPolicy {
+        let bound = self.bound.get().cloned().unwrap_or_default();
+        config.address_policy().with_own(bound)
     }
 
     /// Rereads the configuration file and applies it. A configuration that

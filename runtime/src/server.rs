@@ -98,6 +98,7 @@ pub async fn start(edge: Arc<Edge>) -> anyhow::Result<Running> {
         }
         None => None,
     };
+    edge.set_bound(listeners.iter().copied().chain(admin).collect());
     Ok(Running {
         listeners,
         admin,

@@ -425,3 +425,43 @@ fn new_client(target: &Target, policy: &SharedPolicy) -> Result<HttpsClient, Ups
         .timer(TokioTimer::new())
         .build(connector))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use parapet_config::network::UpstreamConfig;
+    use tower_service::Service;
+
+    use super::*;
+
+    fn resolver(allow: &[&str]) -> GuardedResolver {
+        let config = UpstreamConfig {
+            allow_networks: allow.iter().map(|n| n.parse().expect("network")).collect(),
+        };
+        GuardedResolver {
+            inner: GaiResolver::new(),
+            policy: Arc::new(ArcSwap::from_pointee(AddressPolicy::new(
+                &config,
+                Vec::new(),
+            ))),
+        }
+    }
+
+    /// A name is checked by what it resolves to: `localhost` (from
+    /// /etc/hosts) is refused unless loopback is allowed.
+    #[tokio::test]
+    async fn names_resolving_to_refused_addresses_are_refused() {
+        let name = Name::from_str("localhost").expect("name");
+        let refused = resolver(&[]).call(name.clone()).await.expect_err("refused");
+        let why = refusal(refused.as_ref()).expect("a policy refusal");
+        assert!(why.starts_with("`localhost` resolves to"), "{why}");
+        assert!(why.contains("loopback"), "{why}");
+        let allowed: Vec<SocketAddr> = resolver(&["127.0.0.0/8", "::1/128"])
+            .call(name)
+            .await
+            .expect("allowed")
+            .collect();
+        assert!(allowed.iter().all(|a| a.ip().is_loopback()) && !allowed.is_empty());
+    }
+}

@@ -4,20 +4,14 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{admin_post, config, edge, get, request, Origin, Reply};
 
-/// Requests each path until it is a HIT, for up to 5 s: stores finish
-/// after their response does, and a fixed pause loses that race on a
-/// loaded machine.
+/// Requests each path of `example.test` until it is a HIT.
 async fn until_hit(edge: SocketAddr, paths: &[&str]) {
     for path in paths {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while get(edge, path).await.cache() != "HIT" {
-            assert!(Instant::now() < deadline, "{path} never became a HIT");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        common::until_hit_on(edge, "example.test", path).await;
     }
 }
 

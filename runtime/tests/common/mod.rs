@@ -342,6 +342,20 @@ pub async fn request(
     collect(response).await
 }
 
+/// Requests `path` on `host` until it is a HIT, for up to 5 s: stores
+/// finish after their response does, and a fixed pause loses that race on
+/// a loaded machine.
+pub async fn until_hit_on(edge: SocketAddr, host: &str, path: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while request(edge, "GET", host, path, &[]).await.cache() != "HIT" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{host}{path} never became a HIT"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// `GET path` for `example.test`.
 pub async fn get(addr: SocketAddr, path: &str) -> Got {
     request(addr, "GET", "example.test", path, &[]).await
