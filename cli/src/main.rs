@@ -241,8 +241,9 @@ fn manage(command: Command, json: bool) -> CliResult<()> {
             id,
             stage,
             customer,
+            claim_override,
         }) => (
-            manage::apply(&client, &file, id, stage, customer)?,
+            manage::apply(&client, &file, id, stage, customer, claim_override)?,
             &["id", "customer", "live_version", "latest_version"],
         ),
         Command::Dist(DistCommand::List) => (
@@ -259,6 +260,32 @@ fn manage(command: Command, json: bool) -> CliResult<()> {
             client.get(&format!("/v1/distributions/{}/versions", segment(&id)))?,
             &["version", "live", "created_ms"],
         ),
+        Command::Dist(DistCommand::Status { id }) => {
+            let status = client.get(&format!("/v1/distributions/{}/status", segment(&id)))?;
+            if !json {
+                print(
+                    &status,
+                    false,
+                    &["distribution", "live_version", "latest_version"],
+                );
+                println!();
+                print(
+                    &status["edges"],
+                    false,
+                    &[
+                        "name",
+                        "pop",
+                        "group",
+                        "healthy",
+                        "version",
+                        "failed_version",
+                        "error",
+                    ],
+                );
+                return Ok(());
+            }
+            (status, &[])
+        }
         Command::Dist(DistCommand::Diff { id, from, to }) => {
             let diff = client.get(&format!(
                 "/v1/distributions/{}/diff?from={from}&to={to}",

@@ -88,11 +88,20 @@ pub enum DistCommand {
         /// Operators: the customer to act for.
         #[arg(long)]
         customer: Option<String>,
+        /// Operators: let the domains overlap another customer's wildcard
+        /// or names (one name is still one distribution's only).
+        #[arg(long)]
+        claim_override: bool,
     },
     /// List distributions.
     List,
     /// List a distribution's versions.
     Versions {
+        /// Distribution id.
+        id: String,
+    },
+    /// Which version each edge serves, or why one did not load there.
+    Status {
         /// Distribution id.
         id: String,
     },
@@ -300,6 +309,7 @@ pub fn apply(
     id: Option<String>,
     stage: bool,
     customer: Option<String>,
+    claim_override: bool,
 ) -> CliResult<Value> {
     let mut spec = read_distribution(file)?;
     let from_file = spec
@@ -312,10 +322,18 @@ pub fn apply(
     let id = id.or(from_file).ok_or_else(|| {
         CliError::usage(format!("{}: no `id`; add one or pass --id", file.display()))
     })?;
+    let mut query = Vec::new();
+    if stage {
+        query.push("stage=true");
+    }
+    if claim_override {
+        query.push("claim_override=true");
+    }
     let path = format!(
-        "/v1/distributions/{}{}",
+        "/v1/distributions/{}{}{}",
         segment(&id),
-        if stage { "?stage=true" } else { "" }
+        if query.is_empty() { "" } else { "?" },
+        query.join("&")
     );
     client.send(
         "PUT",

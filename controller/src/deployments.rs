@@ -4,7 +4,6 @@
 
 use serde_json::json;
 
-use crate::distributions::SpecError;
 use crate::model::{now_ms, Deployment, DeploymentState, Distribution};
 use crate::store::{Collection, Store, StoreError};
 
@@ -77,15 +76,17 @@ pub async fn start(
         )));
     }
     // An older version's domains may have been taken since.
-    crate::distributions::ensure_domains_free(
+    crate::claims::claim(
         store,
         &distribution.id,
+        &distribution.customer,
         &crate::distributions::domains_of(&rolled_out),
+        false,
     )
     .await
     .map_err(|e| match e {
-        SpecError::Store(e) => DeployError::Store(e),
-        other => DeployError::Conflict(other.to_string()),
+        crate::claims::ClaimError::Store(e) => DeployError::Store(e),
+        crate::claims::ClaimError::Taken(why) => DeployError::Conflict(why),
     })?;
     let now = now_ms();
     let id = format!(
@@ -108,7 +109,7 @@ pub async fn start(
         .insert(Collection::Deployments, &id, &deployment)
         .await?;
     reserve_domains(store, &distribution.id).await?;
-    crate::revision::bump(store).await?;
+    crate::revision::bump(store, &[distribution.id.clone()]).await?;
     Ok(deployment)
 }
 
@@ -136,7 +137,7 @@ async fn reserve_domains(store: &Store, id: &str) -> Result<(), StoreError> {
             &json!({ "domains": domains }),
         )
         .await?;
-    Ok(())
+    crate::claims::keep_only(store, id, &distribution.domains, &domains).await
 }
 
 /// Ends a rolling deployment: promoted (the new version goes live
@@ -176,7 +177,7 @@ pub async fn finish(
             .await?;
     }
     reserve_domains(store, &deployment.distribution).await?;
-    crate::revision::bump(store).await?;
+    crate::revision::bump(store, &[deployment.distribution.clone()]).await?;
     store
         .get(Collection::Deployments, &deployment.id)
         .await?

@@ -139,33 +139,19 @@ pub async fn resolve(
             "`*` would take every other customer's unmatched traffic; name the domains (a wildcard like `*.example.com` is fine)",
         ));
     }
-    ensure_domains_free(store, id, &domains).await?;
     plugins.sort();
     plugins.dedup();
     Ok(Resolved { config, plugins })
 }
 
-/// Refuses (409) when one of `domains` is reserved by a distribution other
-/// than `id`.
-pub async fn ensure_domains_free(
-    store: &Store,
-    id: &str,
-    domains: &[String],
-) -> Result<(), SpecError> {
-    let others: Vec<Distribution> = store.find(Collection::Distributions, &[]).await?;
-    for other in others.iter().filter(|d| d.id != id) {
-        if let Some(domain) = domains.iter().find(|d| other.domains.contains(d)) {
-            return Err(SpecError::Conflict(format!(
-                "`{domain}` is served by another distribution"
-            )));
-        }
-    }
-    Ok(())
-}
-
 /// The domains of a stored version, lower-case.
 pub fn domains_of(version: &Version) -> Vec<String> {
-    version.resolved["domains"]
+    domains_in(&version.resolved)
+}
+
+/// The domains of a resolved configuration, lower-case.
+pub fn domains_in(config: &Value) -> Vec<String> {
+    config["domains"]
         .as_array()
         .map(|domains| {
             domains
@@ -202,16 +188,28 @@ pub async fn reserved_domains(
     Ok(domains)
 }
 
-/// Stores `resolved` as the next version of `id`; makes it live unless
-/// `stage` (for a blue/green deployment), except as a first version.
-/// Returns the distribution.
+/// How a version is applied.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApplyMode {
+    /// Store it without making it live (for a blue/green deployment),
+    /// except as a first version.
+    pub stage: bool,
+    /// The operator lets its domains overlap another customer's
+    /// wildcard or names (see [`crate::claims`]).
+    pub claim_override: bool,
+}
+
+/// Stores `resolved` as the next version of `id`, its domains claimed
+/// first (409 when another distribution serves one, or another
+/// customer's wildcard covers one); live unless staged. Returns the
+/// distribution.
 pub async fn apply(
     store: &Store,
     id: &str,
     customer: &str,
     spec: Value,
     resolved: Resolved,
-    stage: bool,
+    mode: ApplyMode,
 ) -> Result<Distribution, SpecError> {
     let now = crate::model::now_ms();
     let existing: Option<Distribution> = store.get(Collection::Distributions, id).await?;
@@ -223,41 +221,66 @@ pub async fn apply(
         )));
     }
     let version = existing.as_ref().map_or(1, |d| d.latest_version + 1);
-    let record = Version {
-        distribution: id.to_string(),
-        version,
-        spec,
-        resolved: resolved.config,
-        plugins: resolved.plugins,
-        created_ms: now,
-    };
-    store
-        .insert(Collection::Versions, &Version::key(id, version), &record)
+    let new_domains = domains_in(&resolved.config);
+    let claimed = crate::claims::claim(store, id, customer, &new_domains, mode.claim_override)
         .await
         .map_err(|e| match e {
-            StoreError::Conflict(_) => SpecError::Conflict(format!(
-                "distribution `{id}` changed meanwhile; submit again"
-            )),
-            other => other.into(),
+            crate::claims::ClaimError::Taken(why) => SpecError::Conflict(why),
+            crate::claims::ClaimError::Store(e) => e.into(),
         })?;
-    let live_version = match &existing {
-        Some(d) if stage => d.live_version,
-        _ => version,
-    };
-    let domains = reserved_domains(store, id, live_version, version).await?;
-    let distribution = Distribution {
-        id: id.to_string(),
-        customer: customer.to_string(),
-        live_version,
-        latest_version: version,
-        domains,
-        created_ms: existing.map_or(now, |d| d.created_ms),
-    };
-    store
-        .put(Collection::Distributions, id, &distribution)
-        .await?;
-    crate::revision::bump(store).await?;
-    Ok(distribution)
+    let stored: Result<Distribution, SpecError> = async {
+        let mut before = domains_in(&resolved.config);
+        let record = Version {
+            distribution: id.to_string(),
+            version,
+            spec,
+            resolved: resolved.config,
+            plugins: resolved.plugins,
+            created_ms: now,
+        };
+        store
+            .insert(Collection::Versions, &Version::key(id, version), &record)
+            .await
+            .map_err(|e| match e {
+                StoreError::Conflict(_) => SpecError::Conflict(format!(
+                    "distribution `{id}` changed meanwhile; submit again"
+                )),
+                other => other.into(),
+            })?;
+        let live_version = match &existing {
+            Some(d) if mode.stage => d.live_version,
+            _ => version,
+        };
+        let domains = reserved_domains(store, id, live_version, version).await?;
+        if let Some(existing) = &existing {
+            before.extend(existing.domains.iter().cloned());
+        }
+        let distribution = Distribution {
+            id: id.to_string(),
+            customer: customer.to_string(),
+            live_version,
+            latest_version: version,
+            domains,
+            created_ms: existing.as_ref().map_or(now, |d| d.created_ms),
+            revision: existing.map_or(0, |d| d.revision),
+        };
+        store
+            .put(Collection::Distributions, id, &distribution)
+            .await?;
+        crate::claims::keep_only(store, id, &before, &distribution.domains).await?;
+        let revision = crate::revision::bump(store, &[id.to_string()]).await?;
+        Ok(Distribution {
+            revision,
+            ..distribution
+        })
+    }
+    .await;
+    if stored.is_err() {
+        if let Err(e) = crate::claims::release(store, id, &claimed).await {
+            tracing::error!(distribution = id, error = %e, "cannot release the domains of a version not stored");
+        }
+    }
+    stored
 }
 
 /// A version of a distribution.

@@ -5,7 +5,9 @@ use serde_json::json;
 use crate::auth::new_token;
 use std::collections::BTreeMap;
 
-use crate::model::{now_ms, Edge, EdgeGroup, EdgeStatus, TokenKind, TokenRecord};
+use crate::model::{
+    now_ms, AppliedStatus, Edge, EdgeGroup, EdgeStatus, EdgeStatuses, TokenKind, TokenRecord,
+};
 use crate::store::{Collection, Store, StoreError};
 
 /// How long heartbeat history is kept.
@@ -86,20 +88,57 @@ pub struct Registration<'a> {
     pub group: &'a str,
     /// Software version.
     pub version: &'a str,
+    /// The credential the registering edge holds (empty: none).
+    pub credential: &'a str,
 }
 
-/// Registers (or re-registers) an edge; returns it and its new credential.
-/// Re-registering under the same name keeps the id and revokes the old
-/// credential.
+/// Why a registration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    /// Another edge holds the name, and the caller not its credential.
+    #[error("edge name `{name}` is registered as edge `{id}`: register with its credential (from its state directory), or have the operator remove it")]
+    NameTaken {
+        /// The name.
+        name: String,
+        /// The edge holding it.
+        id: String,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Whether `credential` is a live credential of edge `id`.
+async fn holds_credential(store: &Store, id: &str, credential: &str) -> Result<bool, StoreError> {
+    if credential.is_empty() {
+        return Ok(false);
+    }
+    let record: Option<TokenRecord> = store
+        .get(Collection::Tokens, &crate::auth::hash_token(credential))
+        .await?;
+    Ok(record
+        .is_some_and(|r| !r.revoked && r.kind == TokenKind::Edge && r.edge.as_deref() == Some(id)))
+}
+
+/// Registers an edge; returns it and its new credential. A name already
+/// registered is taken over (same id, the old credential revoked) only by
+/// a caller holding that edge's credential; an edge the operator removed
+/// comes back as a new one.
 pub async fn register(
     store: &Store,
     registration: Registration<'_>,
-) -> Result<(Edge, String), StoreError> {
+) -> Result<(Edge, String), RegisterError> {
     let existing: Vec<Edge> = store
         .find(Collection::Edges, &[("name", json!(registration.name))])
         .await?;
     let existing = existing.first();
     if let Some(edge) = existing {
+        if !holds_credential(store, &edge.id, registration.credential).await? {
+            return Err(RegisterError::NameTaken {
+                name: edge.name.clone(),
+                id: edge.id.clone(),
+            });
+        }
         let old: Vec<TokenRecord> = store
             .find(Collection::Tokens, &[("edge", json!(edge.id))])
             .await?;
@@ -173,6 +212,7 @@ pub async fn remove(store: &Store, edge: &str) -> Result<Option<Edge>, StoreErro
         crate::auth::revoke(store, record).await?;
     }
     store.delete(Collection::Edges, &found.id).await?;
+    store.delete(Collection::Statuses, &found.id).await?;
     // Orders this misses (a dispatch racing the removal, or a release that
     // failed halfway) are dropped when their jobs are settled.
     let released = crate::jobs::release_orders(store, &found.id).await?;
@@ -194,6 +234,11 @@ pub struct Heartbeat {
     pub cache_objects: u64,
     /// Whether it serves.
     pub serving: bool,
+    /// Distributions whose apply state changed (all of them when
+    /// `statuses_complete`).
+    pub statuses: Vec<parapet_proto::edge::DistributionStatus>,
+    /// `statuses` lists every distribution the edge has.
+    pub statuses_complete: bool,
 }
 
 /// Records a heartbeat; false when the edge is unknown.
@@ -216,5 +261,58 @@ pub async fn heartbeat(store: &Store, edge: &str, beat: Heartbeat) -> Result<boo
     history[crate::store::EXPIRES_AT] = json!(now + HEARTBEAT_HISTORY_MS);
     let key = format!("{edge}/{now}");
     store.put(Collection::Heartbeats, &key, &history).await?;
+    if beat.statuses_complete || !beat.statuses.is_empty() {
+        record_statuses(store, edge, beat.statuses, beat.statuses_complete).await?;
+    }
     Ok(true)
+}
+
+/// Records how distributions applied on `edge`: every one of them when
+/// `complete`, else the changes.
+async fn record_statuses(
+    store: &Store,
+    edge: &str,
+    statuses: Vec<parapet_proto::edge::DistributionStatus>,
+    complete: bool,
+) -> Result<(), StoreError> {
+    let mut recorded = if complete {
+        EdgeStatuses::default()
+    } else {
+        store
+            .get::<EdgeStatuses>(Collection::Statuses, edge)
+            .await?
+            .unwrap_or_default()
+    };
+    recorded.edge = edge.to_string();
+    for status in statuses {
+        if status.removed {
+            recorded.distributions.remove(&status.id);
+            continue;
+        }
+        let failed = !status.error.is_empty();
+        recorded.distributions.insert(
+            status.id,
+            AppliedStatus {
+                version: status.version,
+                failed_version: failed.then_some(status.failed_version),
+                error: failed.then_some(status.error),
+            },
+        );
+    }
+    store.put(Collection::Statuses, edge, &recorded).await
+}
+
+/// How `distribution` applied on each edge that reported it.
+pub async fn statuses_of(
+    store: &Store,
+    distribution: &str,
+) -> Result<Vec<(String, AppliedStatus)>, StoreError> {
+    let all: Vec<EdgeStatuses> = store.find(Collection::Statuses, &[]).await?;
+    Ok(all
+        .into_iter()
+        .filter_map(|mut e| {
+            let status = e.distributions.remove(distribution)?;
+            Some((e.edge, status))
+        })
+        .collect())
 }

@@ -9,7 +9,7 @@ use futures_util::Stream;
 use parapet_proto::edge::edge_control_server::EdgeControl;
 use parapet_proto::edge::order::Work as OrderWork;
 use parapet_proto::edge::{
-    AckResponse, ConfigSnapshot, FetchPluginRequest, HeartbeatRequest, HeartbeatResponse, LogBatch,
+    AckResponse, ConfigUpdate, FetchPluginRequest, HeartbeatRequest, HeartbeatResponse, LogBatch,
     Order, OrderAck, PluginChunk, Prewarm, Purge, RegisterRequest, RegisterResponse,
     ShipLogsResponse, WatchConfigRequest, WatchOrdersRequest,
 };
@@ -18,10 +18,11 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::api::App;
 use crate::auth::{bearer, AuthError, Principal};
+use crate::catalog::Revisions;
 use crate::edges::{self, Heartbeat, Registration};
 use crate::jobs;
 use crate::model::{now_ms, Edge, LogRecord, PluginVersion, PurgeTarget, Work};
-use crate::snapshot;
+use crate::snapshot::Composer;
 use crate::store::{Collection, Store, StoreError};
 
 /// The service, over the controller's state.
@@ -105,10 +106,14 @@ impl EdgeControl for EdgeService {
                 role,
                 group,
                 version: &body.version,
+                credential: &body.credential,
             },
         )
         .await
-        .map_err(store_status)?;
+        .map_err(|e| match e {
+            edges::RegisterError::NameTaken { .. } => Status::already_exists(e.to_string()),
+            edges::RegisterError::Store(e) => store_status(e),
+        })?;
         tracing::info!(edge = %edge.id, name = %edge.name, pop = %edge.pop, group = %edge.group, "edge registered");
         Ok(Response::new(RegisterResponse {
             edge_id: edge.id,
@@ -129,6 +134,8 @@ impl EdgeControl for EdgeService {
             cache_bytes: body.cache_bytes,
             cache_objects: body.cache_objects,
             serving: body.serving,
+            statuses: body.statuses,
+            statuses_complete: body.statuses_complete,
         };
         if !edges::heartbeat(&self.app.store, &edge, beat)
             .await
@@ -141,40 +148,50 @@ impl EdgeControl for EdgeService {
         }))
     }
 
-    type WatchConfigStream = BoxStream<ConfigSnapshot>;
+    type WatchConfigStream = BoxStream<ConfigUpdate>;
 
     async fn watch_config(
         &self,
         request: Request<WatchConfigRequest>,
     ) -> Result<Response<Self::WatchConfigStream>, Status> {
         let edge_id = self.edge(&request).await?;
-        // What the edge has; 0: nothing, so the first snapshot goes out
-        // whatever its revision.
-        let mut sent = Some(request.into_inner().have_revision).filter(|&r| r != 0);
+        let have = request.into_inner().have;
         let store = self.app.store.clone();
+        let mut revisions = self.app.catalog.subscribe();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let mut stopped = self.stopped.clone();
         tokio::spawn(async move {
-            let mut changes = store.config_changes();
+            let mut view = EdgeView::from_have(have);
+            let mut first = true;
             loop {
-                match snapshot_if_newer(&store, &edge_id, sent).await {
-                    Ok(Some(snapshot)) => {
-                        sent = Some(snapshot.revision);
-                        if !deliver(&tx, Ok(snapshot), &mut stopped).await {
-                            return;
+                let latest = revisions.borrow_and_update().clone();
+                let updates = async {
+                    // A removed edge's stream ends: it registers again.
+                    let edge = registered_edge(&store, &edge_id).await?;
+                    config_updates(&store, &edge, &latest, &mut view, first)
+                        .await
+                        .map_err(store_status)
+                }
+                .await;
+                match updates {
+                    Ok(updates) => {
+                        for update in updates {
+                            if !deliver(&tx, Ok(update), &mut stopped).await {
+                                return;
+                            }
                         }
                     }
-                    Ok(None) => {}
                     Err(status) => {
                         deliver(&tx, Err(status), &mut stopped).await;
                         return;
                     }
                 }
-                // Woken by a change here, or polled for changes made by
-                // another controller replica.
+                first = false;
+                // A change, or a second's wait: a removed edge's stream
+                // ends within a second though nothing changes.
                 tokio::select! {
-                    _ = changes.changed() => {},
-                    _ = tokio::time::sleep(WATCH_POLL) => {},
+                    changed = revisions.changed() => if changed.is_err() { return },
+                    _ = tokio::time::sleep(REGISTRATION_CHECK) => {}
                     _ = tx.closed() => return,
                     _ = stopped.wait_for(|stop| *stop) => return,
                 }
@@ -365,27 +382,108 @@ async fn deliver<T>(
     }
 }
 
-/// The edge's snapshot when none was `sent` yet or the revision moved
-/// past it; an error once the edge is no longer registered.
-async fn snapshot_if_newer(
-    store: &Store,
-    edge_id: &str,
-    sent: Option<u64>,
-) -> Result<Option<ConfigSnapshot>, Status> {
-    let edge = registered_edge(store, edge_id).await?;
-    let revision = crate::revision::current(store)
-        .await
-        .map_err(store_status)?;
-    if sent.is_some_and(|sent| revision <= sent) {
-        return Ok(None);
-    }
-    let snapshot = snapshot::for_edge(store, &edge)
-        .await
-        .map_err(store_status)?;
-    Ok(sent
-        .is_none_or(|sent| snapshot.revision > sent)
-        .then_some(snapshot))
+/// What a watched edge was sent.
+#[derive(Default)]
+struct EdgeView {
+    /// Distribution → the revision it was last sent for (as a
+    /// configuration, or as not served).
+    revisions: HashMap<String, u64>,
+    /// The distributions the edge has.
+    held: std::collections::HashSet<String>,
 }
+
+impl EdgeView {
+    /// What the edge says it has.
+    fn from_have(have: Vec<parapet_proto::edge::DistributionHave>) -> Self {
+        let mut view = EdgeView::default();
+        for h in have {
+            view.held.insert(h.id.clone());
+            view.revisions.insert(h.id, h.revision);
+        }
+        view
+    }
+}
+
+/// The updates that bring an edge from what it was sent (`view`) to
+/// `latest` (none when nothing differs, except on the `first` pass, which
+/// always tells the edge where it stands): changed distributions composed
+/// for its group, removed ones named, in messages of at most
+/// [`UPDATE_BYTES`] of configuration each. An edge that has nothing is
+/// sent everything, with `reset`. `view` is updated to what the updates
+/// bring.
+async fn config_updates(
+    store: &Store,
+    edge: &Edge,
+    latest: &Revisions,
+    view: &mut EdgeView,
+    first: bool,
+) -> Result<Vec<ConfigUpdate>, StoreError> {
+    let reset = first && view.held.is_empty();
+    let mut changed: Vec<String> = latest
+        .distributions
+        .iter()
+        .filter(|(id, revision)| view.revisions.get(*id) != Some(revision))
+        .map(|(id, _)| id.clone())
+        .collect();
+    changed.sort();
+    let mut removed: Vec<String> = view
+        .held
+        .iter()
+        .filter(|id| !latest.distributions.contains_key(*id))
+        .cloned()
+        .collect();
+    if changed.is_empty() && removed.is_empty() && !first {
+        return Ok(Vec::new());
+    }
+    for id in &removed {
+        view.held.remove(id);
+        view.revisions.remove(id);
+    }
+    let composed = Composer::new(store, &edge.group).compose(&changed).await?;
+    let mut updates = vec![ConfigUpdate {
+        revision: latest.revision,
+        reset,
+        ..Default::default()
+    }];
+    let mut bytes = 0;
+    for (id, config) in composed {
+        let revision = latest.distributions.get(&id).copied().unwrap_or(0);
+        view.revisions.insert(id.clone(), revision);
+        let Some(config) = config else {
+            // Not served (its customer is suspended): the edge drops it.
+            if view.held.remove(&id) {
+                removed.push(id);
+            }
+            continue;
+        };
+        let size = config.config_json.len() + config.kv_json.len();
+        if bytes + size > UPDATE_BYTES && bytes > 0 {
+            updates.push(ConfigUpdate {
+                revision: latest.revision,
+                ..Default::default()
+            });
+            bytes = 0;
+        }
+        bytes += size;
+        view.held.insert(id);
+        if let Some(update) = updates.last_mut() {
+            update.distributions.push(config);
+        }
+    }
+    if let Some(last) = updates.last_mut() {
+        last.removed = removed;
+        last.complete = true;
+    }
+    Ok(updates)
+}
+
+/// How often a configuration stream checks its edge is still registered.
+const REGISTRATION_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Most configuration bytes (configs and KV data) in one update message,
+/// well within the edge's gRPC message limit; one distribution's data is
+/// capped below it (see `[quotas]`).
+const UPDATE_BYTES: usize = 1 << 20;
 
 /// A stored order as the edge gets it.
 fn to_message(order: crate::model::Order) -> Order {

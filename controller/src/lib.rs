@@ -2,8 +2,11 @@
 //! and what keeps every edge in step. REST (axum) for people and scripts,
 //! gRPC (tonic) for edges, storage in MongoDB or an embedded file.
 
+pub mod admission;
 pub mod api;
 pub mod auth;
+pub mod catalog;
+pub mod claims;
 pub mod deployments;
 pub mod distributions;
 pub mod edges;
@@ -12,6 +15,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod model;
 pub mod revision;
+pub mod settings;
 pub mod snapshot;
 pub mod store;
 pub mod worker;
@@ -56,6 +60,11 @@ pub struct LaunchOptions {
     pub max_plugin_bytes: usize,
     /// Address for Prometheus `/metrics` and `/healthz` (none: not served).
     pub metrics: Option<SocketAddr>,
+    /// What customers' distributions may ask for and hold.
+    pub settings: settings::Settings,
+    /// Where compiled plugins are kept for the launch checks (none: a
+    /// private temporary directory for the process's lifetime).
+    pub compiled_plugins_dir: Option<PathBuf>,
 }
 
 /// A running controller.
@@ -89,19 +98,44 @@ pub async fn launch(options: LaunchOptions) -> anyhow::Result<Running> {
             .with_context(|| format!("opening the store in {}", dir.display()))?,
         StoreLocation::Mongo(uri) => Store::mongo(uri).await.context("connecting to MongoDB")?,
     };
+    claims::adopt_existing(&store)
+        .await
+        .context("claiming the stored distributions' domains")?;
     let auth = Authenticator::new(
         store.clone(),
         &options.admin_token,
         options.edge_bootstrap_token.as_deref(),
     );
-    let validator =
-        Arc::new(parapet_host::PluginEngine::validator().context("starting the plugin validator")?);
+    // Compiled once per plugin, however often distributions launch it.
+    let (compiled_plugins_dir, scratch) = match &options.compiled_plugins_dir {
+        Some(dir) => (dir.clone(), None),
+        None => {
+            let scratch = tempfile::Builder::new()
+                .prefix("parapet-controller-compiled-")
+                .tempdir()
+                .context("creating a directory for compiled plugins")?;
+            (scratch.path().to_path_buf(), Some(scratch))
+        }
+    };
+    let validator = Arc::new(
+        parapet_host::PluginEngine::new(parapet_host::EngineConfig {
+            allocator: parapet_host::Allocator::OnDemand,
+            cache_dir: Some(compiled_plugins_dir),
+            ..parapet_host::EngineConfig::default()
+        })
+        .context("starting the plugin validator")?,
+    );
     let app = Arc::new(AppState {
         store: store.clone(),
         auth,
         heartbeat_interval_ms: options.heartbeat_interval_ms,
         validator,
         max_plugin_bytes: options.max_plugin_bytes,
+        settings: options.settings.clone(),
+        compiled_scratch: scratch,
+        catalog: catalog::Catalog::start(store.clone())
+            .await
+            .context("reading the distributions")?,
     });
     let worker = tokio::spawn(worker::run(store));
     let (stop, stopped) = watch::channel(false);

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
+use parapet_controller::settings::Settings;
 use parapet_controller::{launch, LaunchOptions, StoreLocation};
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -60,6 +61,10 @@ struct Cli {
     /// Serve Prometheus `/metrics` and `/healthz` on this address.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
+    /// The settings file (TOML; see examples/controller.toml): address
+    /// ranges origins may use, plugin limit maxima, quotas.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -99,9 +104,16 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
             "no admin token: set PARAPET_ADMIN_TOKEN (or pass --dev to generate one for a trial run)"
         ),
     };
-    let store = match (cli.data_dir, cli.mongodb_uri) {
-        (_, Some(uri)) => StoreLocation::Mongo(uri),
-        (Some(dir), None) => StoreLocation::Embedded(dir),
+    let settings = match &cli.config {
+        Some(path) => Settings::from_file(path)?,
+        None => Settings::default(),
+    };
+    let (store, compiled_plugins_dir) = match (cli.data_dir, cli.mongodb_uri) {
+        (_, Some(uri)) => (StoreLocation::Mongo(uri), None),
+        (Some(dir), None) => {
+            let compiled = dir.join("compiled");
+            (StoreLocation::Embedded(dir), Some(compiled))
+        }
         (None, None) => anyhow::bail!("give --data-dir DIR or --mongodb-uri URI"),
     };
     let running = launch(LaunchOptions {
@@ -114,6 +126,8 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         heartbeat_interval_ms: cli.heartbeat_interval_ms,
         max_plugin_bytes: cli.max_plugin_mib << 20,
         metrics: cli.metrics,
+        settings,
+        compiled_plugins_dir,
     })
     .await?;
     tracing::info!(

@@ -131,6 +131,29 @@ pub struct EdgeStatus {
     pub healthy: bool,
 }
 
+/// How one distribution applied on one edge, as its heartbeats report it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AppliedStatus {
+    /// The version the edge serves (0: none: it never loaded there).
+    pub version: u64,
+    /// A newer version that did not load there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_version: Option<u64>,
+    /// Why it did not load.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The apply state of every distribution on one edge (stored under the
+/// edge's id).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct EdgeStatuses {
+    /// Edge id.
+    pub edge: String,
+    /// Distribution id → its state there.
+    pub distributions: std::collections::BTreeMap<String, AppliedStatus>,
+}
+
 /// An edge group (the unit of blue/green deployments), as its edges
 /// report it: a group exists while an edge registered in it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -165,6 +188,11 @@ pub struct Distribution {
     pub domains: Vec<String>,
     /// Creation time.
     pub created_ms: i64,
+    /// The configuration revision of its last change (what edges get of
+    /// it: a version, a deployment step, KV data, its customer's
+    /// standing).
+    #[serde(default)]
+    pub revision: u64,
 }
 
 /// One configuration version of a distribution.

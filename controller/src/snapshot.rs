@@ -1,73 +1,172 @@
-//! What one edge serves: every distribution of a customer in good
-//! standing, at the live version or, in a rolling deployment's group, at
-//! the version rolled out; the plugins those versions use; their KV data.
+//! What an edge serves of each distribution: the live version or, in a
+//! rolling deployment's group, the version rolled out; the plugins it uses;
+//! its KV data. A suspended customer's distributions are not served.
+//! Distributions are composed one at a time, so a change to one costs one,
+//! whatever the number of others; many at once (an edge's first sync) read
+//! the shared collections once.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
-use parapet_proto::edge::{ConfigSnapshot, PluginRef};
+use parapet_proto::edge::{DistributionConfig, PluginRef};
 use serde_json::{json, Value};
 
-use crate::model::{Customer, Distribution, Edge, KvEntry, PluginVersion};
+use crate::model::{Customer, Deployment, Distribution, KvEntry, PluginVersion};
 use crate::store::{Collection, Store, StoreError};
 
-/// The configuration of `edge` at the current revision.
-pub async fn for_edge(store: &Store, edge: &Edge) -> Result<ConfigSnapshot, StoreError> {
-    // Read the revision first: a change made while composing bumps it
-    // again, so the edge is sent a newer snapshot afterwards.
-    let revision = crate::revision::current(store).await?;
-    let suspended: Vec<String> = store
-        .find::<Customer>(Collection::Customers, &[("suspended", json!(true))])
-        .await?
-        .into_iter()
-        .map(|c| c.id)
-        .collect();
-    let rolling: HashMap<String, u64> = crate::deployments::rolling(store)
-        .await?
-        .into_iter()
-        .filter(|d| d.group == edge.group)
-        .map(|d| (d.distribution, d.to_version))
-        .collect();
-    let mut distributions: Vec<Distribution> = store.find(Collection::Distributions, &[]).await?;
-    distributions.retain(|d| !suspended.contains(&d.customer));
+/// Past this many distributions at once, the KV entries, deployments and
+/// customers are read whole rather than per distribution.
+const BATCH: usize = 32;
 
-    let mut configs = Vec::new();
-    let mut plugins: BTreeMap<String, u64> = BTreeMap::new();
-    let mut kv = HashMap::new();
-    for distribution in &distributions {
-        let number = rolling
-            .get(&distribution.id)
-            .copied()
-            .unwrap_or(distribution.live_version);
-        let Some(version) = crate::distributions::version(store, &distribution.id, number).await?
-        else {
-            tracing::error!(distribution = %distribution.id, version = number, "a live version is missing; the distribution is left out");
-            continue;
-        };
-        for sha256 in &version.plugins {
-            if !plugins.contains_key(sha256) {
-                let records: Vec<PluginVersion> = store
-                    .find(Collection::Plugins, &[("sha256", json!(sha256))])
-                    .await?;
-                plugins.insert(sha256.clone(), records.first().map_or(0, |p| p.size));
-            }
+/// Composes distributions for the edges of one group.
+pub struct Composer<'a> {
+    store: &'a Store,
+    group: &'a str,
+    plugin_sizes: HashMap<String, u64>,
+}
+
+/// What is read once for many distributions.
+#[derive(Default)]
+struct Shared {
+    kv: HashMap<String, Vec<KvEntry>>,
+    rolling: HashMap<String, u64>,
+    suspended: HashMap<String, bool>,
+}
+
+impl<'a> Composer<'a> {
+    /// A composer for edges in `group`.
+    pub fn new(store: &'a Store, group: &'a str) -> Self {
+        Composer {
+            store,
+            group,
+            plugin_sizes: HashMap::new(),
         }
-        configs.push(version.resolved);
-        let entries: Vec<KvEntry> = store
-            .find(Collection::Kv, &[("distribution", json!(distribution.id))])
-            .await?;
-        let object: serde_json::Map<String, Value> = entries
+    }
+
+    /// Each of `ids` as the group's edges should serve it: `None` for one
+    /// that is not to be served (its customer is suspended, or it is gone).
+    pub async fn compose(
+        &mut self,
+        ids: &[String],
+    ) -> Result<Vec<(String, Option<DistributionConfig>)>, StoreError> {
+        let shared = if ids.len() > BATCH {
+            Some(self.read_shared().await?)
+        } else {
+            None
+        };
+        let mut composed = Vec::with_capacity(ids.len());
+        for id in ids {
+            let config = self.one(id, shared.as_ref()).await?;
+            composed.push((id.clone(), config));
+        }
+        Ok(composed)
+    }
+
+    async fn read_shared(&self) -> Result<Shared, StoreError> {
+        let mut shared = Shared::default();
+        for entry in self.store.find::<KvEntry>(Collection::Kv, &[]).await? {
+            shared
+                .kv
+                .entry(entry.distribution.clone())
+                .or_default()
+                .push(entry);
+        }
+        shared.rolling = self.rolling(crate::deployments::rolling(self.store).await?);
+        for customer in self
+            .store
+            .find::<Customer>(Collection::Customers, &[])
+            .await?
+        {
+            shared.suspended.insert(customer.id, customer.suspended);
+        }
+        Ok(shared)
+    }
+
+    fn rolling(&self, deployments: Vec<Deployment>) -> HashMap<String, u64> {
+        deployments
+            .into_iter()
+            .filter(|d| d.group == self.group)
+            .map(|d| (d.distribution, d.to_version))
+            .collect()
+    }
+
+    async fn one(
+        &mut self,
+        id: &str,
+        shared: Option<&Shared>,
+    ) -> Result<Option<DistributionConfig>, StoreError> {
+        let Some(distribution) = self
+            .store
+            .get::<Distribution>(Collection::Distributions, id)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let suspended = match shared {
+            Some(shared) => shared
+                .suspended
+                .get(&distribution.customer)
+                .copied()
+                .unwrap_or(false),
+            None => self
+                .store
+                .get::<Customer>(Collection::Customers, &distribution.customer)
+                .await?
+                .is_some_and(|c| c.suspended),
+        };
+        if suspended {
+            return Ok(None);
+        }
+        let rolling = match shared {
+            Some(shared) => shared.rolling.get(id).copied(),
+            None => crate::deployments::active(self.store, id)
+                .await?
+                .filter(|d| d.group == self.group)
+                .map(|d| d.to_version),
+        };
+        let number = rolling.unwrap_or(distribution.live_version);
+        let Some(version) = crate::distributions::version(self.store, id, number).await? else {
+            tracing::error!(distribution = %id, version = number, "a live version is missing; the distribution is left out");
+            return Ok(None);
+        };
+        let mut plugins = Vec::new();
+        for sha256 in &version.plugins {
+            plugins.push(PluginRef {
+                sha256: sha256.clone(),
+                size: self.plugin_size(sha256).await?,
+            });
+        }
+        let entries = match shared {
+            Some(shared) => shared.kv.get(id).cloned().unwrap_or_default(),
+            None => {
+                self.store
+                    .find(Collection::Kv, &[("distribution", json!(id))])
+                    .await?
+            }
+        };
+        let kv: serde_json::Map<String, Value> = entries
             .into_iter()
             .map(|e| (e.key, Value::String(e.value)))
             .collect();
-        kv.insert(distribution.id.clone(), Value::Object(object).to_string());
+        Ok(Some(DistributionConfig {
+            id: id.to_string(),
+            version: number,
+            revision: distribution.revision,
+            config_json: version.resolved.to_string(),
+            plugins,
+            kv_json: Value::Object(kv).to_string(),
+        }))
     }
-    Ok(ConfigSnapshot {
-        revision,
-        distributions_json: Value::Array(configs).to_string(),
-        plugins: plugins
-            .into_iter()
-            .map(|(sha256, size)| PluginRef { sha256, size })
-            .collect(),
-        kv_json: kv,
-    })
+
+    async fn plugin_size(&mut self, sha256: &str) -> Result<u64, StoreError> {
+        if let Some(size) = self.plugin_sizes.get(sha256) {
+            return Ok(*size);
+        }
+        let records: Vec<PluginVersion> = self
+            .store
+            .find(Collection::Plugins, &[("sha256", json!(sha256))])
+            .await?;
+        let size = records.first().map_or(0, |p| p.size);
+        self.plugin_sizes.insert(sha256.to_string(), size);
+        Ok(size)
+    }
 }

@@ -1,6 +1,6 @@
-//! The gRPC side, as an edge uses it: configuration snapshots (blue/green
-//! by group), plugin bytes, purge orders and their acknowledgements, log
-//! shipping.
+//! The gRPC side, as an edge uses it: configuration updates per
+//! distribution (blue/green by group), plugin bytes, purge orders and their
+//! acknowledgements, log shipping.
 
 mod common;
 
@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use common::*;
 use parapet_proto::edge::{
-    order, FetchPluginRequest, LogBatch, LogLine, OrderAck, WatchConfigRequest, WatchOrdersRequest,
+    order, ConfigUpdate, DistributionConfig, DistributionHave, FetchPluginRequest, LogBatch,
+    LogLine, OrderAck, WatchConfigRequest, WatchOrdersRequest,
 };
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -23,19 +24,62 @@ async fn next<T>(stream: &mut tonic::Streaming<T>) -> T {
         .expect("the stream is open")
 }
 
-/// Origin URLs of the distributions in a snapshot, by id.
-fn origins(snapshot: &parapet_proto::edge::ConfigSnapshot) -> Vec<(String, String)> {
-    let distributions: Vec<Value> =
-        serde_json::from_str(&snapshot.distributions_json).expect("JSON");
-    distributions
+/// One configuration update: its messages up to `complete`, merged.
+#[derive(Debug, Default)]
+struct Update {
+    revision: u64,
+    reset: bool,
+    distributions: Vec<DistributionConfig>,
+    removed: Vec<String>,
+    /// How many messages it took.
+    messages: usize,
+}
+
+/// The next whole update of a configuration stream.
+async fn next_update(stream: &mut tonic::Streaming<ConfigUpdate>) -> Update {
+    let mut update = Update::default();
+    loop {
+        let message = next(stream).await;
+        update.messages += 1;
+        update.revision = message.revision;
+        update.reset |= message.reset;
+        update.distributions.extend(message.distributions);
+        update.removed.extend(message.removed);
+        if message.complete {
+            return update;
+        }
+    }
+}
+
+/// Origin URLs of the distributions in an update, by id.
+fn origins(update: &Update) -> Vec<(String, String)> {
+    update
+        .distributions
         .iter()
         .map(|d| {
+            let config: Value = serde_json::from_str(&d.config_json).expect("JSON");
             (
-                d["id"].as_str().expect("id").to_string(),
-                d["origin"][0]["url"].as_str().expect("url").to_string(),
+                d.id.clone(),
+                config["origin"][0]["url"]
+                    .as_str()
+                    .expect("url")
+                    .to_string(),
             )
         })
         .collect()
+}
+
+/// Watches the configuration of `edge`, which says it has `have`.
+async fn watch(edge: &mut TestEdge, have: Vec<DistributionHave>) -> tonic::Streaming<ConfigUpdate> {
+    let request = edge.request(WatchConfigRequest {
+        have_revision: 0,
+        have,
+    });
+    edge.client
+        .watch_config(request)
+        .await
+        .expect("watch")
+        .into_inner()
 }
 
 fn with_origin(url: &str) -> Value {
@@ -65,25 +109,17 @@ async fn snapshots_follow_changes_and_blue_green_deployments() {
 
     let mut blue = TestEdge::register(&controller, "blue-1", "fra", "blue").await;
     let mut green = TestEdge::register(&controller, "green-1", "fra", "green").await;
-    let mut blue_stream = blue
-        .client
-        .watch_config(blue.request(WatchConfigRequest { have_revision: 0 }))
-        .await
-        .expect("watch")
-        .into_inner();
-    let mut green_stream = green
-        .client
-        .watch_config(green.request(WatchConfigRequest { have_revision: 0 }))
-        .await
-        .expect("watch")
-        .into_inner();
-    let first = next(&mut blue_stream).await;
+    let mut blue_stream = watch(&mut blue, Vec::new()).await;
+    let mut green_stream = watch(&mut green, Vec::new()).await;
+    let first = next_update(&mut blue_stream).await;
+    assert!(first.reset, "an edge with nothing gets everything");
     assert_eq!(
         origins(&first),
         [("shop".to_string(), "http://one.internal".to_string())]
     );
-    assert_eq!(first.kv_json["shop"], "{\"k\":\"v\"}");
-    next(&mut green_stream).await;
+    assert_eq!(first.distributions[0].kv_json, "{\"k\":\"v\"}");
+    assert_eq!(first.distributions[0].version, 1);
+    next_update(&mut green_stream).await;
 
     // Version 2 staged and rolled out to blue only.
     let (status, body) = controller
@@ -106,12 +142,13 @@ async fn snapshots_follow_changes_and_blue_green_deployments() {
         .await;
     assert_eq!(status, 201, "{deployment}");
     let id = deployment["id"].as_str().expect("id").to_string();
-    // Snapshots come with every revision; wait for the one showing the rollout.
-    let mut blue_now = next(&mut blue_stream).await;
+    // Updates come with every change to the distribution; wait for the one
+    // showing the rollout.
+    let mut blue_now = next_update(&mut blue_stream).await;
     while origins(&blue_now)[0].1 != "http://two.internal" {
-        blue_now = next(&mut blue_stream).await;
+        blue_now = next_update(&mut blue_stream).await;
     }
-    let green_now = next(&mut green_stream).await;
+    let green_now = next_update(&mut green_stream).await;
     assert_eq!(
         origins(&green_now)[0].1,
         "http://one.internal",
@@ -139,9 +176,9 @@ async fn snapshots_follow_changes_and_blue_green_deployments() {
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["state"], "promoted");
-    let mut green_now = next(&mut green_stream).await;
+    let mut green_now = next_update(&mut green_stream).await;
     while origins(&green_now)[0].1 != "http://two.internal" {
-        green_now = next(&mut green_stream).await;
+        green_now = next_update(&mut green_stream).await;
     }
     let (status, _) = controller
         .call(
@@ -171,9 +208,9 @@ async fn snapshots_follow_changes_and_blue_green_deployments() {
         )
         .await;
     let id = deployment["id"].as_str().expect("id").to_string();
-    let mut blue_now = next(&mut blue_stream).await;
+    let mut blue_now = next_update(&mut blue_stream).await;
     while origins(&blue_now)[0].1 != "http://three.internal" {
-        blue_now = next(&mut blue_stream).await;
+        blue_now = next_update(&mut blue_stream).await;
     }
     controller
         .call(
@@ -183,18 +220,18 @@ async fn snapshots_follow_changes_and_blue_green_deployments() {
             None,
         )
         .await;
-    let mut blue_now = next(&mut blue_stream).await;
+    let mut blue_now = next_update(&mut blue_stream).await;
     while origins(&blue_now)[0].1 != "http://two.internal" {
-        blue_now = next(&mut blue_stream).await;
+        blue_now = next_update(&mut blue_stream).await;
     }
 
-    // A suspended customer's distributions leave the snapshots.
+    // A suspended customer's distributions are removed from the edges.
     controller
         .call("POST", "/v1/customers/acme/suspend", Some(ADMIN), None)
         .await;
-    let mut green_now = next(&mut green_stream).await;
-    while !origins(&green_now).is_empty() {
-        green_now = next(&mut green_stream).await;
+    let mut green_now = next_update(&mut green_stream).await;
+    while green_now.removed != ["shop"] {
+        green_now = next_update(&mut green_stream).await;
     }
 }
 
@@ -212,18 +249,12 @@ async fn plugins_are_fetched_by_hash() {
         .await;
 
     let mut edge = TestEdge::register(&controller, "fra-1", "fra", "default").await;
-    let mut stream = edge
-        .client
-        .watch_config(edge.request(WatchConfigRequest { have_revision: 0 }))
-        .await
-        .expect("watch")
-        .into_inner();
-    let snapshot = next(&mut stream).await;
-    assert_eq!(snapshot.plugins.len(), 1);
-    assert_eq!(snapshot.plugins[0].sha256, sha256);
-    assert!(snapshot
-        .distributions_json
-        .contains(&format!("sha256:{sha256}")));
+    let mut stream = watch(&mut edge, Vec::new()).await;
+    let update = next_update(&mut stream).await;
+    let shop = &update.distributions[0];
+    assert_eq!(shop.plugins.len(), 1);
+    assert_eq!(shop.plugins[0].sha256, sha256);
+    assert!(shop.config_json.contains(&format!("sha256:{sha256}")));
 
     let mut chunks = edge
         .client
@@ -432,17 +463,13 @@ async fn shipped_logs_are_listed_newest_first() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_new_edge_gets_the_current_snapshot_once() {
+async fn a_new_edge_gets_the_current_configuration_once() {
     let controller = TestController::start().await;
     let mut edge = TestEdge::register(&controller, "fra-1", "fra", "default").await;
-    let mut config = edge
-        .client
-        .watch_config(edge.request(WatchConfigRequest { have_revision: 0 }))
-        .await
-        .expect("watch config")
-        .into_inner();
-    let first = next(&mut config).await;
+    let mut config = watch(&mut edge, Vec::new()).await;
+    let first = next_update(&mut config).await;
     assert_eq!(origins(&first), [], "nothing configured yet");
+    assert!(first.reset);
     // Nothing changes: nothing more comes, though the watch polls every
     // second.
     let more = tokio::time::timeout(Duration::from_millis(2_500), config.message()).await;
@@ -450,22 +477,17 @@ async fn a_new_edge_gets_the_current_snapshot_once() {
 }
 
 /// Edge `fra-1` registered, watching its configuration (the first
-/// snapshot read) and its orders (the backlog read).
+/// update read) and its orders (the backlog read).
 async fn edge_watching(
     controller: &TestController,
 ) -> (
     TestEdge,
-    tonic::Streaming<parapet_proto::edge::ConfigSnapshot>,
+    tonic::Streaming<ConfigUpdate>,
     tonic::Streaming<parapet_proto::edge::Order>,
 ) {
     let mut edge = TestEdge::register(controller, "fra-1", "fra", "default").await;
-    let mut config = edge
-        .client
-        .watch_config(edge.request(WatchConfigRequest { have_revision: 0 }))
-        .await
-        .expect("watch config")
-        .into_inner();
-    next(&mut config).await;
+    let mut config = watch(&mut edge, Vec::new()).await;
+    next_update(&mut config).await;
     let mut orders = edge
         .client
         .watch_orders(edge.request(WatchOrdersRequest {}))
@@ -585,4 +607,230 @@ async fn a_running_edge_that_is_removed_loses_its_streams() {
             "{what}: {refused}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_to_one_distribution_sends_that_distribution_only() {
+    let controller = TestController::start().await;
+    let acme = controller.customer("acme").await;
+    let globex = controller.customer("globex").await;
+    controller
+        .call(
+            "PUT",
+            "/v1/distributions/a",
+            Some(&acme),
+            Some(distribution("a.test")),
+        )
+        .await;
+    controller
+        .call(
+            "PUT",
+            "/v1/distributions/b",
+            Some(&globex),
+            Some(distribution("b.test")),
+        )
+        .await;
+    let mut edge = TestEdge::register(&controller, "fra-1", "fra", "default").await;
+    let mut stream = watch(&mut edge, Vec::new()).await;
+    let first = next_update(&mut stream).await;
+    let mut ids: Vec<&str> = first.distributions.iter().map(|d| d.id.as_str()).collect();
+    ids.sort();
+    assert_eq!(ids, ["a", "b"]);
+
+    let (status, body) = controller
+        .call(
+            "PUT",
+            "/v1/distributions/b/kv/k",
+            Some(&globex),
+            Some(json!({"value": "v"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let change = next_update(&mut stream).await;
+    assert!(!change.reset);
+    assert_eq!(change.distributions.len(), 1, "{change:?}");
+    assert_eq!(change.distributions[0].id, "b");
+    assert!(change.revision > first.revision);
+
+    // An edge coming back says what it has: it gets what differs only (a
+    // stale `a`), and is told to drop what no longer exists.
+    let have = |id: &str, revision: u64| DistributionHave {
+        id: id.into(),
+        revision,
+    };
+    let revision_of = |update: &Update, id: &str| {
+        update
+            .distributions
+            .iter()
+            .find(|d| d.id == id)
+            .map(|d| d.revision)
+            .expect("listed")
+    };
+    let mut back = TestEdge::register(&controller, "fra-2", "fra", "default").await;
+    let mut stream = watch(
+        &mut back,
+        vec![
+            have("a", revision_of(&first, "a") - 1),
+            have("b", revision_of(&change, "b")),
+            have("gone", 1),
+        ],
+    )
+    .await;
+    let resumed = next_update(&mut stream).await;
+    assert!(!resumed.reset);
+    assert_eq!(origins(&resumed).len(), 1, "{resumed:?}");
+    assert_eq!(resumed.distributions[0].id, "a");
+    assert_eq!(resumed.removed, ["gone"]);
+    // Up to date: the first update says so, with nothing in it.
+    let mut current = TestEdge::register(&controller, "fra-3", "fra", "default").await;
+    let mut stream = watch(
+        &mut current,
+        vec![
+            have("a", revision_of(&first, "a")),
+            have("b", revision_of(&change, "b")),
+        ],
+    )
+    .await;
+    let nothing = next_update(&mut stream).await;
+    assert!(
+        nothing.distributions.is_empty() && nothing.removed.is_empty(),
+        "{nothing:?}"
+    );
+}
+
+/// Three distributions of about 600 KiB of KV each: the first update spans
+/// several messages, each far below the 4 MiB a default gRPC client takes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_configuration_comes_in_messages_within_the_limit() {
+    use prost::Message as _;
+    let controller = TestController::start().await;
+    let acme = controller.customer("acme").await;
+    let value = "x".repeat(60 << 10);
+    for id in ["one", "two", "three"] {
+        let (status, body) = controller
+            .call(
+                "PUT",
+                &format!("/v1/distributions/{id}"),
+                Some(&acme),
+                Some(distribution(&format!("{id}.test"))),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        for k in 0..10 {
+            let (status, body) = controller
+                .call(
+                    "PUT",
+                    &format!("/v1/distributions/{id}/kv/k{k}"),
+                    Some(&acme),
+                    Some(json!({"value": value})),
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+        }
+    }
+    let mut edge = TestEdge::register(&controller, "fra-1", "fra", "default").await;
+    let mut stream = watch(&mut edge, Vec::new()).await;
+    let mut messages = Vec::new();
+    loop {
+        let message = next(&mut stream).await;
+        let complete = message.complete;
+        messages.push(message);
+        if complete {
+            break;
+        }
+    }
+    assert!(messages.len() >= 2, "{} message(s)", messages.len());
+    for message in &messages {
+        assert!(
+            message.encoded_len() < 2 << 20,
+            "{} bytes",
+            message.encoded_len()
+        );
+    }
+    let total: usize = messages.iter().map(|m| m.distributions.len()).sum();
+    assert_eq!(total, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edges_report_which_version_each_distribution_serves() {
+    use parapet_proto::edge::{DistributionStatus, HeartbeatRequest};
+    let controller = TestController::start().await;
+    let acme = controller.customer("acme").await;
+    let globex = controller.customer("globex").await;
+    controller
+        .call(
+            "PUT",
+            "/v1/distributions/shop",
+            Some(&acme),
+            Some(distribution("shop.test")),
+        )
+        .await;
+    controller
+        .call(
+            "PUT",
+            "/v1/distributions/shop",
+            Some(&acme),
+            Some(distribution("shop.test")),
+        )
+        .await;
+    let mut edge = TestEdge::register(&controller, "fra-1", "fra", "default").await;
+    let beat = |statuses: Vec<DistributionStatus>, complete: bool| HeartbeatRequest {
+        serving: true,
+        statuses,
+        statuses_complete: complete,
+        ..Default::default()
+    };
+    let (_, status) = controller
+        .call("GET", "/v1/distributions/shop/status", Some(&acme), None)
+        .await;
+    assert_eq!(
+        status["edges"][0]["version"],
+        Value::Null,
+        "not reported yet: {status}"
+    );
+    edge.client
+        .heartbeat(edge.request(beat(
+            vec![DistributionStatus {
+                id: "shop".into(),
+                version: 1,
+                failed_version: 2,
+                error: "plugin `x` refused its configuration".into(),
+                removed: false,
+            }],
+            true,
+        )))
+        .await
+        .expect("heartbeat");
+    let (status, body) = controller
+        .call("GET", "/v1/distributions/shop/status", Some(&acme), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["latest_version"], 2);
+    let fra = &body["edges"][0];
+    assert_eq!(fra["name"], "fra-1");
+    assert_eq!(fra["version"], 1);
+    assert_eq!(fra["failed_version"], 2);
+    assert_eq!(fra["error"], "plugin `x` refused its configuration");
+    // A later change: version 2 loaded.
+    edge.client
+        .heartbeat(edge.request(beat(
+            vec![DistributionStatus {
+                id: "shop".into(),
+                version: 2,
+                ..Default::default()
+            }],
+            false,
+        )))
+        .await
+        .expect("heartbeat");
+    let (_, body) = controller
+        .call("GET", "/v1/distributions/shop/status", Some(&acme), None)
+        .await;
+    assert_eq!(body["edges"][0]["version"], 2, "{body}");
+    assert_eq!(body["edges"][0]["failed_version"], Value::Null, "{body}");
+    // Another customer sees nothing of it.
+    let (status, _) = controller
+        .call("GET", "/v1/distributions/shop/status", Some(&globex), None)
+        .await;
+    assert_eq!(status, 404);
 }

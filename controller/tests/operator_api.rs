@@ -160,6 +160,7 @@ async fn edges_register_over_grpc_and_appear_with_their_health() {
             role: "edge".into(),
             group: "blue".into(),
             version: "0.1.0".into(),
+            ..Default::default()
         })
         .await
         .expect("registers")
@@ -179,6 +180,7 @@ async fn edges_register_over_grpc_and_appear_with_their_health() {
         cache_bytes: 4096,
         cache_objects: 2,
         serving: true,
+        ..Default::default()
     });
     request.metadata_mut().insert(
         "authorization",

@@ -27,6 +27,7 @@ async fn register(client: &mut EdgeControlClient<Channel>, name: &str, pop: &str
             role: "edge".into(),
             group: "default".into(),
             version: "test".into(),
+            ..Default::default()
         })
         .await
         .expect("registers")
@@ -83,6 +84,8 @@ async fn only_pops_with_a_healthy_edge_are_answered() {
         heartbeat_interval_ms: 300,
         max_plugin_bytes: 1 << 20,
         metrics: None,
+        settings: Default::default(),
+        compiled_plugins_dir: None,
     })
     .await
     .expect("controller starts");

@@ -29,6 +29,26 @@ pub struct Chains {
     pub on_viewer_response: Vec<Arc<Plugin>>,
 }
 
+impl Chains {
+    /// How many different plugins the chains use: the instances a request
+    /// through them may hold at once.
+    pub fn distinct_plugins(&self) -> usize {
+        let mut seen: Vec<&Arc<Plugin>> = Vec::new();
+        for plugin in self
+            .on_viewer_request
+            .iter()
+            .chain(&self.on_origin_request)
+            .chain(&self.on_origin_response)
+            .chain(&self.on_viewer_response)
+        {
+            if !seen.iter().any(|p| Arc::ptr_eq(p, plugin)) {
+                seen.push(plugin);
+            }
+        }
+        seen.len()
+    }
+}
+
 /// How a chain ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Flow<T> {

@@ -42,7 +42,27 @@ impl Snapshot {
         engine: &Arc<PluginEngine>,
     ) -> Result<Self, ConfigError> {
         let routes = Routes::build(&config, base_dir, engine)?;
-        let certificates = Some(Certificates::load(&config, base_dir)?);
+        let certificates = Certificates::load(&config, base_dir)?;
+        Self::assemble(config, routes, certificates, base_dir)
+    }
+
+    /// A snapshot of `config` (listeners, cache, admin, peers; its own
+    /// distributions are not read) serving `routes`, distributions loaded
+    /// one by one (controller mode).
+    pub fn with_routes(
+        config: EdgeConfig,
+        routes: Routes,
+        base_dir: &Path,
+    ) -> Result<Self, ConfigError> {
+        Self::assemble(config, routes, Certificates::default(), base_dir)
+    }
+
+    fn assemble(
+        config: EdgeConfig,
+        routes: Routes,
+        certificates: Certificates,
+        base_dir: &Path,
+    ) -> Result<Self, ConfigError> {
         let peers = config
             .peer_address
             .as_ref()
@@ -69,7 +89,7 @@ impl Snapshot {
             routes,
             peers,
             admin_token,
-            certificates,
+            certificates: Some(certificates),
         })
     }
 }
@@ -100,6 +120,8 @@ pub struct Edge {
     pub log_sink: OnceLock<tokio::sync::mpsc::Sender<AccessRecord>>,
     /// The listeners as bound (viewer and admin), which upstreams may not be.
     bound: OnceLock<Vec<SocketAddr>>,
+    /// Each distribution's share of plugin instances and upstream fetches.
+    pub shares: crate::shares::Shares,
     next_request: AtomicU64,
 }
 
@@ -153,6 +175,7 @@ impl Edge {
             config_path,
             log_sink: OnceLock::new(),
             bound: OnceLock::new(),
+            shares: crate::shares::Shares::default(),
             next_request: AtomicU64::new(0),
         })
     }
@@ -170,6 +193,7 @@ impl Edge {
         }
         self.upstream
             .set_policy(self.address_policy(&snapshot.config));
+        self.shares.retain(|id| snapshot.routes.by_id(id).is_some());
         self.snapshot.store(Arc::new(snapshot));
     }
 

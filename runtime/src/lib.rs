@@ -16,6 +16,7 @@ pub mod peers;
 pub mod proxy;
 pub mod routing;
 pub mod server;
+pub mod shares;
 pub mod tls;
 pub mod upstream;
 

@@ -304,6 +304,7 @@ async fn launch_controlled(
         compiled_plugins_dir: Some(control.compiled_plugins_dir()),
     })
     .await?;
+    control.restore(&edge).await?;
     control.apply_backlog(&edge, Duration::from_secs(3)).await;
     let running = parapet_edge::server::start(edge.clone()).await?;
     control.spawn(edge);

@@ -253,6 +253,17 @@ async fn serve(
     // length is dropped and the connection closed after the response, so
     // nothing can be smuggled behind the body.
     let Some((dist_index, dist)) = snapshot.routes.find(&host) else {
+        if let Some(unavailable) = snapshot.routes.unavailable(&host) {
+            let mut served = Served::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "distribution `{}` is not available on this edge: its configuration did not load",
+                    unavailable.id
+                ),
+            );
+            served.distribution = Some(unavailable.id.clone());
+            return served;
+        }
         return Served::error(
             StatusCode::NOT_FOUND,
             format!("no distribution serves host `{host}`"),
@@ -327,6 +338,21 @@ async fn serve(
         },
         body: body.map(|b| b.to_vec()),
     };
+    // Each plugin the chains use is one instance of the pool, held until
+    // the request ends: counted against the distribution's share.
+    let plugin_share = if any_plugins {
+        let share = edge.shares.of(&dist.config.id, snapshot.config.shares);
+        match share.plugin_instances(&dist.config.id, chains.distinct_plugins()) {
+            Ok(permit) => Some(permit),
+            Err(exhausted) => {
+                let mut served = Served::error(StatusCode::SERVICE_UNAVAILABLE, exhausted);
+                served.distribution = Some(dist.config.id.clone());
+                return served;
+            }
+        }
+    } else {
+        None
+    };
     let session = any_plugins.then(|| {
         RequestSession::new(RequestContext {
             request_id: edge.request_id(),
@@ -350,6 +376,7 @@ async fn serve(
         background: false,
         viewer_url,
         ticket: None,
+        _plugin_share: plugin_share,
     };
     let mut served = exchange.run().await;
     served.distribution = Some(exchange.distribution().config.id.clone());
@@ -419,6 +446,8 @@ struct Exchange {
     /// purge from then on that selects the object keeps it from being
     /// stored.
     ticket: Option<FetchTicket>,
+    /// The plugin instances it holds of its distribution's share.
+    _plugin_share: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// Where a fetch went.
@@ -571,6 +600,27 @@ impl Exchange {
         // The refresh is a request of its own: with plugins, a fresh
         // session replays the viewer-request chain (instances keep state
         // from that hook to the origin hooks), and skips viewer-response.
+        // It holds instances of the distribution's share too; with none
+        // left, the stale object stays until a later request refreshes it.
+        let plugin_share = match &self.session {
+            None => None,
+            Some(_) => {
+                let id = &self.distribution().config.id;
+                let chains = &self.distribution().behaviors[self.behavior_index].chains;
+                match self
+                    .edge
+                    .shares
+                    .of(id, self.snapshot.config.shares)
+                    .plugin_instances(id, chains.distinct_plugins())
+                {
+                    Ok(permit) => Some(permit),
+                    Err(exhausted) => {
+                        tracing::debug!(key, error = %exhausted, "background refresh skipped");
+                        return;
+                    }
+                }
+            }
+        };
         let session = self.session.as_ref().map(|_| {
             RequestSession::new(RequestContext {
                 request_id: self.edge.request_id(),
@@ -600,6 +650,7 @@ impl Exchange {
             background: true,
             viewer_url: self.viewer_url.clone(),
             ticket: self.ticket.clone(),
+            _plugin_share: plugin_share,
         };
         let stale = hit.object().clone();
         let storage_key = hit.storage_key.clone();
@@ -795,6 +846,20 @@ impl Exchange {
             (None, None) => Some(RequestBody::Buffered(Bytes::new())),
         };
         let key = for_cache.then(|| self.cache_key());
+        // Held until the upstream answers (or fails): a slow origin uses
+        // its own distribution's share, never another's.
+        let distribution = &self.distribution().config.id;
+        let _fetch_share = self
+            .edge
+            .shares
+            .of(distribution, self.snapshot.config.shares)
+            .origin_fetch(distribution)
+            .map_err(|exhausted| {
+                FetchError::Answered(error_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &exhausted.to_string(),
+                ))
+            })?;
         let mut last_error = None;
         for (target, hop) in self.targets(key.as_deref()) {
             let mut headers = headers.clone();
@@ -1113,7 +1178,8 @@ impl Exchange {
 
 /// Why a fetch produced no upstream response.
 enum FetchError {
-    /// An origin-request plugin answered instead.
+    /// Answered without the upstream: by an origin-request plugin, or
+    /// because the distribution used up its share of fetches.
     Answered(Response<Body>),
     /// Every target failed.
     Upstream(UpstreamError),

@@ -12,17 +12,36 @@ use parapet_config::domains::host_name;
 use parapet_config::pattern::PathPattern;
 use parapet_config::{BehaviorConfig, ConfigError, DistributionConfig, EdgeConfig};
 
-/// The distributions of one configuration, ready to route requests.
+/// The distributions of one configuration, ready to route requests: those
+/// loaded, and those that never loaded (answered 503; the reason goes to
+/// the controller with the edge's statuses).
 pub struct Routes {
-    distributions: Vec<Distribution>,
-    /// Exact host name → distribution index.
-    exact: HashMap<String, usize>,
-    /// Parent of a `*.` wildcard domain → distribution index.
-    wildcard: HashMap<String, usize>,
-    /// The distribution with the `*` domain, serving any other host.
-    any: Option<usize>,
-    /// Distribution id → index.
-    ids: HashMap<String, usize>,
+    distributions: Vec<Arc<Distribution>>,
+    unavailable: Vec<Unavailable>,
+    /// Exact host name → route.
+    exact: HashMap<String, Route>,
+    /// Parent of a `*.` wildcard domain → route.
+    wildcard: HashMap<String, Route>,
+    /// The route of the `*` domain, serving any other host.
+    any: Option<Route>,
+    /// Distribution id → route.
+    ids: HashMap<String, Route>,
+}
+
+/// Where a host goes: a loaded distribution, or one that is unavailable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Serving(usize),
+    Unavailable(usize),
+}
+
+/// A distribution that never loaded: its domains are answered 503.
+#[derive(Debug, Clone)]
+pub struct Unavailable {
+    /// Its id.
+    pub id: String,
+    /// Its domains.
+    pub domains: Vec<String>,
 }
 
 /// A distribution with its behaviors compiled.
@@ -46,38 +65,83 @@ pub struct Behavior {
 impl Routes {
     /// Validates and compiles `config`, loading every plugin with `engine`.
     /// Relative paths (plugins, KV files) are resolved against `base_dir`,
-    /// the directory of the configuration file.
+    /// the directory of the configuration file. Any distribution that does
+    /// not load refuses the whole file: it is the operator's own.
     pub fn build(
         config: &EdgeConfig,
         base_dir: &Path,
         engine: &Arc<PluginEngine>,
     ) -> Result<Self, ConfigError> {
         config.validate()?;
+        let mut distributions = Vec::new();
+        for (index, dist) in config.distributions.iter().enumerate() {
+            let loaded = Distribution::load(dist, base_dir, engine).map_err(|mut e| {
+                e.field = format!("distribution[{index}].{}", e.field);
+                e
+            })?;
+            distributions.push(Arc::new(loaded));
+        }
+        Ok(Routes::assemble(distributions, Vec::new()))
+    }
+
+    /// Routes over distributions loaded one by one, and those that never
+    /// loaded. A domain two of them name goes to the first (the caller
+    /// keeps them unique).
+    pub fn assemble(distributions: Vec<Arc<Distribution>>, unavailable: Vec<Unavailable>) -> Self {
         let mut routes = Routes {
-            distributions: Vec::new(),
+            distributions,
+            unavailable,
             exact: HashMap::new(),
             wildcard: HashMap::new(),
             any: None,
             ids: HashMap::new(),
         };
-        for (index, dist) in config.distributions.iter().enumerate() {
-            routes
-                .distributions
-                .push(Distribution::build(index, dist, base_dir, engine)?);
-            routes.ids.insert(dist.id.clone(), index);
-            for domain in &dist.domains {
+        let serving = routes.distributions.iter().enumerate().map(|(i, d)| {
+            (
+                Route::Serving(i),
+                d.config.id.as_str(),
+                d.config.domains.as_slice(),
+            )
+        });
+        let unavailable = routes
+            .unavailable
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (Route::Unavailable(i), u.id.as_str(), u.domains.as_slice()));
+        let entries: Vec<(Route, String, Vec<String>)> = serving
+            .chain(unavailable)
+            .map(|(route, id, domains)| (route, id.to_string(), domains.to_vec()))
+            .collect();
+        for (route, id, domains) in entries {
+            routes.ids.entry(id.clone()).or_insert(route);
+            for domain in domains {
                 let domain = domain.to_ascii_lowercase();
-                if domain == "*" {
-                    routes.any = Some(index);
-                    continue;
-                }
-                match domain.strip_prefix("*.") {
-                    Some(parent) => routes.wildcard.insert(parent.to_string(), index),
-                    None => routes.exact.insert(domain, index),
+                let slot = if domain == "*" {
+                    routes.any.get_or_insert(route)
+                } else {
+                    match domain.strip_prefix("*.") {
+                        Some(parent) => routes.wildcard.entry(parent.to_string()).or_insert(route),
+                        None => routes.exact.entry(domain.clone()).or_insert(route),
+                    }
                 };
+                if *slot != route {
+                    tracing::warn!(distribution = %id, %domain, "a domain another distribution serves is ignored");
+                }
             }
         }
-        Ok(routes)
+        routes
+    }
+
+    fn route(&self, host: &str) -> Option<Route> {
+        let name = host_name(host);
+        self.exact
+            .get(name.as_str())
+            .or_else(|| {
+                let (_, parent) = name.split_once('.')?;
+                self.wildcard.get(parent)
+            })
+            .or(self.any.as_ref())
+            .copied()
     }
 
     /// The distribution serving `host` (a `Host` header or `:authority`,
@@ -88,21 +152,26 @@ impl Routes {
 
     /// Like [`Routes::distribution`], with the distribution's index.
     pub fn find(&self, host: &str) -> Option<(usize, &Distribution)> {
-        let name = host_name(host);
-        let index = *self
-            .exact
-            .get(name.as_str())
-            .or_else(|| {
-                let (_, parent) = name.split_once('.')?;
-                self.wildcard.get(parent)
-            })
-            .or(self.any.as_ref())?;
-        Some((index, self.distributions.get(index)?))
+        match self.route(host)? {
+            Route::Serving(index) => Some((index, self.distributions.get(index)?)),
+            Route::Unavailable(_) => None,
+        }
     }
 
-    /// The distribution with id `id`.
+    /// The distribution `host` belongs to when it never loaded.
+    pub fn unavailable(&self, host: &str) -> Option<&Unavailable> {
+        match self.route(host)? {
+            Route::Unavailable(index) => self.unavailable.get(index),
+            Route::Serving(_) => None,
+        }
+    }
+
+    /// The loaded distribution with id `id`.
     pub fn by_id(&self, id: &str) -> Option<&Distribution> {
-        self.distributions.get(*self.ids.get(id)?)
+        match self.ids.get(id)? {
+            Route::Serving(index) => self.distributions.get(*index).map(|d| &**d),
+            Route::Unavailable(_) => None,
+        }
     }
 
     /// The distribution at `index`, as [`Routes::find`] returned it.
@@ -112,25 +181,47 @@ impl Routes {
     pub fn distribution_at(&self, index: usize) -> &Distribution {
         &self.distributions[index]
     }
+
+    /// The loaded distributions.
+    pub fn distributions(&self) -> &[Arc<Distribution>] {
+        &self.distributions
+    }
 }
 
 impl Distribution {
-    fn build(
-        index: usize,
+    /// Loads one distribution: its KV data, its plugins (each launched
+    /// with its configuration), its behaviors. Fields in errors are
+    /// relative to the distribution.
+    pub fn load(
         config: &DistributionConfig,
         base_dir: &Path,
         engine: &Arc<PluginEngine>,
     ) -> Result<Self, ConfigError> {
-        let field = |name: String| format!("distribution[{index}].{name}");
-        let error = |name: String, reason: String| ConfigError {
-            file: None,
-            field: field(name),
-            reason,
-        };
         let kv = match &config.kv {
-            Some(path) => KvStore::from_json_file(&base_dir.join(path))
-                .map_err(|e| error("kv".into(), e.to_string()))?,
+            Some(path) => {
+                KvStore::from_json_file(&base_dir.join(path)).map_err(|e| ConfigError {
+                    file: None,
+                    field: "kv".into(),
+                    reason: e.to_string(),
+                })?
+            }
             None => KvStore::default(),
+        };
+        Self::load_with_kv(config, kv, base_dir, engine)
+    }
+
+    /// Like [`Distribution::load`], with the KV data given (`config.kv`
+    /// is not read).
+    pub fn load_with_kv(
+        config: &DistributionConfig,
+        kv: KvStore,
+        base_dir: &Path,
+        engine: &Arc<PluginEngine>,
+    ) -> Result<Self, ConfigError> {
+        let error = |field: String, reason: String| ConfigError {
+            file: None,
+            field,
+            reason,
         };
         let kv = Arc::new(kv);
         let mut plugins = HashMap::new();

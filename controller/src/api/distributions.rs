@@ -25,6 +25,7 @@ pub fn routes() -> OpenApiRouter<App> {
         .routes(routes!(list_versions))
         .routes(routes!(get_version))
         .routes(routes!(diff_versions))
+        .routes(routes!(distribution_status))
 }
 
 /// How to apply a config.
@@ -36,6 +37,10 @@ pub struct ApplyQuery {
     /// deployment (`POST /v1/deployments`).
     #[serde(default)]
     pub stage: bool,
+    /// Let the domains overlap another customer's wildcard or names
+    /// (operator tokens only; one name is never two distributions').
+    #[serde(default)]
+    pub claim_override: bool,
 }
 
 /// The customer a request acts for: the token's own, or for the operator
@@ -114,6 +119,11 @@ async fn apply_distribution(
     JsonBody(spec): JsonBody<Value>,
 ) -> ApiResult<(StatusCode, Json<DistributionView>)> {
     check_id("distribution", &id)?;
+    if query.claim_override && !matches!(principal, Principal::Operator) {
+        return Err(ApiError::forbidden(
+            "claim_override: only the operator may let domains overlap another customer's",
+        ));
+    }
     let customer = acting_customer(&app, &principal, query.customer).await?;
     if let Some(existing) = app
         .store
@@ -134,13 +144,17 @@ async fn apply_distribution(
         }
     }
     let resolved = distributions::resolve(&app.store, &id, &customer, &spec).await?;
+    crate::admission::admit(&app, &id, &customer, &resolved).await?;
     let distribution = distributions::apply(
         &app.store,
         &id,
         &customer,
         spec.clone(),
         resolved,
-        query.stage,
+        distributions::ApplyMode {
+            stage: query.stage,
+            claim_override: query.claim_override,
+        },
     )
     .await?;
     tracing::info!(distribution = %id, %customer, version = distribution.live_version, "distribution applied");
@@ -275,5 +289,79 @@ async fn diff_versions(
     let (from, to) = (load(query.from).await?, load(query.to).await?);
     Ok(Json(DiffView {
         diff: distributions::diff(&from, &to),
+    }))
+}
+
+/// One edge's state of a distribution.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EdgeApplyState {
+    /// Edge id.
+    pub edge: String,
+    /// Edge name.
+    pub name: String,
+    /// PoP.
+    pub pop: String,
+    /// Edge group.
+    pub group: String,
+    /// Serving, with a recent heartbeat.
+    pub healthy: bool,
+    /// The version it serves; none until its heartbeat reported it (0:
+    /// nothing: it never loaded there).
+    pub version: Option<u64>,
+    /// A newer version that did not load there.
+    pub failed_version: Option<u64>,
+    /// Why it did not load.
+    pub error: Option<String>,
+}
+
+/// Where a distribution stands on every edge.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DistributionStatus {
+    /// Distribution id.
+    pub distribution: String,
+    /// The version edges serve outside a deployment's group.
+    pub live_version: u64,
+    /// The newest version.
+    pub latest_version: u64,
+    /// Each registered edge.
+    pub edges: Vec<EdgeApplyState>,
+}
+
+#[utoipa::path(get, path = "/v1/distributions/{distribution}/status",
+    params(("distribution" = String, Path, description = "distribution id")),
+    responses((status = 200, body = DistributionStatus, description = "which version each edge serves, or why one did not load"), (status = 404)))]
+async fn distribution_status(
+    State(app): State<App>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<Json<DistributionStatus>> {
+    let distribution = owned(&app, &principal, &id).await?;
+    let mut reported: std::collections::HashMap<String, crate::model::AppliedStatus> =
+        crate::edges::statuses_of(&app.store, &id)
+            .await?
+            .into_iter()
+            .collect();
+    let edges = crate::edges::list(&app.store, app.heartbeat_interval_ms)
+        .await?
+        .into_iter()
+        .map(|status| {
+            let applied = reported.remove(&status.edge.id);
+            EdgeApplyState {
+                edge: status.edge.id,
+                name: status.edge.name,
+                pop: status.edge.pop,
+                group: status.edge.group,
+                healthy: status.healthy,
+                version: applied.as_ref().map(|a| a.version),
+                failed_version: applied.as_ref().and_then(|a| a.failed_version),
+                error: applied.and_then(|a| a.error),
+            }
+        })
+        .collect();
+    Ok(Json(DistributionStatus {
+        distribution: distribution.id,
+        live_version: distribution.live_version,
+        latest_version: distribution.latest_version,
+        edges,
     }))
 }

@@ -13,8 +13,9 @@ use super::distributions::owned;
 use super::{ApiError, ApiQuery, ApiResult, App, JsonBody};
 use crate::auth::Principal;
 use crate::jobs::{self, JobView};
-use crate::model::{Job, LogRecord, PurgeTarget, Work};
+use crate::model::{Distribution, Job, LogRecord, PurgeTarget, Work};
 use crate::store::Collection;
+use parapet_config::domains::{serves, split_url};
 
 pub fn routes() -> OpenApiRouter<App> {
     OpenApiRouter::new()
@@ -31,10 +32,11 @@ pub fn routes() -> OpenApiRouter<App> {
 pub struct PurgeRequest {
     /// Distribution id.
     pub distribution: String,
-    /// One URL (`host/path?query`, or a full URL).
+    /// One URL (`host/path?query`, or a full URL) on the distribution's
+    /// domains.
     #[serde(default)]
     pub url: Option<String>,
-    /// A `host/path` prefix.
+    /// A `host/path` prefix on one of the distribution's domains.
     #[serde(default)]
     pub prefix: Option<String>,
     /// A Surrogate-Key tag.
@@ -58,9 +60,11 @@ async fn purge(
     let distribution = owned(&app, &principal, &request.distribution).await?;
     let mut targets = Vec::new();
     if let Some(url) = request.url {
+        on_domains(&distribution, "url", &url)?;
         targets.push(PurgeTarget::Url(url));
     }
     if let Some(prefix) = request.prefix {
+        on_domains(&distribution, "prefix", &prefix)?;
         targets.push(PurgeTarget::Prefix(prefix));
     }
     if let Some(tag) = request.tag {
@@ -92,7 +96,7 @@ async fn purge(
 pub struct PrewarmRequest {
     /// Distribution id.
     pub distribution: String,
-    /// Full URLs on the distribution's domains.
+    /// Full URLs on the distribution's domains (at most 1000).
     pub urls: Vec<String>,
 }
 
@@ -107,12 +111,19 @@ async fn prewarm(
     if request.urls.is_empty() {
         return Err(ApiError::bad_request("urls: at least one URL is needed"));
     }
+    if request.urls.len() > MAX_PREWARM_URLS {
+        return Err(ApiError::bad_request(format!(
+            "urls: at most {MAX_PREWARM_URLS} URLs per prewarm (got {}); split them into several jobs",
+            request.urls.len()
+        )));
+    }
     for (i, url) in request.urls.iter().enumerate() {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(ApiError::bad_request(format!(
                 "urls[{i}]: `{url}` is not an http(s) URL"
             )));
         }
+        on_domains(&distribution, &format!("urls[{i}]"), url)?;
     }
     let work = Work::Prewarm { urls: request.urls };
     let job = jobs::create(&app.store, &distribution.customer, &distribution.id, work).await?;
@@ -120,6 +131,24 @@ async fn prewarm(
         StatusCode::ACCEPTED,
         Json(jobs::view(&app.store, job).await?),
     ))
+}
+
+/// Most URLs one prewarm job fetches (what an edge carries out per order).
+pub const MAX_PREWARM_URLS: usize = 1000;
+
+/// Refuses (400, naming `field`) a URL or prefix whose host is not one of
+/// the distribution's domains: a customer purges and prewarms its own
+/// names only.
+fn on_domains(distribution: &Distribution, field: &str, url: &str) -> ApiResult<()> {
+    let (host, _, _) = split_url(url);
+    if distribution.domains.iter().any(|d| serves(d, &host)) {
+        return Ok(());
+    }
+    Err(ApiError::bad_request(format!(
+        "{field}: `{url}` is not on a domain of distribution `{}` ({})",
+        distribution.id,
+        distribution.domains.join(", ")
+    )))
 }
 
 #[utoipa::path(get, path = "/v1/jobs", responses((status = 200, body = [Job])))]

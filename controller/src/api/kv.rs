@@ -1,6 +1,7 @@
 //! KV routes: the key-value data plugins read, per distribution.
 
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
@@ -42,10 +43,41 @@ fn check_key(key: &str) -> ApiResult<()> {
     Ok(())
 }
 
+/// Refuses (413) an entry that would take the distribution's KV data past
+/// the operator's quotas: it all reaches every edge with the distribution.
+async fn check_quota(app: &App, distribution: &str, key: &str, value_len: usize) -> ApiResult<()> {
+    let quotas = &app.settings.quotas;
+    let others: Vec<KvEntry> = app
+        .store
+        .find(Collection::Kv, &[("distribution", json!(distribution))])
+        .await?;
+    let others: Vec<&KvEntry> = others.iter().filter(|e| e.key != key).collect();
+    let too_much = |what: String| Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, what));
+    if others.len() + 1 > quotas.kv_entries_per_distribution {
+        return too_much(format!(
+            "distribution `{distribution}` has {} KV entries, the operator's limit ([quotas] kv_entries_per_distribution)",
+            others.len()
+        ));
+    }
+    let bytes: usize = others
+        .iter()
+        .map(|e| e.key.len() + e.value.len())
+        .sum::<usize>()
+        + key.len()
+        + value_len;
+    if bytes > quotas.kv_bytes_per_distribution {
+        return too_much(format!(
+            "distribution `{distribution}`'s KV data would be {bytes} bytes, above the operator's limit of {} ([quotas] kv_bytes_per_distribution)",
+            quotas.kv_bytes_per_distribution
+        ));
+    }
+    Ok(())
+}
+
 #[utoipa::path(put, path = "/v1/distributions/{distribution}/kv/{key}",
     params(("distribution" = String, Path, description = "distribution id"), ("key" = String, Path, description = "key")),
     request_body = NewValue,
-    responses((status = 200, body = KvEntry), (status = 400), (status = 404)))]
+    responses((status = 200, body = KvEntry), (status = 400), (status = 404), (status = 413, description = "past the KV quotas")))]
 async fn put_entry(
     State(app): State<App>,
     principal: Principal,
@@ -59,6 +91,7 @@ async fn put_entry(
             "value: longer than {MAX_VALUE} bytes"
         )));
     }
+    check_quota(&app, &distribution, &key, new.value.len()).await?;
     let entry = KvEntry {
         distribution: distribution.clone(),
         key: key.clone(),
@@ -67,7 +100,7 @@ async fn put_entry(
     app.store
         .put(Collection::Kv, &KvEntry::id(&distribution, &key), &entry)
         .await?;
-    crate::revision::bump(&app.store).await?;
+    crate::revision::bump(&app.store, &[distribution.clone()]).await?;
     Ok(Json(entry))
 }
 
@@ -103,7 +136,7 @@ async fn delete_entry(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("key `{key}`")))?;
     app.store.delete(Collection::Kv, &id).await?;
-    crate::revision::bump(&app.store).await?;
+    crate::revision::bump(&app.store, &[distribution.clone()]).await?;
     Ok(Json(entry))
 }
 

@@ -37,6 +37,13 @@ pub struct AppState {
     pub validator: Arc<parapet_host::PluginEngine>,
     /// Largest plugin upload, in bytes.
     pub max_plugin_bytes: usize,
+    /// Each distribution's revision, for the edges' watchers.
+    pub catalog: crate::catalog::Catalog,
+    /// What customers' distributions may ask for and hold.
+    pub settings: crate::settings::Settings,
+    /// The temporary directory of compiled plugins (when no other was
+    /// given), held so it lives as long as the controller.
+    pub compiled_scratch: Option<tempfile::TempDir>,
 }
 
 /// Shared handle on [`AppState`].

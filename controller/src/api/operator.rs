@@ -12,7 +12,7 @@ use utoipa_axum::routes;
 use super::{require_operator, ApiError, ApiResult, App, JsonBody};
 use crate::auth::{new_token, Principal};
 use crate::model::{
-    now_ms, Customer, Edge, EdgeGroup, EdgeStatus, TokenInfo, TokenKind, TokenRecord,
+    now_ms, Customer, Distribution, Edge, EdgeGroup, EdgeStatus, TokenInfo, TokenKind, TokenRecord,
 };
 use crate::store::Collection;
 
@@ -105,7 +105,13 @@ async fn set_suspended(app: &App, id: &str, suspended: bool) -> ApiResult<Json<C
         .get(Collection::Customers, id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("customer `{id}`")))?;
-    crate::revision::bump(&app.store).await?;
+    // Edges drop (or take back) every distribution of the customer.
+    let distributions: Vec<Distribution> = app
+        .store
+        .find(Collection::Distributions, &[("customer", json!(id))])
+        .await?;
+    let ids: Vec<String> = distributions.into_iter().map(|d| d.id).collect();
+    crate::revision::bump(&app.store, &ids).await?;
     Ok(Json(customer))
 }
 

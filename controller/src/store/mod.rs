@@ -48,11 +48,15 @@ pub enum Collection {
     Logs,
     /// Heartbeat history (expires).
     Heartbeats,
+    /// How each distribution applied on each edge, a document per edge.
+    Statuses,
+    /// Domain claims, a document per parent name (see `crate::claims`).
+    Claims,
 }
 
 impl Collection {
     /// Every collection.
-    pub const ALL: [Collection; 12] = [
+    pub const ALL: [Collection; 14] = [
         Collection::Customers,
         Collection::Tokens,
         Collection::Distributions,
@@ -65,6 +69,8 @@ impl Collection {
         Collection::Orders,
         Collection::Logs,
         Collection::Heartbeats,
+        Collection::Statuses,
+        Collection::Claims,
     ];
 
     /// The collection's (or table's) name.
@@ -82,6 +88,8 @@ impl Collection {
             Collection::Orders => "orders",
             Collection::Logs => "logs",
             Collection::Heartbeats => "heartbeats",
+            Collection::Statuses => "statuses",
+            Collection::Claims => "claims",
         }
     }
 }
@@ -177,14 +185,18 @@ pub struct Store {
 
 /// What watchers wait on.
 struct Signals {
-    config: tokio::sync::watch::Sender<u64>,
+    config: tokio::sync::broadcast::Sender<Arc<[String]>>,
     orders: tokio::sync::watch::Sender<u64>,
 }
+
+/// Configuration changes a slow listener may fall behind by before it has
+/// to read everything again.
+const CONFIG_CHANGES_KEPT: usize = 4096;
 
 impl Signals {
     fn new() -> Arc<Self> {
         Arc::new(Signals {
-            config: tokio::sync::watch::channel(0).0,
+            config: tokio::sync::broadcast::channel(CONFIG_CHANGES_KEPT).0,
             orders: tokio::sync::watch::channel(0).0,
         })
     }
@@ -207,13 +219,16 @@ impl Store {
         })
     }
 
-    /// Wakes configuration watchers (`revision` is the new revision).
-    pub fn signal_config(&self, revision: u64) {
-        self.signals.config.send_replace(revision);
+    /// Tells this process's configuration watchers that `distributions`
+    /// changed.
+    pub fn signal_config(&self, distributions: &[String]) {
+        // Nobody listening is fine: the catalog reads everything at start.
+        let _ = self.signals.config.send(distributions.into());
     }
 
-    /// A receiver woken by [`Store::signal_config`].
-    pub fn config_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+    /// The distributions changed in this process, as
+    /// [`Store::signal_config`] announces them.
+    pub fn config_changes(&self) -> tokio::sync::broadcast::Receiver<Arc<[String]>> {
         self.signals.config.subscribe()
     }
 

@@ -17,6 +17,13 @@ pub struct TestController {
     pub http: reqwest::Client,
 }
 
+/// Settings that let origins on loopback through (the tests' origins).
+pub fn loopback_origins() -> parapet_controller::settings::Settings {
+    let mut settings = parapet_controller::settings::Settings::default();
+    settings.upstream.allow_networks = vec!["127.0.0.0/8".parse().expect("network")];
+    settings
+}
+
 impl TestController {
     /// Starts one with the embedded store.
     pub async fn start() -> TestController {
@@ -27,6 +34,23 @@ impl TestController {
 
     /// Starts one on `store`.
     pub async fn start_with(store: StoreLocation, dir: tempfile::TempDir) -> TestController {
+        Self::start_configured(store, dir, loopback_origins()).await
+    }
+
+    /// Starts one with the embedded store and the operator's `settings`.
+    pub async fn start_with_settings(
+        settings: parapet_controller::settings::Settings,
+    ) -> TestController {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = StoreLocation::Embedded(dir.path().join("data"));
+        Self::start_configured(store, dir, settings).await
+    }
+
+    async fn start_configured(
+        store: StoreLocation,
+        dir: tempfile::TempDir,
+        settings: parapet_controller::settings::Settings,
+    ) -> TestController {
         let running = launch(LaunchOptions {
             listen: "127.0.0.1:0".parse().expect("address"),
             grpc_listen: "127.0.0.1:0".parse().expect("address"),
@@ -36,6 +60,8 @@ impl TestController {
             heartbeat_interval_ms: 1_000,
             max_plugin_bytes: 12 << 20,
             metrics: Some("127.0.0.1:0".parse().expect("address")),
+            settings,
+            compiled_plugins_dir: None,
         })
         .await
         .expect("the controller starts");
@@ -168,6 +194,7 @@ impl TestEdge {
                 role: "edge".into(),
                 group: group.into(),
                 version: "test".into(),
+                ..Default::default()
             })
             .await
             .expect("registers")

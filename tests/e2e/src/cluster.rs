@@ -64,6 +64,13 @@ impl Cluster {
                 dir.path().join("controller-data").to_string_lossy().into(),
             ],
         };
+        let settings = dir.path().join("controller.toml");
+        // The test origins run on loopback.
+        std::fs::write(
+            &settings,
+            "[upstream]\nallow_networks = [\"127.0.0.0/8\"]\n",
+        )
+        .expect("controller settings");
         let mut controller_args = [
             "--listen",
             &format!("127.0.0.1:{rest_port}"),
@@ -71,6 +78,8 @@ impl Cluster {
             &format!("127.0.0.1:{grpc_port}"),
             "--heartbeat-interval-ms",
             &heartbeat_interval_ms.to_string(),
+            "--config",
+            &settings.to_string_lossy(),
         ]
         .map(String::from)
         .to_vec();

@@ -8,6 +8,11 @@
 //!   edges serving the new version (the header-filter plugin's
 //!   `content-security-policy` changes), polled every millisecond.
 //!
+//! The config change is measured twice: with the one distribution, then
+//! with 10 000 distributions on the controller (ten customers of 1 000),
+//! since one customer's change must not cost in proportion to everyone
+//! else's.
+//!
 //! Run with `make bench-controller` (release binaries); prints medians and
 //! percentiles of 20 runs each as a Markdown table.
 
@@ -18,6 +23,9 @@ use parapet_e2e::*;
 use serde_json::{json, Value};
 
 const RUNS: usize = 20;
+/// Distributions other customers hold in the second measurement.
+const FILLER_CUSTOMERS: usize = 10;
+const FILLER_PER_CUSTOMER: usize = 1_000;
 
 fn spec(origin: &str, csp: &str) -> Value {
     json!({
@@ -120,25 +128,7 @@ async fn main() {
     }
 
     // Config changes: PUT until both edges serve the new version.
-    let mut config = Vec::new();
-    for run in 1..=RUNS {
-        let csp = format!("v{run}");
-        let started = Instant::now();
-        assert_eq!(apply(csp.clone()).await.0, 201);
-        for edge in &edges {
-            loop {
-                if csp_of(&http, *edge).await.as_deref() == Some(csp.as_str()) {
-                    break;
-                }
-                assert!(
-                    started.elapsed() < Duration::from_secs(10),
-                    "version {csp} never reached {edge}"
-                );
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        }
-        config.push(started.elapsed().as_secs_f64() * 1000.0);
-    }
+    let config = config_changes(&http, &edges, &apply, 1).await;
 
     // Purges: accepted → last acknowledgement, from the job's timestamps.
     let mut purge = Vec::new();
@@ -176,5 +166,139 @@ async fn main() {
     println!("|---|---:|---:|---:|---:|---:|");
     println!("{}", summary("purge acknowledged by both edges", purge));
     println!("{}", summary("config change served by both edges", config));
+
+    // The same with 10 000 distributions on the controller.
+    let started = Instant::now();
+    fill(&cluster).await;
+    let filled = started.elapsed();
+    let last = format!(
+        "d{}.c{}.fill.test",
+        FILLER_PER_CUSTOMER - 1,
+        FILLER_CUSTOMERS - 1
+    );
+    for edge in &edges {
+        eventually(
+            120,
+            "the last filler distribution to reach the edges",
+            || {
+                let (http, last) = (http.clone(), last.clone());
+                let edge = *edge;
+                async move {
+                    let response = http
+                        .get(format!("http://{edge}/page.html"))
+                        .header("host", last)
+                        .send()
+                        .await
+                        .ok()?;
+                    response.status().is_success().then_some(())
+                }
+            },
+        )
+        .await;
+    }
+    let crowded = config_changes(&http, &edges, &apply, RUNS + 1).await;
+    println!(
+        "{}",
+        summary(
+            "config change served by both edges, 10 000 distributions",
+            crowded
+        )
+    );
+    eprintln!(
+        "{} filler distributions applied in {:.1} s",
+        FILLER_CUSTOMERS * FILLER_PER_CUSTOMER,
+        filled.as_secs_f64()
+    );
     drop(processes);
+}
+
+/// Applies `csp` versions `first..first + RUNS` of shop; for each, the
+/// time until both edges serve it, in milliseconds.
+async fn config_changes<F, Fut>(
+    http: &reqwest::Client,
+    edges: &[SocketAddr],
+    apply: &F,
+    first: usize,
+) -> Vec<f64>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = (u16, Value)>,
+{
+    let mut config = Vec::new();
+    for run in first..first + RUNS {
+        let csp = format!("v{run}");
+        let started = Instant::now();
+        assert_eq!(apply(csp.clone()).await.0, 201);
+        for edge in edges {
+            loop {
+                if csp_of(http, *edge).await.as_deref() == Some(csp.as_str()) {
+                    break;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "version {csp} never reached {edge}"
+                );
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        config.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    config
+}
+
+/// Ten more customers with 1 000 plugin-free distributions each, applied
+/// four at a time, with progress on stderr.
+async fn fill(cluster: &Cluster) {
+    use futures_util::StreamExt;
+    let mut tokens = Vec::new();
+    for c in 0..FILLER_CUSTOMERS {
+        let id = format!("filler{c}");
+        cluster
+            .call(
+                "POST",
+                "/v1/customers",
+                Some(ADMIN),
+                Some(json!({"id": id, "name": id})),
+            )
+            .await;
+        let (_, token) = cluster
+            .call(
+                "POST",
+                "/v1/tokens",
+                Some(ADMIN),
+                Some(json!({"customer": id, "name": "bench"})),
+            )
+            .await;
+        tokens.push(token["token"].as_str().expect("token").to_string());
+    }
+    let jobs = (0..FILLER_CUSTOMERS).flat_map(|c| (0..FILLER_PER_CUSTOMER).map(move |i| (c, i)));
+    let applied = futures_util::stream::iter(jobs)
+        .map(|(c, i)| {
+            let token = tokens[c].clone();
+            async move {
+                let spec = json!({
+                    "domains": [format!("d{i}.c{c}.fill.test")],
+                    "origin": [{"url": cluster.origin}],
+                    "behavior": [{"path": "*"}],
+                });
+                let (status, body) = cluster
+                    .call(
+                        "PUT",
+                        &format!("/v1/distributions/f{c}-{i}"),
+                        Some(&token),
+                        Some(spec),
+                    )
+                    .await;
+                assert_eq!(status, 201, "{body}");
+            }
+        })
+        .buffer_unordered(4);
+    let mut done = 0;
+    futures_util::pin_mut!(applied);
+    while applied.next().await.is_some() {
+        done += 1;
+        if done % 1000 == 0 {
+            eprintln!("{done} filler distributions applied");
+        }
+    }
 }

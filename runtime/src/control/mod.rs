@@ -1,35 +1,39 @@
 //! Controller mode (`--controller URL`): the edge registers with
-//! parapet-controller, follows its configuration snapshots, fetches
-//! plugins by hash, applies purges and prewarms, sends heartbeats and
+//! parapet-controller, follows its configuration one distribution at a
+//! time (see [`distributions`]), fetches plugins by hash, applies purges and
+//! prewarms, sends heartbeats (with each distribution's apply state) and
 //! ships its access log.
 //!
-//! The state directory keeps the edge's credential and id, the last good
-//! snapshot and the plugins it uses, so an edge restarts and serves while
-//! the controller is away. At start, orders pending for the edge (purges
+//! The state directory keeps the edge's credential and id, each
+//! distribution as received and the plugins they use, so an edge restarts
+//! and serves while the controller is away. At start, orders pending for the edge (purges
 //! made while it was offline) are applied before it serves, when the
 //! controller can be reached. An order sent again is acknowledged again,
 //! not carried out twice; an edge that has to register under a new id
 //! (it was removed) clears its cache, since it cannot know what was purged.
 
-use std::collections::{HashMap, VecDeque};
+pub mod distributions;
+
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use anyhow::Context;
 use parapet_proto::edge::edge_control_client::EdgeControlClient;
 use parapet_proto::edge::order::Work;
 use parapet_proto::edge::{
-    ConfigSnapshot, FetchPluginRequest, HeartbeatRequest, LogBatch, LogLine, Order, OrderAck,
-    RegisterRequest, WatchConfigRequest, WatchOrdersRequest,
+    FetchPluginRequest, HeartbeatRequest, LogBatch, LogLine, Order, OrderAck, RegisterRequest,
+    WatchConfigRequest, WatchOrdersRequest,
 };
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tonic::transport::Channel;
 
 use crate::edge::{AccessRecord, Edge, Snapshot, LOG_LINES_DROPPED};
 use crate::orders::{self, Selection};
-use parapet_config::{DistributionConfig, EdgeConfig};
+use distributions::{Builder, Holdings, Received, Update};
+use parapet_config::EdgeConfig;
 
 /// How this edge presents itself to the controller.
 #[derive(Debug, Clone)]
@@ -48,26 +52,6 @@ pub struct ControlOptions {
     pub state_dir: PathBuf,
 }
 
-/// The last good snapshot, as kept on disk.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct SavedSnapshot {
-    revision: u64,
-    distributions_json: String,
-    plugins: Vec<String>,
-    kv_json: HashMap<String, String>,
-}
-
-impl From<&ConfigSnapshot> for SavedSnapshot {
-    fn from(snapshot: &ConfigSnapshot) -> Self {
-        SavedSnapshot {
-            revision: snapshot.revision,
-            distributions_json: snapshot.distributions_json.clone(),
-            plugins: snapshot.plugins.iter().map(|p| p.sha256.clone()).collect(),
-            kv_json: snapshot.kv_json.clone(),
-        }
-    }
-}
-
 /// The edge's link to the controller.
 pub struct Control {
     options: ControlOptions,
@@ -75,8 +59,13 @@ pub struct Control {
     /// Held while registering, so that the tasks needing a credential at
     /// once register only one edge.
     credential: tokio::sync::Mutex<Credential>,
-    /// Revision of the configuration being served.
-    revision: std::sync::atomic::AtomicU64,
+    /// The distributions held, once [`Control::restore`] ran.
+    holdings: Arc<Mutex<Holdings>>,
+    /// How distributions are built (set by [`Control::restore`]).
+    builder: OnceLock<Arc<Builder>>,
+    /// Set when a registration gave a new id: the next heartbeat lists
+    /// every distribution again.
+    registered_anew: AtomicBool,
     /// The configuration without distributions (listeners, cache, ...).
     base: EdgeConfig,
     /// The orders carried out last.
@@ -118,6 +107,26 @@ struct Credential {
     generation: u64,
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Refuses a distribution id that could not be a file name in the state
+/// directory (the controller only makes ids of letters, digits, `-` and
+/// `_`).
+fn check_id(id: &str) -> anyhow::Result<()> {
+    let fine = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    anyhow::ensure!(
+        fine,
+        "distribution id `{id}` is not a plain name; update refused"
+    );
+    Ok(())
+}
+
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let staging = path.with_extension("tmp");
     std::fs::write(&staging, bytes)?;
@@ -131,7 +140,8 @@ impl Control {
         for dir in [
             options.state_dir.clone(),
             options.state_dir.join("plugins"),
-            options.state_dir.join("kv"),
+            options.state_dir.join(distributions::DISTRIBUTIONS),
+            options.state_dir.join(distributions::SERVING),
         ] {
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         }
@@ -155,86 +165,56 @@ impl Control {
                 token,
                 generation: 0,
             }),
-            revision: std::sync::atomic::AtomicU64::new(0),
+            holdings: Arc::default(),
+            builder: OnceLock::new(),
+            registered_anew: AtomicBool::new(false),
             base,
             recent_acks: RecentAcks::default(),
         }))
     }
 
     fn client(&self) -> EdgeControlClient<Channel> {
-        EdgeControlClient::new(self.channel.clone())
+        EdgeControlClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES)
     }
 
-    /// The configuration to start with: the base plus the last good
-    /// snapshot's distributions, when there is one and it still builds.
+    /// The configuration to start with: the base, without
+    /// distributions; [`Control::restore`] adds those kept.
     pub fn initial_config(&self) -> EdgeConfig {
-        let path = self.options.state_dir.join("snapshot.json");
-        let saved: Option<SavedSnapshot> = std::fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        if let Some(saved) = saved {
-            match self.config_from(&saved) {
-                Ok(config) => {
-                    self.revision
-                        .store(saved.revision, std::sync::atomic::Ordering::Relaxed);
-                    tracing::info!(
-                        revision = saved.revision,
-                        "starting from the last good configuration"
-                    );
-                    return config;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "the saved configuration does not load; starting without distributions")
-                }
-            }
-        }
         self.base.clone()
     }
 
-    /// The base configuration with a snapshot's distributions, plugins
-    /// pointing at the local copies and KV data in files.
-    fn config_from(&self, saved: &SavedSnapshot) -> anyhow::Result<EdgeConfig> {
-        let mut distributions: Vec<DistributionConfig> =
-            serde_json::from_str(&saved.distributions_json)
-                .context("the snapshot's distributions")?;
-        for distribution in &mut distributions {
-            for plugin in &mut distribution.plugins {
-                let reference = plugin.wasm.to_string_lossy().to_string();
-                let sha256 = reference.strip_prefix("sha256:").with_context(|| {
-                    format!(
-                        "plugin `{}`: `{reference}` is not a sha256 reference",
-                        plugin.name
-                    )
-                })?;
-                plugin.wasm = self.plugin_path(sha256);
-            }
-            if let Some(kv) = saved.kv_json.get(&distribution.id) {
-                let path = self
-                    .options
-                    .state_dir
-                    .join("kv")
-                    .join(format!("{}.json", distribution.id));
-                write_atomically(&path, kv.as_bytes())
-                    .with_context(|| format!("writing {}", path.display()))?;
-                distribution.kv = Some(path);
-            }
-        }
-        let mut config = self.base.clone();
-        config.distributions = distributions;
-        config.validate()?;
-        Ok(config)
+    /// Builds the distributions kept in the state directory and serves
+    /// them: the edge starts with its last good configuration, each
+    /// distribution on its own.
+    pub async fn restore(&self, edge: &Arc<Edge>) -> anyhow::Result<()> {
+        let builder = Arc::new(Builder {
+            state_dir: self.options.state_dir.clone(),
+            engine: edge.engine.clone(),
+            base: self.base.clone(),
+        });
+        let _ = self.builder.set(builder.clone());
+        let holdings = self.holdings.clone();
+        let base = self.base.clone();
+        let snapshot = tokio::task::spawn_blocking(move || {
+            let restored = Holdings::restore(&builder);
+            let routes = restored.routes();
+            let revision = restored.revision;
+            *lock(&holdings) = restored;
+            tracing::info!(
+                revision,
+                distributions = routes.distributions().len(),
+                "starting from the distributions kept"
+            );
+            Snapshot::with_routes(base, routes, &builder.state_dir)
+        })
+        .await??;
+        edge.apply(snapshot);
+        Ok(())
     }
 
     /// Where compiled plugins are kept.
     pub fn compiled_plugins_dir(&self) -> PathBuf {
         self.options.state_dir.join("compiled")
-    }
-
-    fn plugin_path(&self, sha256: &str) -> PathBuf {
-        self.options
-            .state_dir
-            .join("plugins")
-            .join(format!("{sha256}.wasm"))
     }
 
     /// A request carrying the credential; registers first when there is
@@ -271,6 +251,9 @@ impl Control {
                 role: self.options.role.clone(),
                 group: self.options.group.clone(),
                 version: env!("CARGO_PKG_VERSION").to_string(),
+                credential: std::fs::read_to_string(self.options.state_dir.join("credential"))
+                    .map(|c| c.trim().to_string())
+                    .unwrap_or_default(),
             })
             .await?
             .into_inner();
@@ -282,6 +265,10 @@ impl Control {
         let previous = std::fs::read_to_string(state.join("edge-id")).unwrap_or_default();
         let previous = previous.trim();
         let known_before = !previous.is_empty() || state.join("credential").exists();
+        if previous != answer.edge_id {
+            // The controller knows nothing of what this edge holds.
+            self.registered_anew.store(true, Ordering::Relaxed);
+        }
         if known_before && previous != answer.edge_id {
             write_atomically(&self.cache_clear_mark(), b"").map_err(|e| {
                 tonic::Status::internal(format!("cannot mark the cache to be cleared: {e}"))
@@ -396,20 +383,38 @@ impl Control {
         tokio::spawn(self.clone().ship_logs(lines));
     }
 
-    /// Follows configuration snapshots for as long as the edge runs.
+    /// Follows the configuration for as long as the edge runs.
     async fn follow_config(self: Arc<Self>, edge: Arc<Edge>) {
         let mut backoff = Backoff::default();
         loop {
-            let have = self.revision.load(std::sync::atomic::Ordering::Relaxed);
             let generation = self.credential_generation().await;
             let result = async {
-                let request = self.request(WatchConfigRequest { have_revision: have }).await?;
+                let holdings = self.holdings.clone();
+                let (have_revision, have) = tokio::task::spawn_blocking(move || {
+                    let holdings = lock(&holdings);
+                    (holdings.revision, holdings.have())
+                })
+                .await
+                .map_err(|e| tonic::Status::internal(e.to_string()))?;
+                let request = self.request(WatchConfigRequest { have_revision, have }).await?;
                 let mut stream = self.client().watch_config(request).await?.into_inner();
-                while let Some(snapshot) = stream.message().await? {
+                let mut pending: Option<Update> = None;
+                while let Some(message) = stream.message().await? {
                     backoff.reset();
-                    if let Err(e) = self.apply_snapshot(&edge, &snapshot).await {
-                        metrics::counter!("parapet_config_reloads_total", "result" => "refused").increment(1);
-                        tracing::error!(revision = snapshot.revision, error = %format!("{e:#}"), "configuration from the controller refused; the running one stays");
+                    let update = pending.get_or_insert_with(Update::default);
+                    update.revision = message.revision;
+                    update.reset |= message.reset;
+                    update
+                        .distributions
+                        .extend(message.distributions.into_iter().map(Received::from));
+                    update.removed.extend(message.removed);
+                    if message.complete {
+                        let update = pending.take().unwrap_or_default();
+                        let revision = update.revision;
+                        if let Err(e) = self.apply_update(&edge, update).await {
+                            metrics::counter!("parapet_config_reloads_total", "result" => "refused").increment(1);
+                            tracing::error!(revision, error = %format!("{e:#}"), "configuration update not applied; the running one stays");
+                        }
                     }
                 }
                 Ok::<_, tonic::Status>(())
@@ -423,37 +428,47 @@ impl Control {
         }
     }
 
-    /// Fetches missing plugins, builds the configuration, applies it, and
-    /// keeps it as the last good one.
-    async fn apply_snapshot(
-        &self,
-        edge: &Arc<Edge>,
-        snapshot: &ConfigSnapshot,
-    ) -> anyhow::Result<()> {
-        for plugin in &snapshot.plugins {
-            let path = self.plugin_path(&plugin.sha256);
-            if !path.exists() {
-                self.fetch_plugin(&plugin.sha256, &path).await?;
+    /// Fetches the plugins an update needs, builds the distributions it
+    /// changes (each on its own) and serves the result.
+    async fn apply_update(&self, edge: &Arc<Edge>, update: Update) -> anyhow::Result<()> {
+        let builder = self
+            .builder
+            .get()
+            .context("the kept distributions were not restored first")?
+            .clone();
+        for received in &update.distributions {
+            check_id(&received.id)?;
+            for sha256 in &received.plugins {
+                let path = builder
+                    .state_dir
+                    .join("plugins")
+                    .join(format!("{sha256}.wasm"));
+                if !path.exists() {
+                    // A plugin that cannot be fetched fails its
+                    // distribution only (it cannot read the file).
+                    if let Err(e) = self.fetch_plugin(sha256, &path).await {
+                        tracing::error!(distribution = %received.id, error = %format!("{e:#}"), "cannot fetch a plugin");
+                    }
+                }
             }
         }
-        let saved = SavedSnapshot::from(snapshot);
-        let config = self.config_from(&saved)?;
-        let engine = edge.engine.clone();
-        let base_dir = self.options.state_dir.clone();
-        let built =
-            tokio::task::spawn_blocking(move || Snapshot::build(config, &base_dir, &engine))
-                .await??;
-        edge.apply(built);
-        self.revision
-            .store(snapshot.revision, std::sync::atomic::Ordering::Relaxed);
-        let bytes = serde_json::to_vec(&saved)?;
-        write_atomically(&self.options.state_dir.join("snapshot.json"), &bytes)
-            .context("keeping the snapshot")?;
-        metrics::counter!("parapet_config_reloads_total", "result" => "ok").increment(1);
-        tracing::info!(
-            revision = snapshot.revision,
-            "configuration from the controller applied"
-        );
+        let holdings = self.holdings.clone();
+        let base = self.base.clone();
+        let revision = update.revision;
+        let snapshot = tokio::task::spawn_blocking(move || {
+            let mut holdings = lock(&holdings);
+            let changed = holdings.apply(&builder, update)?;
+            changed
+                .then(|| Snapshot::with_routes(base, holdings.routes(), &builder.state_dir))
+                .transpose()
+                .map_err(anyhow::Error::from)
+        })
+        .await??;
+        if let Some(snapshot) = snapshot {
+            edge.apply(snapshot);
+            metrics::counter!("parapet_config_reloads_total", "result" => "ok").increment(1);
+        }
+        tracing::info!(revision, "configuration from the controller applied");
         Ok(())
     }
 
@@ -537,13 +552,30 @@ impl Control {
             let now = (tokio::time::Instant::now(), edge.requests_served());
             let seconds = now.0.duration_since(last.0).as_secs_f64().max(0.001);
             let stats = edge.cache.stats();
+            let holdings = self.holdings.clone();
+            let anew = self.registered_anew.swap(false, Ordering::Relaxed);
+            let Ok((config_revision, (statuses, statuses_complete))) =
+                tokio::task::spawn_blocking(move || {
+                    let mut holdings = lock(&holdings);
+                    if anew {
+                        holdings.report_all();
+                    }
+                    (holdings.revision, holdings.take_statuses())
+                })
+                .await
+            else {
+                tracing::error!("reading the distributions' state failed");
+                continue;
+            };
             let beat = HeartbeatRequest {
-                config_revision: self.revision.load(std::sync::atomic::Ordering::Relaxed),
+                config_revision,
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 requests_per_second: (now.1 - last.1) as f64 / seconds,
                 cache_bytes: stats.memory_bytes + stats.disk_written_bytes,
                 cache_objects: stats.objects,
-                serving: !edge.draining.load(std::sync::atomic::Ordering::Relaxed),
+                serving: !edge.draining.load(Ordering::Relaxed),
+                statuses: statuses.clone(),
+                statuses_complete,
             };
             last = now;
             let generation = self.credential_generation().await;
@@ -556,6 +588,11 @@ impl Control {
                 Err(status) => {
                     self.forget_credential_if_refused(&status, generation).await;
                     tracing::debug!(error = %status, "heartbeat not delivered");
+                    let holdings = self.holdings.clone();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        lock(&holdings).unreported(statuses, statuses_complete)
+                    })
+                    .await;
                 }
             }
             tokio::time::sleep(interval).await;
@@ -664,6 +701,12 @@ fn is_refusal(status: &tonic::Status) -> bool {
         tonic::Code::Unauthenticated | tonic::Code::NotFound
     )
 }
+
+/// The largest message the edge takes from the controller. The controller
+/// sends configuration in updates of about 1 MiB; one distribution (its
+/// table, plugin configs and KV, bounded by the controller's quotas) goes
+/// whole in one update, so this bounds what a distribution may hold.
+const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
 /// Reconnection delays: 0.5 s doubling to 10 s, reset by success.
 #[derive(Default)]

@@ -1,0 +1,172 @@
+//! Each distribution's share of the edge: a distribution whose origin is
+//! slow uses up its own share of upstream fetches and plugin instances and
+//! gets 503 for its own requests; another distribution on the same edge is
+//! served as before.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{config, edge, plugins_dir, request, Origin, Reply};
+
+/// `victim` for `victim.test` on `origin`, with the noop plugin.
+fn victim(origin: &str) -> String {
+    let noop = plugins_dir().join("noop.wasm");
+    format!(
+        r#"
+[[distribution]]
+id = "victim"
+customer = "globex"
+domains = ["victim.test"]
+
+[[distribution.origin]]
+url = "{origin}"
+
+[[distribution.plugin]]
+name = "noop"
+wasm = "{}"
+
+[[distribution.behavior]]
+path = "*"
+viewer_request = ["noop"]
+"#,
+        noop.display()
+    )
+}
+
+/// Sends `count` requests at once to distinct paths of `host`; returns the
+/// statuses and bodies.
+async fn at_once(
+    addr: std::net::SocketAddr,
+    host: &'static str,
+    count: usize,
+) -> Vec<(u16, String)> {
+    let tasks: Vec<_> = (0..count)
+        .map(|i| {
+            tokio::spawn(async move {
+                let got = request(addr, "GET", host, &format!("/slow/{i}"), &[]).await;
+                (got.status, got.text())
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.unwrap());
+    }
+    answers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_origin_uses_up_its_own_share_of_fetches_only() {
+    let slow = Origin::start().await;
+    let fast = Origin::start().await;
+    for i in 0..10 {
+        slow.set(
+            &format!("/slow/{i}"),
+            Reply::ok("late", &[("cache-control", "max-age=60")])
+                .delayed(Duration::from_millis(1500)),
+        );
+    }
+    fast.set(
+        "/page",
+        Reply::ok("victim page", &[("cache-control", "no-store")]),
+    );
+    let top = format!("[shares]\norigin_fetches = 4\n{}", victim(&fast.url()));
+    let text = config(&slow.url(), &top, "", "")
+        .replace("read_timeout_ms = 1000", "read_timeout_ms = 5000");
+    let edge = edge(&text).await;
+    let addr = edge.addr();
+
+    let attack = tokio::spawn(at_once(addr, "example.test", 10));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Meanwhile the victim's misses go to its origin at once.
+    for _ in 0..20 {
+        let started = std::time::Instant::now();
+        let got = request(addr, "GET", "victim.test", "/page", &[]).await;
+        assert_eq!(got.status, 200, "{}", got.text());
+        assert_eq!(got.text(), "victim page");
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    let answers = attack.await.unwrap();
+    let served = answers.iter().filter(|(s, _)| *s == 200).count();
+    let refused: Vec<&String> = answers
+        .iter()
+        .filter(|(s, _)| *s == 503)
+        .map(|(_, b)| b)
+        .collect();
+    assert_eq!(served, 4, "{answers:?}");
+    assert_eq!(refused.len(), 6, "{answers:?}");
+    assert!(
+        refused[0].contains("distribution `site` is using all of its share of upstream fetches in flight on this edge (4)"),
+        "{}",
+        refused[0]
+    );
+    assert_eq!(
+        slow.seen().len(),
+        4,
+        "the refused requests never reached the origin"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_waiting_on_a_slow_origin_hold_their_own_share_of_plugin_instances() {
+    let slow = Origin::start().await;
+    let fast = Origin::start().await;
+    for i in 0..6 {
+        slow.set(
+            &format!("/slow/{i}"),
+            Reply::ok("late", &[("cache-control", "max-age=60")])
+                .delayed(Duration::from_millis(1500)),
+        );
+    }
+    fast.set(
+        "/page",
+        Reply::ok("victim page", &[("cache-control", "no-store")]),
+    );
+    let noop = plugins_dir().join("noop.wasm");
+    let attacker_plugin = format!(
+        "[[distribution.plugin]]\nname = \"noop\"\nwasm = \"{}\"\n",
+        noop.display()
+    );
+    let top = format!("[shares]\nplugin_instances = 2\n{}", victim(&fast.url()));
+    let text = config(
+        &slow.url(),
+        &top,
+        "viewer_request = [\"noop\"]",
+        &attacker_plugin,
+    )
+    .replace("read_timeout_ms = 1000", "read_timeout_ms = 5000");
+    let edge = edge(&text).await;
+    let addr = edge.addr();
+
+    let attack = tokio::spawn(at_once(addr, "example.test", 6));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The victim's plugin requests have instances of their own share.
+    for _ in 0..10 {
+        let got = request(addr, "GET", "victim.test", "/page", &[]).await;
+        assert_eq!(got.status, 200, "{}", got.text());
+    }
+    let answers = attack.await.unwrap();
+    let refused: Vec<&String> = answers
+        .iter()
+        .filter(|(s, _)| *s == 503)
+        .map(|(_, b)| b)
+        .collect();
+    assert_eq!(
+        answers.iter().filter(|(s, _)| *s == 200).count(),
+        2,
+        "{answers:?}"
+    );
+    assert_eq!(refused.len(), 4, "{answers:?}");
+    assert!(
+        refused[0].contains(
+            "distribution `site` is using all of its share of plugin instances on this edge (2)"
+        ),
+        "{}",
+        refused[0]
+    );
+}
