@@ -8,10 +8,11 @@
 //! failed for their work, and a spinning hook cannot hold the thread for
 //! more than a tick at a time.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use wasmtime::{Store, UpdateDeadline};
@@ -91,15 +92,76 @@ pub(crate) fn arm(store: &mut Store<HostState>, allowed: Duration, yielding: Yie
 }
 
 /// Gives the thread to the other tasks that are ready and to the I/O driver
-/// (tokio polls deferred tasks after those), then adds the time it waited
-/// to `yielded`. Outside a tokio runtime it is polled again at once.
+/// (tokio polls deferred tasks after those), waits for this hook's turn
+/// among the hooks yielded on this thread, then adds the time it waited to
+/// `yielded`. Outside a tokio runtime the deferral is a plain wake.
 fn yield_now(yielded: Arc<AtomicU64>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
     Box::pin(async move {
         let since = Instant::now();
-        tokio::task::yield_now().await;
+        let turn = Turn::take();
+        loop {
+            tokio::task::yield_now().await;
+            if turn.is_due() {
+                break;
+            }
+        }
+        drop(turn);
         let waited = u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX);
         yielded.fetch_add(waited, Ordering::Relaxed);
     })
+}
+
+/// The hooks yielded on one thread, by ticket, in the order they yielded.
+type TurnQueue = Arc<Mutex<VecDeque<u64>>>;
+
+thread_local! {
+    static TURNS: TurnQueue = Arc::default();
+}
+
+/// Tickets, unique in the process.
+static NEXT_TICKET: AtomicU64 = AtomicU64::new(0);
+
+/// A yielded hook's place among the hooks yielded on its thread: one resumes
+/// per pass of the executor (each deferred wake-up follows a poll of the I/O
+/// driver), the first to have yielded first. Without it every yielded hook
+/// would run a tick between two polls of the driver, and a request arriving
+/// on a thread with n spinning hooks would wait n ticks at each step.
+struct Turn {
+    queue: TurnQueue,
+    ticket: u64,
+}
+
+impl Turn {
+    /// Joins the queue of this thread.
+    fn take() -> Self {
+        let ticket = NEXT_TICKET.fetch_add(1, Ordering::Relaxed);
+        let queue = TURNS.with(Arc::clone);
+        if let Ok(mut waiting) = queue.lock() {
+            waiting.push_back(ticket);
+        }
+        Turn { queue, ticket }
+    }
+
+    /// Whether the hook may resume: it is first in its queue, or it is now
+    /// polled on another thread (a work-stealing runtime moved its task),
+    /// where it does not wait for that thread's hooks.
+    fn is_due(&self) -> bool {
+        let moved = TURNS.with(|here| !Arc::ptr_eq(here, &self.queue));
+        moved
+            || self
+                .queue
+                .lock()
+                .map_or(true, |waiting| waiting.front() == Some(&self.ticket))
+    }
+}
+
+impl Drop for Turn {
+    /// Leaves the queue, whether the hook resumes or its call is dropped.
+    fn drop(&mut self) {
+        if let Ok(mut waiting) = self.queue.lock() {
+            waiting.retain(|&t| t != self.ticket);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -127,6 +189,18 @@ mod tests {
         assert!(matches!(budget.on_tick(), UpdateDeadline::Continue(1)));
         std::thread::sleep(Duration::from_millis(6));
         assert!(matches!(budget.on_tick(), UpdateDeadline::Interrupt));
+    }
+
+    #[test]
+    fn yielded_hooks_resume_one_at_a_time_in_the_order_they_yielded() {
+        let first = Turn::take();
+        let second = Turn::take();
+        assert!(first.is_due());
+        assert!(!second.is_due());
+        drop(first);
+        assert!(second.is_due());
+        let elsewhere = std::thread::spawn(Turn::take).join().unwrap();
+        assert!(elsewhere.is_due(), "moved to this thread: it does not wait");
     }
 
     #[test]
