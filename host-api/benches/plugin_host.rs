@@ -1,5 +1,6 @@
 //! Per-request cost of plugins: instantiate + hooks on real example
 //! components. Build them first (`make plugins`); results in bench/README.md.
+//! Each chain is driven with `block_on` on the bench thread.
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
@@ -7,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use futures_executor::block_on;
 use parapet_host::{
     Allocator, Chains, EngineConfig, Flow, Plugin, PluginEngine, PluginOptions, Request,
     RequestContext, RequestSession, Response,
@@ -79,19 +81,32 @@ fn response() -> Response {
 
 /// Runs all four hooks of `chains` for one request, as the edge does on a miss.
 fn full_request(chains: &Chains, req: &Request) {
-    let mut session = RequestSession::new(context());
-    let Flow::Continue(req) = session.on_viewer_request(&chains.on_viewer_request, req.clone())
-    else {
-        panic!("answered")
-    };
-    let Flow::Continue(req) = session.on_origin_request(&chains.on_origin_request, req) else {
-        panic!("answered")
-    };
-    let origin = session.on_origin_response(&chains.on_origin_response, &req, response());
-    let Flow::Continue(resp) = origin.flow else {
-        panic!("answered")
-    };
-    black_box(session.on_viewer_response(&chains.on_viewer_response, &req, resp));
+    block_on(async {
+        let mut session = RequestSession::new(context());
+        let Flow::Continue(req) = session
+            .on_viewer_request(&chains.on_viewer_request, req.clone())
+            .await
+        else {
+            panic!("answered")
+        };
+        let Flow::Continue(req) = session
+            .on_origin_request(&chains.on_origin_request, req)
+            .await
+        else {
+            panic!("answered")
+        };
+        let origin = session
+            .on_origin_response(&chains.on_origin_response, &req, response())
+            .await;
+        let Flow::Continue(resp) = origin.flow else {
+            panic!("answered")
+        };
+        black_box(
+            session
+                .on_viewer_response(&chains.on_viewer_response, &req, resp)
+                .await,
+        );
+    })
 }
 
 fn noop(c: &mut Criterion) {
@@ -110,7 +125,9 @@ fn noop(c: &mut Criterion) {
         let chain = [plugin];
         group.bench_function(label, |b| {
             b.iter(|| {
-                black_box(RequestSession::new(context()).on_viewer_request(&chain, req.clone()))
+                black_box(block_on(
+                    RequestSession::new(context()).on_viewer_request(&chain, req.clone()),
+                ))
             })
         });
     }
@@ -183,7 +200,8 @@ fn waf_2k(c: &mut Criterion) {
     req.body = Some(json.iter().copied().cycle().take(2048 - head).collect());
     c.bench_function("waf on a 2 KiB request", |b| {
         b.iter(|| {
-            let flow = RequestSession::new(context()).on_viewer_request(&chain, req.clone());
+            let flow =
+                block_on(RequestSession::new(context()).on_viewer_request(&chain, req.clone()));
             assert!(matches!(flow, Flow::Continue(_)), "benign request blocked");
         })
     });

@@ -9,6 +9,9 @@ wasmtime::component::bindgen!({
         "parapet:plugin/random.bytes": trappable,
         "parapet:plugin/random.next-u64": trappable,
     },
+    // Hooks are called with `call_async` so that they can yield at epoch
+    // ticks; host interfaces stay synchronous (none waits on I/O).
+    exports: { default: async },
 });
 
 pub use parapet::plugin::client::Geo;

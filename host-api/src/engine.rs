@@ -42,7 +42,8 @@ pub struct EngineConfig {
     pub allocator: Allocator,
     /// The largest linear memory any plugin may be given (pool slot size).
     pub max_memory_bytes: usize,
-    /// Granularity of hook deadlines.
+    /// Granularity of hook deadlines, and the longest a hook runs before
+    /// it yields its thread.
     pub epoch_tick: Duration,
     /// Where compiled plugins are cached, keyed by content hash and engine
     /// settings; `None` compiles on every load.
@@ -91,6 +92,8 @@ impl PluginEngine {
                 .total_core_instances(max_instances.saturating_mul(MAX_CORE_INSTANCES as u32))
                 .total_memories(max_instances.saturating_mul(MAX_MEMORIES as u32))
                 .total_tables(max_instances.saturating_mul(MAX_TABLES as u32))
+                // A hook runs on a fiber stack of its own while it is under way.
+                .total_stacks(max_instances)
                 .max_core_instances_per_component(MAX_CORE_INSTANCES as u32)
                 .max_memories_per_component(MAX_MEMORIES as u32)
                 .max_tables_per_component(MAX_TABLES as u32)
@@ -147,14 +150,6 @@ impl PluginEngine {
             allocator: Allocator::OnDemand,
             ..Default::default()
         })
-    }
-
-    /// The epoch deadline, in ticks from now, that covers `deadline`: one
-    /// more than its length in ticks, since the current tick may be nearly
-    /// over.
-    pub(crate) fn ticks_for(&self, deadline: Duration) -> u64 {
-        let tick = self.config.epoch_tick.as_nanos().max(1);
-        u64::try_from(deadline.as_nanos().div_ceil(tick)).map_or(u64::MAX, |t| t.saturating_add(1))
     }
 }
 

@@ -9,10 +9,25 @@
 //! instance per plugin that the request's hooks share, applying each plugin's
 //! [`FailurePolicy`], and keeping a [`PluginReceipt`] per plugin.
 //!
-//! Every call is synchronous: no host interface waits on I/O, so hooks run
-//! inline on the caller's thread under their epoch deadline.
+//! Hooks are async: the session's methods return `Send` futures that run
+//! the plugin's code on a Wasmtime fiber, on whichever task polls them (on
+//! the edge, the I/O worker serving the request). At each epoch tick (1 ms
+//! by default) a running hook yields its thread with
+//! `tokio::task::yield_now`, so the worker's other requests and its I/O go
+//! first, and the hooks yielded on a thread resume one per executor pass,
+//! in turn. A hook's deadline counts the time it ran, summed over those
+//! slices, not the time it waited to be polled again; a hook past it traps
+//! and gets its plugin's failure policy. Any executor can drive the futures
+//! (outside tokio a yield is a plain wake-up). Host interfaces stay
+//! synchronous: none waits on I/O. `on-launch` runs once per load, on the
+//! loading thread ([`Plugin::load`] blocks), under its launch deadline and
+//! without yielding.
+//!
+//! Each distribution's plugin run time (instantiations and hooks, yields
+//! excluded) is counted in `parapet_plugin_cpu_microseconds_total`.
 
 mod bindings;
+mod budget;
 mod engine;
 mod failure;
 mod geo;

@@ -18,12 +18,13 @@ pub const MAX_TABLES: usize = 4;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PluginLimits {
-    /// Wall-clock budget of one hook call (and of instantiation), enforced by
-    /// epoch interruption with the engine's tick granularity.
+    /// Budget of one hook call (and of instantiation): the time it runs,
+    /// not counting the time it spends yielded to other requests; checked
+    /// at each epoch tick, so enforced to the engine's tick granularity.
     #[serde(with = "millis", rename = "hook_deadline_ms")]
     pub hook_deadline: Duration,
-    /// Wall-clock budget of `on-launch`, which runs once per load and may do
-    /// more work than a hook.
+    /// Budget of `on-launch`, which runs once per load, without yielding
+    /// (so this is wall-clock time), and may do more work than a hook.
     #[serde(with = "millis", rename = "launch_deadline_ms")]
     pub launch_deadline: Duration,
     /// Largest linear memory an instance may grow to, in bytes.

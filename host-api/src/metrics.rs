@@ -19,18 +19,25 @@ const HOOKS: [Hook; 5] = [
     Hook::OnViewerResponse,
 ];
 
-/// Handles of one plugin's series, labelled with its name (and the hook).
+/// Handles of one plugin's series, labelled with its name (and the hook),
+/// and of its distribution's CPU time.
 pub(crate) struct PluginMetrics {
     instantiate: Histogram,
     hook_seconds: [Histogram; 5],
     traps: [[Counter; FailureKind::ALL.len()]; 5],
     peak_memory: Histogram,
     host_calls: Counter,
+    /// `parapet_plugin_cpu_microseconds_total{distribution}`: time the
+    /// distribution's plugins ran (instantiations and hooks, yields not
+    /// counted), shared by its plugins. Microseconds, as the exporter's
+    /// counters are integers.
+    cpu: Counter,
 }
 
 impl PluginMetrics {
-    /// Registers the series of plugin `name` with the installed recorder.
-    pub(crate) fn register(name: &Arc<str>) -> Self {
+    /// Registers the series of plugin `name` of `distribution` with the
+    /// installed recorder.
+    pub(crate) fn register(name: &Arc<str>, distribution: &str) -> Self {
         let plugin = name.clone();
         PluginMetrics {
             instantiate: metrics::histogram!("parapet_plugin_instantiate_seconds", "plugin" => plugin.clone()),
@@ -47,17 +54,25 @@ impl PluginMetrics {
             }),
             peak_memory: metrics::histogram!("parapet_plugin_peak_memory_bytes", "plugin" => plugin.clone()),
             host_calls: metrics::counter!("parapet_plugin_host_calls_total", "plugin" => plugin),
+            cpu: metrics::counter!("parapet_plugin_cpu_microseconds_total", "distribution" => distribution.to_string()),
         }
     }
 
-    /// An instance was made in `took`.
-    pub(crate) fn instantiated(&self, took: Duration) {
+    /// An instance was made in `took`, of which it ran `ran`.
+    pub(crate) fn instantiated(&self, took: Duration, ran: Duration) {
         self.instantiate.record(took.as_secs_f64());
+        self.add_cpu(ran);
     }
 
-    /// `hook` ran for `took`.
-    pub(crate) fn hook_ran(&self, hook: Hook, took: Duration) {
+    /// `hook` took `took` (yields included), of which it ran `ran`.
+    pub(crate) fn hook_ran(&self, hook: Hook, took: Duration, ran: Duration) {
         self.hook_seconds[hook as usize].record(took.as_secs_f64());
+        self.add_cpu(ran);
+    }
+
+    fn add_cpu(&self, ran: Duration) {
+        self.cpu
+            .increment(u64::try_from(ran.as_micros()).unwrap_or(u64::MAX));
     }
 
     /// The plugin failed in `hook` for a reason of `kind`.

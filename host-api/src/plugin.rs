@@ -8,6 +8,7 @@ use serde::Deserialize;
 use wasmtime::Store;
 
 use crate::bindings::{Hook, PluginPre};
+use crate::budget::{arm, RunBudget, Yielding};
 use crate::engine::PluginEngine;
 use crate::failure::describe_failure;
 use crate::kv::KvStore;
@@ -41,6 +42,9 @@ pub struct PluginOptions {
     pub policy: FailurePolicy,
     /// The customer's key-value store.
     pub kv: Arc<KvStore>,
+    /// The distribution the plugin belongs to: the `distribution` label of
+    /// `parapet_plugin_cpu_microseconds_total` (empty outside an edge).
+    pub distribution: String,
 }
 
 /// A component checked against the world, compiled, and accepted by its
@@ -97,6 +101,10 @@ fn check_limits(engine: &PluginEngine, limits: &PluginLimits) -> Result<(), Load
 impl Plugin {
     /// Checks, compiles (or loads from the artifact cache) and launches a
     /// plugin. `name` identifies it in logs and metrics.
+    ///
+    /// Blocks the calling thread while it compiles and runs `on-launch`
+    /// (which never yields): call it at start-up or from a blocking thread
+    /// (`spawn_blocking`), not from an async task.
     pub fn load(
         engine: &Arc<PluginEngine>,
         name: &str,
@@ -114,7 +122,7 @@ impl Plugin {
         let checked = check(engine, bytes)?;
         let name: Arc<str> = name.into();
         let plugin = Plugin {
-            metrics: PluginMetrics::register(&name),
+            metrics: PluginMetrics::register(&name, &options.distribution),
             identity: Arc::new(PluginIdentity {
                 name,
                 config: config.into(),
@@ -132,8 +140,13 @@ impl Plugin {
         Ok(plugin)
     }
 
-    /// Runs `on-launch` with the configuration on a throw-away instance.
+    /// Runs `on-launch` with the configuration on a throw-away instance, on
+    /// this thread, within the launch deadline.
     fn launch(&self) -> Result<(), LoadError> {
+        futures_executor::block_on(self.launch_async())
+    }
+
+    async fn launch_async(&self) -> Result<(), LoadError> {
         let context = Arc::new(RequestContext {
             request_id: "launch".into(),
             pop_id: "".into(),
@@ -141,11 +154,14 @@ impl Plugin {
             geo: None,
         });
         let mut store = self.new_store(context, Hook::OnLaunch);
-        store.set_epoch_deadline(self.engine.ticks_for(self.limits.launch_deadline));
-        let bindings = self.pre.instantiate(&mut store).map_err(|e| {
+        arm(&mut store, self.limits.launch_deadline, Yielding::Never);
+        let bindings = self.pre.instantiate_async(&mut store).await.map_err(|e| {
             LoadError::LaunchFailed(describe_failure(&e, self.limits.launch_deadline).message)
         })?;
-        match bindings.call_on_launch(&mut store, &self.identity.config) {
+        match bindings
+            .call_on_launch(&mut store, &self.identity.config)
+            .await
+        {
             Ok(Ok(())) => Ok(()),
             Ok(Err(message)) => Err(LoadError::Rejected(message)),
             Err(e) => Err(LoadError::LaunchFailed(
@@ -154,7 +170,9 @@ impl Plugin {
         }
     }
 
-    /// A fresh store for one instance of this plugin, its deadline armed.
+    /// A fresh store for one instance of this plugin. At each epoch tick its
+    /// [`RunBudget`] decides whether the call under way yields or traps; arm
+    /// it with [`arm`] before each call.
     pub(crate) fn new_store(&self, request: Arc<RequestContext>, hook: Hook) -> Store<HostState> {
         let state = HostState {
             plugin: self.identity.clone(),
@@ -163,10 +181,11 @@ impl Plugin {
             host_calls: 0,
             log_lines: 0,
             limiter: Limiter::new(self.limits),
+            budget: RunBudget::new(),
         };
         let mut store = Store::new(&self.engine.engine, state);
         store.limiter(|s| &mut s.limiter);
-        store.set_epoch_deadline(self.engine.ticks_for(self.limits.hook_deadline));
+        store.epoch_deadline_callback(|store| Ok(store.data().budget.on_tick()));
         store
     }
 

@@ -2,14 +2,15 @@
 //! shared by that request's hooks, with the failure policy applied and a
 //! receipt kept per plugin.
 
+use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
 
 use wasmtime::Store;
 
 use crate::bindings::{
     CacheOverride, Hook, Plugin as PluginWorld, Request, RequestAction, Response, ResponseAction,
 };
+use crate::budget::{arm, Yielding};
 use crate::failure::{describe_failure, FailureKind, FailureReason};
 use crate::output::{check_request, check_response};
 use crate::plugin::{FailurePolicy, Plugin};
@@ -68,21 +69,102 @@ pub struct OriginResponseFlow {
     pub cache: CacheOverride,
 }
 
-/// What a chain passes from plugin to plugin: a request or a response.
-trait Message {
+/// What a chain passes from plugin to plugin: a request, or a response
+/// with the request it answers.
+trait Message: Sized + Sync {
     /// The body slot.
     fn body(&mut self) -> &mut Option<Vec<u8>>;
+
+    /// Runs `hook` of an instance on this message and checks what it
+    /// returned against `body_limit`. A continued message may come with
+    /// cache overrides (only from `on-origin-response`).
+    fn call(
+        &self,
+        hook: Hook,
+        bindings: &PluginWorld,
+        store: &mut Store<HostState>,
+        body_limit: usize,
+    ) -> impl Future<Output = wasmtime::Result<(Flow<Self>, Option<CacheOverride>)>> + Send;
 }
 
 impl Message for Request {
     fn body(&mut self) -> &mut Option<Vec<u8>> {
         &mut self.body
     }
+
+    async fn call(
+        &self,
+        hook: Hook,
+        bindings: &PluginWorld,
+        store: &mut Store<HostState>,
+        body_limit: usize,
+    ) -> wasmtime::Result<(Flow<Self>, Option<CacheOverride>)> {
+        let action = match hook {
+            Hook::OnOriginRequest => bindings.call_on_origin_request(store, self).await?,
+            _ => bindings.call_on_viewer_request(store, self).await?,
+        };
+        let flow = match action {
+            RequestAction::Continue(mut next) => {
+                check_request(&mut next, self, body_limit)?;
+                Flow::Continue(next)
+            }
+            RequestAction::Respond(mut answer) => {
+                check_response(&mut answer, body_limit)?;
+                Flow::Respond(answer)
+            }
+        };
+        Ok((flow, None))
+    }
 }
 
-impl Message for Response {
+/// A response in a response chain, with the request it answers (shown to
+/// the plugins without its body).
+struct Answer<'r> {
+    request: &'r Request,
+    response: Response,
+}
+
+impl Message for Answer<'_> {
     fn body(&mut self) -> &mut Option<Vec<u8>> {
-        &mut self.body
+        &mut self.response.body
+    }
+
+    async fn call(
+        &self,
+        hook: Hook,
+        bindings: &PluginWorld,
+        store: &mut Store<HostState>,
+        body_limit: usize,
+    ) -> wasmtime::Result<(Flow<Self>, Option<CacheOverride>)> {
+        let (action, cache) = match hook {
+            Hook::OnOriginResponse => {
+                let outcome = bindings
+                    .call_on_origin_response(store, self.request, &self.response)
+                    .await?;
+                (outcome.action, Some(outcome.cache))
+            }
+            _ => {
+                let action = bindings
+                    .call_on_viewer_response(store, self.request, &self.response)
+                    .await?;
+                (action, None)
+            }
+        };
+        Ok(match action {
+            ResponseAction::Continue(mut next) => {
+                // Only a response that passes the checks may change caching.
+                check_response(&mut next, body_limit)?;
+                let next = Answer {
+                    request: self.request,
+                    response: next,
+                };
+                (Flow::Continue(next), cache)
+            }
+            ResponseAction::Respond(mut answer) => {
+                check_response(&mut answer, body_limit)?;
+                (Flow::Respond(answer), None)
+            }
+        })
     }
 }
 
@@ -133,178 +215,123 @@ impl RequestSession {
     }
 
     /// Runs the `on-viewer-request` chain.
-    pub fn on_viewer_request(&mut self, chain: &[Arc<Plugin>], request: Request) -> Flow<Request> {
-        self.request_chain(chain, Hook::OnViewerRequest, request)
+    pub async fn on_viewer_request(
+        &mut self,
+        chain: &[Arc<Plugin>],
+        request: Request,
+    ) -> Flow<Request> {
+        self.run_chain(chain, Hook::OnViewerRequest, request)
+            .await
+            .0
     }
 
     /// Runs the `on-origin-request` chain.
-    pub fn on_origin_request(&mut self, chain: &[Arc<Plugin>], request: Request) -> Flow<Request> {
-        self.request_chain(chain, Hook::OnOriginRequest, request)
+    pub async fn on_origin_request(
+        &mut self,
+        chain: &[Arc<Plugin>],
+        request: Request,
+    ) -> Flow<Request> {
+        self.run_chain(chain, Hook::OnOriginRequest, request)
+            .await
+            .0
     }
 
     /// Runs the `on-origin-response` chain. Plugins see `request` without its
     /// body.
-    pub fn on_origin_response(
+    pub async fn on_origin_response(
         &mut self,
         chain: &[Arc<Plugin>],
         request: &Request,
         response: Response,
     ) -> OriginResponseFlow {
-        let mut cache = CacheOverride {
-            cacheable: None,
-            ttl_seconds: None,
-        };
         let request = without_body(request);
-        let flow = self.response_chain(
-            chain,
-            Hook::OnOriginResponse,
+        let answer = Answer {
+            request: &request,
             response,
-            |bindings, store, response, body_limit| {
-                let mut outcome = bindings.call_on_origin_response(store, &request, response)?;
-                if let ResponseAction::Continue(next) = &mut outcome.action {
-                    // Only a response that passes the checks may change caching.
-                    check_response(next, body_limit)?;
-                    cache.cacheable = outcome.cache.cacheable.or(cache.cacheable);
-                    cache.ttl_seconds = outcome.cache.ttl_seconds.or(cache.ttl_seconds);
-                }
-                Ok(outcome.action)
-            },
-        );
-        OriginResponseFlow { flow, cache }
+        };
+        let (flow, cache) = self.run_chain(chain, Hook::OnOriginResponse, answer).await;
+        OriginResponseFlow {
+            flow: response_flow(flow),
+            cache,
+        }
     }
 
     /// Runs the `on-viewer-response` chain. Plugins see `request` without its
     /// body.
-    pub fn on_viewer_response(
+    pub async fn on_viewer_response(
         &mut self,
         chain: &[Arc<Plugin>],
         request: &Request,
         response: Response,
     ) -> Flow<Response> {
         let request = without_body(request);
-        self.response_chain(
-            chain,
-            Hook::OnViewerResponse,
+        let answer = Answer {
+            request: &request,
             response,
-            |bindings, store, response, _| {
-                bindings.call_on_viewer_response(store, &request, response)
-            },
+        };
+        response_flow(
+            self.run_chain(chain, Hook::OnViewerResponse, answer)
+                .await
+                .0,
         )
     }
 
-    fn request_chain(
-        &mut self,
-        chain: &[Arc<Plugin>],
-        hook: Hook,
-        request: Request,
-    ) -> Flow<Request> {
-        self.run_chain(
-            chain,
-            hook,
-            request,
-            |bindings, store, request, body_limit| {
-                let action = match hook {
-                    Hook::OnOriginRequest => bindings.call_on_origin_request(store, request)?,
-                    _ => bindings.call_on_viewer_request(store, request)?,
-                };
-                Ok(match action {
-                    RequestAction::Continue(mut next) => {
-                        check_request(&mut next, request, body_limit)?;
-                        Flow::Continue(next)
-                    }
-                    RequestAction::Respond(mut answer) => {
-                        check_response(&mut answer, body_limit)?;
-                        Flow::Respond(answer)
-                    }
-                })
-            },
-        )
-    }
-
-    fn response_chain(
-        &mut self,
-        chain: &[Arc<Plugin>],
-        hook: Hook,
-        response: Response,
-        mut call: impl FnMut(
-            &PluginWorld,
-            &mut Store<HostState>,
-            &Response,
-            usize,
-        ) -> wasmtime::Result<ResponseAction>,
-    ) -> Flow<Response> {
-        self.run_chain(
-            chain,
-            hook,
-            response,
-            |bindings, store, response, body_limit| {
-                Ok(match call(bindings, store, response, body_limit)? {
-                    ResponseAction::Continue(mut next) => {
-                        check_response(&mut next, body_limit)?;
-                        Flow::Continue(next)
-                    }
-                    ResponseAction::Respond(mut answer) => {
-                        check_response(&mut answer, body_limit)?;
-                        Flow::Respond(answer)
-                    }
-                })
-            },
-        )
-    }
-
-    /// Passes `message` through `chain`, one `call` per plugin, until one
-    /// answers. A body over a plugin's limit is withheld from it and put back
-    /// afterwards; a body the plugin returns as `none` is kept.
-    fn run_chain<T: Message>(
+    /// Passes `message` through `chain`, one hook call per plugin, until one
+    /// answers; returns how it ended and the cache overrides of the plugins
+    /// that let it through (later plugins win field by field). A body over
+    /// a plugin's limit is withheld from it and put back afterwards; a body
+    /// the plugin returns as `none` is kept.
+    async fn run_chain<T: Message>(
         &mut self,
         chain: &[Arc<Plugin>],
         hook: Hook,
         mut message: T,
-        mut call: impl FnMut(
-            &PluginWorld,
-            &mut Store<HostState>,
-            &T,
-            usize,
-        ) -> wasmtime::Result<Flow<T>>,
-    ) -> Flow<T> {
+    ) -> (Flow<T>, CacheOverride) {
+        let mut cache = CacheOverride {
+            cacheable: None,
+            ttl_seconds: None,
+        };
         for plugin in chain {
             let withheld = match message.body() {
                 Some(body) if body.len() > plugin.limits.max_body_bytes => message.body().take(),
                 _ => None,
             };
-            let body_limit = plugin.limits.max_body_bytes;
-            match self.run(plugin, hook, |bindings, store| {
-                call(bindings, store, &message, body_limit)
-            }) {
-                Ok(Flow::Continue(mut next)) => {
+            match self.run(plugin, hook, &message).await {
+                Ok((Flow::Continue(mut next), overrides)) => {
                     if next.body().is_none() {
                         *next.body() = withheld.or_else(|| message.body().take());
                     }
+                    if let Some(overrides) = overrides {
+                        cache.cacheable = overrides.cacheable.or(cache.cacheable);
+                        cache.ttl_seconds = overrides.ttl_seconds.or(cache.ttl_seconds);
+                    }
                     message = next;
                 }
-                Ok(Flow::Respond(answer)) => return Flow::Respond(answer),
+                Ok((Flow::Respond(answer), _)) => return (Flow::Respond(answer), cache),
                 Err(policy) => {
                     if withheld.is_some() {
                         *message.body() = withheld;
                     }
                     if policy == FailurePolicy::FailClosed {
-                        return Flow::Respond(self.failure_response());
+                        return (Flow::Respond(self.failure_response()), cache);
                     }
                 }
             }
         }
-        Flow::Continue(message)
+        (Flow::Continue(message), cache)
     }
 
-    /// Runs one hook of `plugin` on this request's instance of it, making the
-    /// instance on first use. A failure poisons the instance for the rest of
-    /// the request; the error is the policy to apply.
-    fn run<R>(
+    /// Runs one hook of `plugin` on `message` with this request's instance
+    /// of it, making the instance on first use. The hook yields its thread
+    /// at each epoch tick and fails once it has run for its deadline. A
+    /// failure poisons the instance for the rest of the request; the error
+    /// is the policy to apply.
+    async fn run<T: Message>(
         &mut self,
         plugin: &Arc<Plugin>,
         hook: Hook,
-        call: impl FnOnce(&PluginWorld, &mut Store<HostState>) -> wasmtime::Result<R>,
-    ) -> Result<R, FailurePolicy> {
+        message: &T,
+    ) -> Result<(Flow<T>, Option<CacheOverride>), FailurePolicy> {
         let index = match self
             .entries
             .iter()
@@ -312,7 +339,8 @@ impl RequestSession {
         {
             Some(i) => i,
             None => {
-                self.entries.push(self.instantiate(plugin, hook));
+                let entry = self.instantiate(plugin, hook).await;
+                self.entries.push(entry);
                 self.entries.len() - 1
             }
         };
@@ -323,12 +351,14 @@ impl RequestSession {
             Slot::NoInstance => return Err(FailurePolicy::FailClosed),
         };
         store.data_mut().hook = hook;
-        store.set_epoch_deadline(plugin.engine.ticks_for(plugin.limits.hook_deadline));
-        let started = Instant::now();
-        let result = call(bindings, store);
-        let elapsed = started.elapsed();
+        arm(store, plugin.limits.hook_deadline, Yielding::EachTick);
+        let result = message
+            .call(hook, bindings, store, plugin.limits.max_body_bytes)
+            .await;
+        let budget = &store.data().budget;
+        let (elapsed, ran) = (budget.elapsed(), budget.ran());
         entry.receipt.hooks.push((hook, elapsed));
-        plugin.metrics.hook_ran(hook, elapsed);
+        plugin.metrics.hook_ran(hook, elapsed, ran);
         result.map_err(|error| {
             let reason = describe_failure(&error, plugin.limits.hook_deadline);
             entry.fail(hook, reason, &self.context.request_id);
@@ -336,16 +366,18 @@ impl RequestSession {
         })
     }
 
-    fn instantiate(&self, plugin: &Arc<Plugin>, hook: Hook) -> Entry {
-        let started = Instant::now();
+    async fn instantiate(&self, plugin: &Arc<Plugin>, hook: Hook) -> Entry {
         let mut store = plugin.new_store(self.context.clone(), hook);
-        let instantiated = plugin.pre.instantiate(&mut store);
+        arm(&mut store, plugin.limits.hook_deadline, Yielding::EachTick);
+        let instantiated = plugin.pre.instantiate_async(&mut store).await;
+        let budget = &store.data().budget;
+        let (elapsed, ran) = (budget.elapsed(), budget.ran());
         let mut entry = Entry {
             plugin: plugin.clone(),
             slot: Slot::Failed,
-            receipt: PluginReceipt::new(plugin.identity.name.clone(), started.elapsed()),
+            receipt: PluginReceipt::new(plugin.identity.name.clone(), elapsed),
         };
-        plugin.metrics.instantiated(entry.receipt.instantiate);
+        plugin.metrics.instantiated(elapsed, ran);
         match instantiated {
             Ok(bindings) => entry.slot = Slot::Live { store, bindings },
             Err(error) => {
@@ -408,6 +440,14 @@ impl Drop for RequestSession {
             entry.plugin.metrics.finished(&receipt);
             receipt.log(&self.context.request_id);
         }
+    }
+}
+
+/// A response chain's outcome, without the request it carried.
+fn response_flow(flow: Flow<Answer<'_>>) -> Flow<Response> {
+    match flow {
+        Flow::Continue(answer) => Flow::Continue(answer.response),
+        Flow::Respond(response) => Flow::Respond(response),
     }
 }
 

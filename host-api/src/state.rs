@@ -9,6 +9,7 @@ use crate::bindings::parapet::plugin::{
     client, clock, config, context, kv, log, metrics, random, types,
 };
 use crate::bindings::{Geo, Hook, Level};
+use crate::budget::RunBudget;
 use crate::geo::GeoDb;
 use crate::kv::KvStore;
 use crate::limits::Limiter;
@@ -74,6 +75,8 @@ pub(crate) struct HostState {
     pub(crate) host_calls: u64,
     pub(crate) log_lines: u32,
     pub(crate) limiter: Limiter,
+    /// The budget of the call under way.
+    pub(crate) budget: RunBudget,
 }
 
 fn truncate(s: &str, max: usize) -> &str {

@@ -4,6 +4,7 @@ mod common;
 
 use std::sync::Arc;
 
+use common::Blocking;
 use parapet_host::{Flow, Plugin, Request, RequestSession, Response};
 
 /// The configuration from the plugin's documentation.
@@ -46,19 +47,23 @@ impl Run {
 fn run(plugin: &Arc<Plugin>, request: Request) -> Run {
     let chain = [plugin.clone()];
     let mut session: RequestSession = common::session();
-    let Flow::Continue(viewer) = session.on_viewer_request(&chain, request) else {
+    let Flow::Continue(viewer) = session.on_viewer_request(&chain, request).block() else {
         panic!("on-viewer-request answered");
     };
-    let Flow::Continue(origin) = session.on_origin_request(&chain, viewer.clone()) else {
+    let Flow::Continue(origin) = session.on_origin_request(&chain, viewer.clone()).block() else {
         panic!("on-origin-request answered");
     };
     let Flow::Continue(stored) = session
         .on_origin_response(&chain, &origin, common::response(200, &[]))
+        .block()
         .flow
     else {
         panic!("on-origin-response answered");
     };
-    let Flow::Continue(answer) = session.on_viewer_response(&chain, &viewer, stored.clone()) else {
+    let Flow::Continue(answer) = session
+        .on_viewer_response(&chain, &viewer, stored.clone())
+        .block()
+    else {
         panic!("on-viewer-response answered");
     };
     Run {
@@ -148,12 +153,18 @@ fn responses_vary_on_the_variant_header() {
     // An existing `vary` entry is kept, and the header is not added twice.
     let chain = [plugin.clone()];
     let mut session = common::session();
-    let Flow::Continue(request) = session.on_viewer_request(&chain, common::get("/landing", &[]))
+    let Flow::Continue(request) = session
+        .on_viewer_request(&chain, common::get("/landing", &[]))
+        .block()
     else {
         panic!("on-viewer-request answered");
     };
     let origin = common::response(200, &[("vary", "Accept-Encoding, X-AB-Variant")]);
-    let Flow::Continue(stored) = session.on_origin_response(&chain, &request, origin).flow else {
+    let Flow::Continue(stored) = session
+        .on_origin_response(&chain, &request, origin)
+        .block()
+        .flow
+    else {
         panic!("on-origin-response answered");
     };
     let vary: Vec<_> = stored

@@ -6,11 +6,15 @@ mod common;
 
 use std::sync::Arc;
 
+use common::Blocking;
 use parapet_host::{Flow, Plugin, Request, Response};
 
 /// Runs `on-viewer-request` of `plugin` on `request`; the request must pass.
 fn filter_request(plugin: &Arc<Plugin>, request: Request) -> Request {
-    match common::session().on_viewer_request(std::slice::from_ref(plugin), request) {
+    match common::session()
+        .on_viewer_request(std::slice::from_ref(plugin), request)
+        .block()
+    {
         Flow::Continue(request) => request,
         Flow::Respond(response) => panic!("the request was answered with {}", response.status),
     }
@@ -18,7 +22,10 @@ fn filter_request(plugin: &Arc<Plugin>, request: Request) -> Request {
 
 /// Runs `on-viewer-response` of `plugin` on `response` to `request`.
 fn filter_response(plugin: &Arc<Plugin>, request: &Request, response: Response) -> Response {
-    match common::session().on_viewer_response(std::slice::from_ref(plugin), request, response) {
+    match common::session()
+        .on_viewer_response(std::slice::from_ref(plugin), request, response)
+        .block()
+    {
         Flow::Continue(response) => response,
         Flow::Respond(response) => panic!("the response was replaced with {}", response.status),
     }

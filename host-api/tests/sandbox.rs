@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{get, header, load, load_with, response, session};
+use common::{get, header, load, load_with, response, session, Blocking};
 use metrics_util::debugging::DebugValue;
 use parapet_host::{
     Allocator, EngineConfig, FailurePolicy, Flow, GeoDb, Hook, KvStore, LoadError, Plugin,
@@ -28,7 +28,7 @@ fn testbed(mode: &str, policy: FailurePolicy) -> Arc<Plugin> {
 fn assert_next_request_works() {
     let probe = load("testbed", "{}");
     let mut s = session();
-    match s.on_viewer_request(&[probe], get("/after", &[])) {
+    match s.on_viewer_request(&[probe], get("/after", &[])).block() {
         Flow::Continue(req) => assert_eq!(header(&req.headers, "x-probe-calls"), Some("1")),
         Flow::Respond(r) => panic!("probe answered {}", r.status),
     }
@@ -41,7 +41,8 @@ fn misbehave(mode: &str) -> String {
     let run_open = || {
         let mut s = session();
         assert_eq!(
-            s.on_viewer_request(std::slice::from_ref(&open), request.clone()),
+            s.on_viewer_request(std::slice::from_ref(&open), request.clone())
+                .block(),
             Flow::Continue(request.clone()),
             "a failed fail-open plugin leaves the request as it was"
         );
@@ -54,7 +55,7 @@ fn misbehave(mode: &str) -> String {
 
     let closed = testbed(mode, FailurePolicy::FailClosed);
     let mut s = session();
-    match s.on_viewer_request(&[closed], request) {
+    match s.on_viewer_request(&[closed], request).block() {
         Flow::Respond(r) => {
             assert_eq!(r.status, 503);
             assert_eq!(header(&r.headers, "x-request-id"), Some("req-test-1"));
@@ -82,7 +83,9 @@ fn infinite_loop_is_stopped_at_its_deadline() {
         },
     );
     let started = Instant::now();
-    let flow = session().on_viewer_request(&[plugin], get("/", &[]));
+    let flow = session()
+        .on_viewer_request(&[plugin], get("/", &[]))
+        .block();
     let elapsed = started.elapsed();
     assert!(
         matches!(flow, Flow::Respond(ref r) if r.status == 503),
@@ -152,7 +155,9 @@ fn cache_overrides_apply_only_from_valid_responses() {
     let request = get("/", &[]);
     let cache = load("testbed", r#"{"mode":"cache"}"#);
     let probe = load("testbed", "{}");
-    let out = session().on_origin_response(&[cache, probe], &request, response(200, &[]));
+    let out = session()
+        .on_origin_response(&[cache, probe], &request, response(200, &[]))
+        .block();
     assert_eq!(
         out.cache.ttl_seconds,
         Some(123),
@@ -161,7 +166,9 @@ fn cache_overrides_apply_only_from_valid_responses() {
     assert_eq!(out.cache.cacheable, None);
 
     let bad = testbed("bad-header", FailurePolicy::FailOpen);
-    let out = session().on_origin_response(&[bad], &request, response(200, &[("etag", "\"1\"")]));
+    let out = session()
+        .on_origin_response(&[bad], &request, response(200, &[("etag", "\"1\"")]))
+        .block();
     assert_eq!(
         out.cache.ttl_seconds, None,
         "a rejected response changes no caching"
@@ -192,7 +199,7 @@ fn an_exhausted_instance_pool_fails_closed_even_for_fail_open_plugins() {
     };
     let chain = [open(), open(), open()];
     let mut s = session();
-    match s.on_viewer_request(&chain, get("/", &[])) {
+    match s.on_viewer_request(&chain, get("/", &[])).block() {
         Flow::Respond(r) => assert_eq!(r.status, 503),
         other => panic!("a plugin was skipped for lack of capacity: {other:?}"),
     }
@@ -202,7 +209,7 @@ fn an_exhausted_instance_pool_fails_closed_even_for_fail_open_plugins() {
     // Capacity comes back when requests end.
     let mut s = session();
     assert!(matches!(
-        s.on_viewer_request(&chain[..2], get("/", &[])),
+        s.on_viewer_request(&chain[..2], get("/", &[])).block(),
         Flow::Continue(_)
     ));
 }
@@ -244,12 +251,15 @@ fn every_request_gets_a_fresh_instance_shared_by_its_hooks() {
     for round in 0..3 {
         let mut s = session();
         let path = format!("/round/{round}");
-        let Flow::Continue(req) = s.on_viewer_request(&chain, get(&path, &[])) else {
+        let Flow::Continue(req) = s.on_viewer_request(&chain, get(&path, &[])).block() else {
             panic!("answered")
         };
         // A global counter in the guest starts from zero on every request.
         assert_eq!(header(&req.headers, "x-probe-calls"), Some("1"));
-        let Flow::Continue(resp) = s.on_viewer_response(&chain, &req, response(200, &[])) else {
+        let Flow::Continue(resp) = s
+            .on_viewer_response(&chain, &req, response(200, &[]))
+            .block()
+        else {
             panic!("answered")
         };
         // The response hook ran on the same instance: it saw this request's path.
@@ -276,7 +286,7 @@ fn host_interfaces_answer_what_the_edge_knows() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis();
-    let Flow::Continue(req) = s.on_viewer_request(&[plugin], get("/", &[])) else {
+    let Flow::Continue(req) = s.on_viewer_request(&[plugin], get("/", &[])).block() else {
         panic!("answered")
     };
     let h = |n| {
@@ -317,6 +327,7 @@ fn client_location_comes_from_the_geoip_database() {
         context.geo = Some(db.clone());
         let Flow::Continue(req) = RequestSession::new(context)
             .on_viewer_request(std::slice::from_ref(&probe), get("/", &[]))
+            .block()
         else {
             panic!("answered")
         };
@@ -354,7 +365,9 @@ fn bodies_over_the_limit_are_withheld_and_kept() {
     );
     let mut request = get("/", &[]);
     request.body = Some(b"small".to_vec());
-    let Flow::Continue(out) = session().on_viewer_request(std::slice::from_ref(&plugin), request)
+    let Flow::Continue(out) = session()
+        .on_viewer_request(std::slice::from_ref(&plugin), request)
+        .block()
     else {
         panic!()
     };
@@ -363,7 +376,7 @@ fn bodies_over_the_limit_are_withheld_and_kept() {
 
     let mut request = get("/", &[]);
     request.body = Some(vec![7; 1000]);
-    let Flow::Continue(out) = session().on_viewer_request(&[plugin], request) else {
+    let Flow::Continue(out) = session().on_viewer_request(&[plugin], request).block() else {
         panic!()
     };
     assert_eq!(header(&out.headers, "x-probe-body-len"), Some("none"));
@@ -379,7 +392,10 @@ fn a_short_circuit_answer_ends_the_chain() {
     let first = load("testbed", "{}");
     let second = load("testbed", r#"{"mode":"panic"}"#);
     let mut s = session();
-    match s.on_viewer_request(&[first, second], get("/answer", &[])) {
+    match s
+        .on_viewer_request(&[first, second], get("/answer", &[]))
+        .block()
+    {
         Flow::Respond(r) => assert_eq!(
             (r.status, r.body.as_deref()),
             (418, Some(&b"short-circuit"[..]))
@@ -395,7 +411,7 @@ fn a_failed_fail_open_plugin_is_skipped_for_the_rest_of_the_request() {
     let probe = load("testbed", "{}");
     let chain = [bomb, probe];
     let mut s = session();
-    let Flow::Continue(req) = s.on_viewer_request(&chain, get("/", &[])) else {
+    let Flow::Continue(req) = s.on_viewer_request(&chain, get("/", &[])).block() else {
         panic!()
     };
     assert_eq!(
@@ -403,7 +419,10 @@ fn a_failed_fail_open_plugin_is_skipped_for_the_rest_of_the_request() {
         Some("1"),
         "later plugins still ran"
     );
-    let Flow::Continue(_) = s.on_viewer_response(&chain, &req, response(200, &[])) else {
+    let Flow::Continue(_) = s
+        .on_viewer_response(&chain, &req, response(200, &[]))
+        .block()
+    else {
         panic!()
     };
     let receipts = s.receipts();
@@ -434,7 +453,9 @@ fn other_requests_keep_working_while_a_plugin_spins() {
         let ready = ready.clone();
         std::thread::spawn(move || {
             ready.wait();
-            session().on_viewer_request(&[spinner], get("/", &[]))
+            session()
+                .on_viewer_request(&[spinner], get("/", &[]))
+                .block()
         })
     };
     ready.wait();
@@ -442,8 +463,9 @@ fn other_requests_keep_working_while_a_plugin_spins() {
     std::thread::sleep(Duration::from_millis(30));
     let started = Instant::now();
     for _ in 0..20 {
-        let Flow::Continue(req) =
-            session().on_viewer_request(std::slice::from_ref(&probe), get("/", &[]))
+        let Flow::Continue(req) = session()
+            .on_viewer_request(std::slice::from_ref(&probe), get("/", &[]))
+            .block()
         else {
             panic!()
         };
@@ -461,6 +483,99 @@ fn other_requests_keep_working_while_a_plugin_spins() {
     match spinning.join().unwrap() {
         Flow::Respond(r) => assert_eq!(r.status, 503, "fail-closed by default"),
         other => panic!("{other:?}"),
+    }
+}
+
+/// A spinning testbed with a `deadline_ms` hook deadline, fail-closed.
+fn spinner(deadline_ms: u64) -> Arc<Plugin> {
+    load_with(
+        "testbed",
+        PluginOptions {
+            config: r#"{"mode":"loop"}"#.into(),
+            limits: PluginLimits {
+                hook_deadline: Duration::from_millis(deadline_ms),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+}
+
+/// A single-threaded tokio runtime, like each of the edge's workers.
+fn worker() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime")
+}
+
+#[test]
+fn a_spinning_hook_yields_its_thread_to_other_requests() {
+    let spinner = spinner(300);
+    let probe = load("testbed", "{}");
+    worker().block_on(async {
+        let spinning =
+            tokio::spawn(
+                async move { session().on_viewer_request(&[spinner], get("/", &[])).await },
+            );
+        // Let the spinner enter its hook.
+        tokio::task::yield_now().await;
+        let started = Instant::now();
+        for _ in 0..20 {
+            let flow = session()
+                .on_viewer_request(std::slice::from_ref(&probe), get("/", &[]))
+                .await;
+            let Flow::Continue(req) = flow else { panic!() };
+            assert_eq!(header(&req.headers, "x-probe-calls"), Some("1"));
+            // A new request arrives after the spinner had the thread again.
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            started.elapsed() < Duration::from_millis(150),
+            "requests on the spinner's thread were held up: {:?}",
+            started.elapsed()
+        );
+        assert!(!spinning.is_finished(), "the spinner is still running");
+        match spinning.await.unwrap() {
+            Flow::Respond(r) => assert_eq!(r.status, 503, "fail-closed by default"),
+            other => panic!("{other:?}"),
+        }
+    });
+}
+
+#[test]
+fn a_deadline_counts_the_time_a_hook_ran_not_the_time_it_waited() {
+    // Two hooks of 100 ms each, sharing one thread: each gets about half
+    // of it, so each runs its 100 ms in about 200 ms.
+    let spinner = spinner(100);
+    let started = Instant::now();
+    let receipts = worker().block_on(async {
+        let runs: Vec<_> = (0..2)
+            .map(|_| {
+                let spinner = spinner.clone();
+                tokio::spawn(async move {
+                    let mut s = session();
+                    let flow = s.on_viewer_request(&[spinner], get("/", &[])).await;
+                    assert!(matches!(flow, Flow::Respond(ref r) if r.status == 503));
+                    s.receipts()
+                })
+            })
+            .collect();
+        let mut receipts = Vec::new();
+        for run in runs {
+            receipts.extend(run.await.unwrap());
+        }
+        receipts
+    });
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(190),
+        "the hooks were stopped by wall-clock time: {elapsed:?}"
+    );
+    for receipt in receipts {
+        let reason = receipt.trap.as_deref().expect("a deadline trap");
+        assert!(reason.starts_with("deadline exceeded"), "{reason}");
+        let took = receipt.hook_time();
+        assert!(took >= Duration::from_millis(150), "{took:?}");
     }
 }
 
@@ -554,7 +669,10 @@ fn compiled_plugins_are_cached_on_disk() {
         Arc::new(Plugin::load(&engine(true), "t", &bytes, PluginOptions::default()).unwrap());
     assert!(second.loaded_from_cache());
     assert_eq!(second.digest(), first.digest());
-    let Flow::Continue(req) = session().on_viewer_request(&[second], get("/", &[])) else {
+    let Flow::Continue(req) = session()
+        .on_viewer_request(&[second], get("/", &[]))
+        .block()
+    else {
         panic!()
     };
     assert_eq!(header(&req.headers, "x-probe-calls"), Some("1"));
@@ -578,7 +696,9 @@ fn receipts_become_metrics() {
         let panicky = testbed("panic", FailurePolicy::FailOpen);
         let probe = load("testbed", "{}");
         let mut s = session();
-        let _ = s.on_viewer_request(&[panicky, probe], get("/", &[]));
+        let _ = s
+            .on_viewer_request(&[panicky, probe], get("/", &[]))
+            .block();
         drop(s);
     });
     let snapshot = snapshotter.snapshot().into_vec();

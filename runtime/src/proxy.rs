@@ -484,7 +484,7 @@ impl Exchange {
     }
 
     async fn run(&mut self) -> Served {
-        if let Some(response) = self.viewer_request_chain() {
+        if let Some(response) = self.viewer_request_chain().await {
             return Served::new(response, None);
         }
         let method = self.request.method.as_str();
@@ -501,7 +501,7 @@ impl Exchange {
 
     /// Runs the viewer-request chain on the request; `Some` when a plugin
     /// answered instead.
-    fn viewer_request_chain(&mut self) -> Option<Response<Body>> {
+    async fn viewer_request_chain(&mut self) -> Option<Response<Body>> {
         let snapshot = self.snapshot.clone();
         let chain = &snapshot.routes.distribution_at(self.dist_index).behaviors
             [self.behavior_index]
@@ -509,7 +509,7 @@ impl Exchange {
             .on_viewer_request;
         let session = self.session.as_mut()?;
         let request = std::mem::replace(&mut self.request, placeholder_request());
-        match session.on_viewer_request(chain, request) {
+        match session.on_viewer_request(chain, request).await {
             Flow::Continue(request) => {
                 self.headers = from_plugin(&request.headers);
                 self.request = request;
@@ -540,10 +540,10 @@ impl Exchange {
         let cache = self.edge.cache.clone();
         let stale = match cache.lookup(key, &self.headers).await {
             Some(hit) => match hit.object().usability(SystemTime::now()) {
-                Usability::Fresh => return self.answer_from(hit.object(), CacheStatus::Hit),
+                Usability::Fresh => return self.answer_from(hit.object(), CacheStatus::Hit).await,
                 Usability::StaleWhileRevalidate => {
                     self.refresh_in_background(key, &hit);
-                    return self.answer_from(hit.object(), CacheStatus::Stale);
+                    return self.answer_from(hit.object(), CacheStatus::Stale).await;
                 }
                 Usability::Stale => Some(hit),
             },
@@ -564,7 +564,7 @@ impl Exchange {
                         if object.usability(SystemTime::now()) == Usability::Fresh
                             || object.stored_at_ms >= waiting_since
                         {
-                            return self.answer_from(object, CacheStatus::Hit);
+                            return self.answer_from(object, CacheStatus::Hit).await;
                         }
                     }
                 }
@@ -578,7 +578,7 @@ impl Exchange {
     }
 
     /// Answers from a stored object, through the viewer-response chain.
-    fn answer_from(&mut self, object: &CachedObject, status: CacheStatus) -> Served {
+    async fn answer_from(&mut self, object: &CachedObject, status: CacheStatus) -> Served {
         let method = method_of(&self.request);
         let answer = respond::answer(object, &method, &self.headers, SystemTime::now());
         let plugin_body =
@@ -590,6 +590,7 @@ impl Exchange {
             plugin_body,
             status,
         )
+        .await
     }
 
     /// Serves a stale object and refreshes it in the background, once.
@@ -657,7 +658,7 @@ impl Exchange {
         let key = key.to_string();
         tokio::spawn(async move {
             let _guard = guard;
-            if let Some(answer) = refresh.viewer_request_chain() {
+            if let Some(answer) = refresh.viewer_request_chain().await {
                 let status = answer.status();
                 tracing::debug!(key = %key, %status, "a plugin answered the refresh; skipped");
                 return;
@@ -670,7 +671,9 @@ impl Exchange {
                 }
                 Ok(fetched) => {
                     // Store the new version; nobody is waiting for the body.
-                    let served = refresh.store_response(&key, fetched, None, CacheStatus::Miss);
+                    let served = refresh
+                        .store_response(&key, fetched, None, CacheStatus::Miss)
+                        .await;
                     let _ = served.response.into_body().collect().await;
                 }
                 Err(e) => tracing::warn!(key = %key, error = %e, "background refresh failed"),
@@ -685,18 +688,21 @@ impl Exchange {
         match self.fetch(Some(stale)).await {
             Ok(fetched) if fetched.response.status() == StatusCode::NOT_MODIFIED => {
                 let (updated, storable) = self.updated_object(stale, fetched.response.headers());
-                let served = self.answer_from(&updated, CacheStatus::Revalidated);
+                let served = self.answer_from(&updated, CacheStatus::Revalidated).await;
                 self.keep_or_drop(&hit.storage_key, updated, storable);
                 served
             }
             Ok(fetched)
                 if fetched.response.status().is_server_error() && stale.usable_on_error(now) =>
             {
-                self.answer_from(hit.object(), CacheStatus::Stale)
+                self.answer_from(hit.object(), CacheStatus::Stale).await
             }
-            Ok(fetched) => self.store_response(key, fetched, guard, CacheStatus::Expired),
+            Ok(fetched) => {
+                self.store_response(key, fetched, guard, CacheStatus::Expired)
+                    .await
+            }
             Err(_) if stale.usable_on_error(now) => {
-                self.answer_from(hit.object(), CacheStatus::Stale)
+                self.answer_from(hit.object(), CacheStatus::Stale).await
             }
             Err(e) => upstream_failure(e),
         }
@@ -705,7 +711,10 @@ impl Exchange {
     /// A miss: fetch, store if allowed, stream to the viewer.
     async fn miss(&mut self, key: &str, guard: Option<FlightGuard>) -> Served {
         match self.fetch(None).await {
-            Ok(fetched) => self.store_response(key, fetched, guard, CacheStatus::Miss),
+            Ok(fetched) => {
+                self.store_response(key, fetched, guard, CacheStatus::Miss)
+                    .await
+            }
             Err(e) => upstream_failure(e),
         }
     }
@@ -797,7 +806,10 @@ impl Exchange {
         let mut request = self.request.clone();
         let mut headers = self.headers.clone();
         if let Some(session) = &mut self.session {
-            match session.on_origin_request(&behavior.chains.on_origin_request, request) {
+            match session
+                .on_origin_request(&behavior.chains.on_origin_request, request)
+                .await
+            {
                 Flow::Continue(changed) => {
                     headers = from_plugin(&changed.headers);
                     request = changed;
@@ -961,7 +973,7 @@ impl Exchange {
 
     /// Runs the origin-response chain on a fetched response, stores it when
     /// allowed (streaming it to the viewer meanwhile) and answers.
-    fn store_response(
+    async fn store_response(
         &mut self,
         key: &str,
         fetched: Fetched,
@@ -980,11 +992,9 @@ impl Exchange {
                 headers: to_plugin(&parts.headers),
                 body: None,
             };
-            let outcome = session.on_origin_response(
-                &behavior.chains.on_origin_response,
-                &self.request,
-                response,
-            );
+            let outcome = session
+                .on_origin_response(&behavior.chains.on_origin_response, &self.request, response)
+                .await;
             match outcome.flow {
                 Flow::Respond(answer) => return Served::new(plugin_answer(answer), None),
                 Flow::Continue(changed) => {
@@ -1072,6 +1082,7 @@ impl Exchange {
         let head = method_of(&self.request) == Method::HEAD;
         let body = if head { empty() } else { streamed };
         self.finish(parts.status, parts.headers, body, None, status_label)
+            .await
     }
 
     /// How long the upstream may pause within a body.
@@ -1117,6 +1128,7 @@ impl Exchange {
                 let read_timeout = self.read_timeout();
                 let body = tee(body, None, None, read_timeout, false);
                 self.finish(parts.status, parts.headers, body, None, CacheStatus::Bypass)
+                    .await
             }
             Err(e) => upstream_failure(e),
         }
@@ -1124,7 +1136,7 @@ impl Exchange {
 
     /// Finishes a response: `X-Cache` and `Via`, then the viewer-response
     /// chain, then framing.
-    fn finish(
+    async fn finish(
         &mut self,
         status: StatusCode,
         mut headers: HeaderMap,
@@ -1155,7 +1167,10 @@ impl Exchange {
             body: body_bytes.map(|b| b.to_vec()),
         };
         let had_body = given.body.clone();
-        match session.on_viewer_response(chain, &self.request, given) {
+        match session
+            .on_viewer_response(chain, &self.request, given)
+            .await
+        {
             Flow::Respond(answer) => Served::new(plugin_answer(answer), Some(cache)),
             Flow::Continue(changed) => {
                 let mut out_headers = from_plugin(&changed.headers);

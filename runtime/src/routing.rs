@@ -238,6 +238,7 @@ impl Distribution {
                 limits: plugin.limits,
                 policy: plugin.failure,
                 kv: kv.clone(),
+                distribution: config.id.clone(),
             };
             let name = format!("{}/{}", config.id, plugin.name);
             let loaded = Plugin::load(engine, &name, &bytes, options).map_err(|e| {

@@ -78,8 +78,8 @@ fn hosts_and_paths_pick_distribution_and_behavior() {
     ));
 }
 
-#[test]
-fn the_default_behavior_runs_the_example_chain() {
+#[tokio::test]
+async fn the_default_behavior_runs_the_example_chain() {
     let routes = build(&example_text()).unwrap();
     let default = routes
         .distribution("www.example.com")
@@ -93,18 +93,24 @@ fn the_default_behavior_runs_the_example_chain() {
         geo: None,
     };
     let mut session = RequestSession::new(context.clone());
-    match session.on_viewer_request(
-        &default.chains.on_viewer_request,
-        get("www.example.com", "/x?id=1' OR '1'='1"),
-    ) {
+    match session
+        .on_viewer_request(
+            &default.chains.on_viewer_request,
+            get("www.example.com", "/x?id=1' OR '1'='1"),
+        )
+        .await
+    {
         Flow::Respond(r) => assert_eq!(r.status, 403, "the WAF blocks first"),
         other => panic!("{other:?}"),
     }
     let mut session = RequestSession::new(context);
-    match session.on_viewer_request(
-        &default.chains.on_viewer_request,
-        get("www.example.com", "/old/page"),
-    ) {
+    match session
+        .on_viewer_request(
+            &default.chains.on_viewer_request,
+            get("www.example.com", "/old/page"),
+        )
+        .await
+    {
         Flow::Respond(r) => assert_eq!(r.status, 301, "then the rewrite plugin redirects"),
         other => panic!("{other:?}"),
     }

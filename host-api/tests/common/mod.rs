@@ -13,6 +13,16 @@ use parapet_host::{
     RequestSession, Response,
 };
 
+/// Runs a session's hook chain (a future) to completion on this thread.
+pub trait Blocking: std::future::Future + Sized {
+    /// Blocks until the future is done; a hook's yields resume at once.
+    fn block(self) -> Self::Output {
+        futures_executor::block_on(self)
+    }
+}
+
+impl<F: std::future::Future> Blocking for F {}
+
 /// Where built example components are.
 pub fn plugin_dir() -> PathBuf {
     std::env::var_os("PARAPET_PLUGIN_DIR")
@@ -140,7 +150,9 @@ pub fn refusal(name: &str, config: &str) -> String {
 
 /// Runs `request` through `plugin`'s `on-viewer-request` in a fresh session.
 pub fn viewer_request(plugin: &Arc<Plugin>, request: Request) -> Flow<Request> {
-    session().on_viewer_request(std::slice::from_ref(plugin), request)
+    session()
+        .on_viewer_request(std::slice::from_ref(plugin), request)
+        .block()
 }
 
 /// The message the chain went on with; fails the test on an answer.
