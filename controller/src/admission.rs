@@ -115,6 +115,8 @@ async fn launch_plugins(
             limits: plugin.limits,
             policy: plugin.failure,
             kv: kv.clone(),
+            // No per-distribution CPU series on the controller.
+            distribution: String::new(),
         };
         let engine = app.validator.clone();
         let name = format!("{id}/{}", plugin.name);
