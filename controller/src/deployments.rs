@@ -109,7 +109,7 @@ pub async fn start(
         .insert(Collection::Deployments, &id, &deployment)
         .await?;
     reserve_domains(store, &distribution.id).await?;
-    crate::revision::bump(store, &[distribution.id.clone()]).await?;
+    crate::revision::bump(store, std::slice::from_ref(&distribution.id)).await?;
     Ok(deployment)
 }
 
@@ -177,7 +177,7 @@ pub async fn finish(
             .await?;
     }
     reserve_domains(store, &deployment.distribution).await?;
-    crate::revision::bump(store, &[deployment.distribution.clone()]).await?;
+    crate::revision::bump(store, std::slice::from_ref(&deployment.distribution)).await?;
     store
         .get(Collection::Deployments, &deployment.id)
         .await?

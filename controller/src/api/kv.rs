@@ -100,7 +100,7 @@ async fn put_entry(
     app.store
         .put(Collection::Kv, &KvEntry::id(&distribution, &key), &entry)
         .await?;
-    crate::revision::bump(&app.store, &[distribution.clone()]).await?;
+    crate::revision::bump(&app.store, std::slice::from_ref(&distribution)).await?;
     Ok(Json(entry))
 }
 
@@ -136,7 +136,7 @@ async fn delete_entry(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("key `{key}`")))?;
     app.store.delete(Collection::Kv, &id).await?;
-    crate::revision::bump(&app.store, &[distribution.clone()]).await?;
+    crate::revision::bump(&app.store, std::slice::from_ref(&distribution)).await?;
     Ok(Json(entry))
 }
 
