@@ -3,6 +3,7 @@
 //! names, unless the operator overrides; racing claims never both win, in
 //! either store. An edge name cannot be taken over without its credential.
 
+#[macro_use]
 mod common;
 
 use common::*;
@@ -11,35 +12,8 @@ use parapet_controller::store::Store;
 use parapet_proto::edge::RegisterRequest;
 use serde_json::json;
 
-/// Runs `contract` against the embedded store and against MongoDB.
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod embedded {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let dir = tempfile::tempdir().expect("temp dir");
-                    let store = parapet_controller::store::Store::embedded(dir.path()).expect("opens");
-                    super::$name(&store).await;
-                }
-            )*
-        }
-        mod mongo {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let Some(server) = parapet_e2e::mongo::start() else { return };
-                    let store = parapet_controller::store::Store::mongo(&server.uri("claims"))
-                        .await
-                        .expect("connects");
-                    super::$name(&store).await;
-                }
-            )*
-        }
-    };
-}
-
 both_backends!(
+    "claims";
     racing_wildcards_and_names_never_both_win,
     a_refused_claim_takes_nothing
 );

@@ -1,40 +1,14 @@
 //! The storage contract, run against both backends: the embedded redb
 //! store and MongoDB (a real MongoDB-wire server, SecantusDB).
 
+#[macro_use]
 mod common;
 
 use parapet_controller::store::{Collection, Store, StoreError};
 use serde_json::{json, Map, Value};
 
-/// Runs `contract` against the embedded store and against MongoDB.
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod embedded {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let dir = tempfile::tempdir().expect("temp dir");
-                    let store = parapet_controller::store::Store::embedded(dir.path()).expect("opens");
-                    super::$name(&store).await;
-                }
-            )*
-        }
-        mod mongo {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let Some(server) = parapet_e2e::mongo::start() else { return };
-                    let store = parapet_controller::store::Store::mongo(&server.uri("contract"))
-                        .await
-                        .expect("connects");
-                    super::$name(&store).await;
-                }
-            )*
-        }
-    };
-}
-
 both_backends!(
+    "contract";
     insert_get_and_conflict,
     put_replaces,
     find_filters_in_id_order,

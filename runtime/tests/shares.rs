@@ -56,11 +56,12 @@ async fn at_once(
     answers
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slow_origin_uses_up_its_own_share_of_fetches_only() {
+/// The attacker's origin, answering `/slow/0..count` after 1.5 s, and the
+/// victim's, answering `/page` at once.
+async fn slow_and_fast_origins(count: usize) -> (Origin, Origin) {
     let slow = Origin::start().await;
     let fast = Origin::start().await;
-    for i in 0..10 {
+    for i in 0..count {
         slow.set(
             &format!("/slow/{i}"),
             Reply::ok("late", &[("cache-control", "max-age=60")])
@@ -71,6 +72,12 @@ async fn a_slow_origin_uses_up_its_own_share_of_fetches_only() {
         "/page",
         Reply::ok("victim page", &[("cache-control", "no-store")]),
     );
+    (slow, fast)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_origin_uses_up_its_own_share_of_fetches_only() {
+    let (slow, fast) = slow_and_fast_origins(10).await;
     let top = format!("[shares]\norigin_fetches = 4\n{}", victim(&fast.url()));
     let text = config(&slow.url(), &top, "", "")
         .replace("read_timeout_ms = 1000", "read_timeout_ms = 5000");
@@ -114,19 +121,7 @@ async fn a_slow_origin_uses_up_its_own_share_of_fetches_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_waiting_on_a_slow_origin_hold_their_own_share_of_plugin_instances() {
-    let slow = Origin::start().await;
-    let fast = Origin::start().await;
-    for i in 0..6 {
-        slow.set(
-            &format!("/slow/{i}"),
-            Reply::ok("late", &[("cache-control", "max-age=60")])
-                .delayed(Duration::from_millis(1500)),
-        );
-    }
-    fast.set(
-        "/page",
-        Reply::ok("victim page", &[("cache-control", "no-store")]),
-    );
+    let (slow, fast) = slow_and_fast_origins(6).await;
     let noop = plugins_dir().join("noop.wasm");
     let attacker_plugin = format!(
         "[[distribution.plugin]]\nname = \"noop\"\nwasm = \"{}\"\n",

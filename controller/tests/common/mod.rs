@@ -4,6 +4,36 @@
 
 use std::net::SocketAddr;
 
+/// Runs each `contract(&Store)` function named against the embedded store
+/// and against MongoDB (a real server; database `$db`).
+#[allow(unused_macros)]
+macro_rules! both_backends {
+    ($db:literal; $($name:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let dir = tempfile::tempdir().expect("temp dir");
+                    let store = parapet_controller::store::Store::embedded(dir.path()).expect("opens");
+                    super::$name(&store).await;
+                }
+            )*
+        }
+        mod mongo {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(server) = parapet_e2e::mongo::start() else { return };
+                    let store = parapet_controller::store::Store::mongo(&server.uri($db))
+                        .await
+                        .expect("connects");
+                    super::$name(&store).await;
+                }
+            )*
+        }
+    };
+}
+
 use parapet_controller::{launch, LaunchOptions, Running, StoreLocation};
 use serde_json::Value;
 
