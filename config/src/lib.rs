@@ -122,6 +122,12 @@ pub struct ListenerConfig {
     /// Terminate TLS (certificates chosen by SNI from the distributions).
     #[serde(default)]
     pub tls: bool,
+    /// Read a PROXY protocol header (v1 or v2) at the start of each
+    /// connection, sent by a balancer in `server.trusted_proxies`; the
+    /// client address it names is the viewer's. Connections from other
+    /// addresses are closed.
+    #[serde(default)]
+    pub proxy_protocol: bool,
 }
 
 /// The admin listener.
@@ -154,6 +160,38 @@ pub struct ServerConfig {
     /// Worker threads serving requests; 0 means one per CPU. Read at
     /// start only.
     pub workers: usize,
+    /// Most connections each listener holds open at once, split evenly
+    /// among the workers; more wait in the kernel's backlog until one
+    /// closes. Read at start only.
+    pub max_connections: usize,
+    /// Most requests in flight on one HTTP/2 connection.
+    pub h2_max_concurrent_streams: u32,
+    /// How often an HTTP/2 connection is pinged, in milliseconds; 0 never.
+    pub h2_keepalive_interval_ms: u64,
+    /// How long a ping may go unanswered before the connection is closed,
+    /// in milliseconds.
+    pub h2_keepalive_timeout_ms: u64,
+    /// A connection with no request in flight for this long is closed, in
+    /// milliseconds (HTTP/1.1 connections are also held to
+    /// `header_timeout_ms` between requests).
+    pub idle_timeout_ms: u64,
+    /// Time a viewer has to send a request body the plugins read, in
+    /// milliseconds; a slower one is answered 408.
+    pub body_timeout_ms: u64,
+    /// Balancers and proxies in front of the edge (CIDR): their
+    /// `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Forwarded-Host` and
+    /// `Forwarded` are kept and their PROXY protocol headers read. From
+    /// any other address the edge sets those fields itself.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Edges that use this one as their shield (CIDR): like trusted
+    /// proxies, and their answers keep the cache-targeted fields
+    /// (`CDN-Cache-Control`, `Surrogate-Control`, `Surrogate-Key`), which
+    /// other viewers never see. Peers count without being listed.
+    pub downstream_edges: Vec<IpNet>,
+    /// A secret shared by the edges of a tier, at least 16 characters:
+    /// sent to the shield and peers in `x-parapet-tier`, and a request
+    /// carrying it counts as coming from an edge whatever its address.
+    pub tier_secret: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -164,6 +202,15 @@ impl Default for ServerConfig {
             shutdown_grace_ms: 10_000,
             collapse_wait_ms: 10_000,
             workers: 0,
+            max_connections: 10_000,
+            h2_max_concurrent_streams: 128,
+            h2_keepalive_interval_ms: 30_000,
+            h2_keepalive_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            body_timeout_ms: 10_000,
+            trusted_proxies: Vec::new(),
+            downstream_edges: Vec::new(),
+            tier_secret: None,
         }
     }
 }
@@ -245,6 +292,12 @@ pub struct DistributionConfig {
     /// Behaviors by path pattern, first match wins; one must be `*`.
     #[serde(rename = "behavior")]
     pub behaviors: Vec<BehaviorConfig>,
+    /// Send the origin the normalised path (percent-encoded unreserved
+    /// characters decoded, dot segments removed, repeated slashes merged)
+    /// instead of the path as received. Behaviors, guards and plugins see
+    /// the normalised path either way.
+    #[serde(default)]
+    pub normalize_upstream_path: bool,
 }
 
 /// An origin server.
@@ -261,6 +314,9 @@ pub struct OriginConfig {
     /// Time allowed for the response headers, in milliseconds.
     #[serde(default = "default_read_timeout_ms")]
     pub read_timeout_ms: u64,
+    /// The `Host` this origin is sent (e.g. `bucket.s3.example.com`);
+    /// unset, the viewer's host goes upstream.
+    pub host_header: Option<String>,
 }
 
 fn default_connect_timeout_ms() -> u64 {
@@ -373,6 +429,10 @@ impl Default for CachePolicyConfig {
 pub struct CacheKeyConfig {
     /// Include the host.
     pub host: bool,
+    /// Include the scheme (`http` or `https`). The upstream is told the
+    /// viewer's scheme (`X-Forwarded-Proto`) only when it is in the key,
+    /// so an answer that depends on it is never shared across schemes.
+    pub scheme: bool,
     /// Which query parameters to include.
     pub query: QueryKey,
     /// The parameters `query = "allow"` includes.
@@ -387,6 +447,7 @@ impl Default for CacheKeyConfig {
     fn default() -> Self {
         CacheKeyConfig {
             host: true,
+            scheme: true,
             query: QueryKey::All,
             query_params: Vec::new(),
             headers: Vec::new(),
@@ -471,6 +532,28 @@ impl EdgeConfig {
                 &addresses,
             )?;
         }
+        if let Some(secret) = &self.server.tier_secret {
+            if secret.chars().count() < 16 {
+                return Err(ConfigError::at(
+                    "server.tier_secret",
+                    "must be at least 16 characters",
+                ));
+            }
+        }
+        for (i, listener) in self.listeners.iter().enumerate() {
+            if listener.proxy_protocol && self.server.trusted_proxies.is_empty() {
+                return Err(ConfigError::at(
+                    format!("listener[{i}].proxy_protocol"),
+                    "needs `server.trusted_proxies`: the addresses allowed to send PROXY headers",
+                ));
+            }
+        }
+        if self.server.max_connections == 0 || self.server.h2_max_concurrent_streams == 0 {
+            return Err(ConfigError::at(
+                "server",
+                "`max_connections` and `h2_max_concurrent_streams` must be at least 1",
+            ));
+        }
         let mut ids = HashSet::new();
         let mut domains = HashSet::new();
         for (d, dist) in self.distributions.iter().enumerate() {
@@ -550,6 +633,17 @@ impl DistributionConfig {
         }
         for (i, origin) in self.origins.iter().enumerate() {
             check_url(&format!("origin[{i}].url"), &origin.url)?;
+            if let Some(host) = &origin.host_header {
+                let valid = !host.is_empty()
+                    && !host.contains('@')
+                    && host.parse::<http::uri::Authority>().is_ok();
+                if !valid {
+                    return Err(ConfigError::at(
+                        format!("origin[{i}].host_header"),
+                        format!("`{host}` is not a host name (with an optional port)"),
+                    ));
+                }
+            }
         }
         let mut plugins = HashSet::new();
         for (i, plugin) in self.plugins.iter().enumerate() {

@@ -1,7 +1,7 @@
 //! Cache keys: which parts of a request decide that two requests may share a
 //! cached response, as a behavior's [`CacheKeyConfig`] says.
 //!
-//! A key holds the distribution id, the host (unless excluded), the path, the
+//! A key holds the distribution id, the scheme and the host (unless excluded), the path, the
 //! selected query parameters sorted by name (so `?a=1&b=2` and `?b=2&a=1`
 //! share an entry), and the selected headers and cookies. Parts are separated
 //! by bytes that cannot occur in them, so different requests cannot produce
@@ -20,6 +20,8 @@ const ITEM: char = '\u{1}';
 pub struct KeyInput<'a> {
     /// The distribution serving the request.
     pub distribution: &'a str,
+    /// The viewer's scheme (`http` or `https`).
+    pub scheme: &'a str,
     /// The host name (lower-case, without port).
     pub host: &'a str,
     /// The path.
@@ -34,6 +36,10 @@ pub struct KeyInput<'a> {
 pub fn cache_key(policy: &CacheKeyConfig, input: &KeyInput<'_>) -> String {
     let mut key = String::with_capacity(64 + input.path.len());
     key.push_str(input.distribution);
+    key.push(PART);
+    if policy.scheme {
+        key.push_str(input.scheme);
+    }
     key.push(PART);
     if policy.host {
         key.push_str(input.host);
@@ -148,12 +154,39 @@ mod tests {
             policy,
             &KeyInput {
                 distribution: "d1",
+                scheme: "https",
                 host,
                 path,
                 query,
                 headers: &headers,
             },
         )
+    }
+
+    #[test]
+    fn the_scheme_splits_the_cache_unless_excluded() {
+        let headers = headers(&[]);
+        let input = |scheme| KeyInput {
+            distribution: "d1",
+            scheme,
+            host: "h",
+            path: "/p",
+            query: None,
+            headers: &headers,
+        };
+        let with = CacheKeyConfig::default();
+        assert_ne!(
+            cache_key(&with, &input("http")),
+            cache_key(&with, &input("https"))
+        );
+        let without = CacheKeyConfig {
+            scheme: false,
+            ..CacheKeyConfig::default()
+        };
+        assert_eq!(
+            cache_key(&without, &input("http")),
+            cache_key(&without, &input("https"))
+        );
     }
 
     #[test]

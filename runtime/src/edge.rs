@@ -11,6 +11,7 @@ use arc_swap::ArcSwap;
 use parapet_config::network::AddressPolicy;
 use parapet_host::{GeoDb, PluginEngine};
 
+use crate::access_log::AccessRecord;
 use crate::cache::Cache;
 use crate::peers::PeerRing;
 use crate::routing::Routes;
@@ -123,30 +124,6 @@ pub struct Edge {
     /// Each distribution's share of plugin instances and upstream fetches.
     pub shares: crate::shares::Shares,
     next_request: AtomicU64,
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-/// Counter of access log lines the controller never got, by reason:
-/// `queue_full` (more than the queue holds) or `not_shipped` (the
-/// controller refused or could not be reached).
-pub const LOG_LINES_DROPPED: &str = "parapet_access_log_lines_dropped_total";
-
-/// One access log record, for shipping.
-#[derive(Debug, Clone)]
-pub struct AccessRecord {
-    /// Distribution id.
-    pub distribution: String,
-    /// When the request finished (ms since the epoch).
-    pub timestamp_ms: i64,
-    /// The log line (JSON object).
-    pub json: String,
 }
 
 impl Edge {

@@ -1,9 +1,8 @@
 //! Header rules of a proxy: hop-by-hop fields removed in both directions,
-//! `Via` and `X-Forwarded-For` added upstream, cache-targeted fields
-//! (`CDN-Cache-Control`, `Surrogate-Control`, `Surrogate-Key`) kept from
-//! viewers, and conversion to and from the plugins' header lists.
-
-use std::net::IpAddr;
+//! `Via` (loops detected), cache-targeted fields (`CDN-Cache-Control`,
+//! `Surrogate-Control`, `Surrogate-Key`) kept from viewers, and conversion
+//! to and from the plugins' header lists. Forwarding fields are
+//! `forwarding`'s.
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
@@ -38,39 +37,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
     for name in HOP_BY_HOP {
         headers.remove(name);
-    }
-}
-
-/// Prepares a viewer's request headers for upstream: hop-by-hop fields
-/// removed, `X-Forwarded-For` extended with the client, `X-Forwarded-Proto`
-/// set, and this hop added to `Via`.
-pub fn forward_request_headers(headers: &mut HeaderMap, client: IpAddr, scheme: &str, pop: &str) {
-    strip_hop_by_hop(headers);
-    let client = match client {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(client, IpAddr::V4),
-        v4 => v4,
-    };
-    let forwarded_for = match headers.get("x-forwarded-for").map(HeaderValue::to_str) {
-        Some(Ok(previous)) => format!("{previous}, {client}"),
-        _ => client.to_string(),
-    };
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
-        headers.insert("x-forwarded-for", value);
-    }
-    if !headers.contains_key("x-forwarded-proto") {
-        headers.insert(
-            "x-forwarded-proto",
-            HeaderValue::from_static(scheme_value(scheme)),
-        );
-    }
-    append_via(headers, pop);
-}
-
-fn scheme_value(scheme: &str) -> &'static str {
-    if scheme == "https" {
-        "https"
-    } else {
-        "http"
     }
 }
 
@@ -168,11 +134,9 @@ mod tests {
     }
 
     #[test]
-    fn forwarding_extends_xff_and_via_and_detects_loops() {
-        let mut h = map(&[("x-forwarded-for", "198.51.100.7"), ("via", "1.1 shield")]);
-        forward_request_headers(&mut h, "::ffff:192.0.2.1".parse().unwrap(), "https", "fra1");
-        assert_eq!(h["x-forwarded-for"], "198.51.100.7, 192.0.2.1");
-        assert_eq!(h["x-forwarded-proto"], "https");
+    fn via_is_extended_and_loops_detected() {
+        let mut h = map(&[("via", "1.1 shield")]);
+        append_via(&mut h, "fra1");
         assert_eq!(h["via"], "1.1 shield, 1.1 parapet-fra1");
         assert!(via_contains(&h, "fra1"));
         assert!(!via_contains(&h, "fra"));

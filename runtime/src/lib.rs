@@ -4,16 +4,20 @@
 //! [`launch`] starts an edge from a configuration: plugins loaded, the cache
 //! opened (recovering its disk tier), listeners bound.
 
+pub mod access_log;
 pub mod admin;
 pub mod cache;
 pub mod cache_key;
 pub mod control;
 pub mod edge;
+pub mod forwarding;
 pub mod guards;
 pub mod headers;
 pub mod orders;
+pub mod paths;
 pub mod peers;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod routing;
 pub mod server;
 pub mod shares;

@@ -325,6 +325,7 @@ fn from_flags(cli: &Cli, listen: SocketAddr, origin: Option<&str>) -> anyhow::Re
         listeners: vec![ListenerConfig {
             address: listen,
             tls: false,
+            proxy_protocol: false,
         }],
         admin: cli.admin.map(|address| AdminConfig {
             address,
@@ -359,11 +360,13 @@ fn from_flags(cli: &Cli, listen: SocketAddr, origin: Option<&str>) -> anyhow::Re
                     ca_file: None,
                     connect_timeout_ms: 3_000,
                     read_timeout_ms: 30_000,
+                    host_header: None,
                 }],
                 tls: None,
                 kv: None,
                 plugins: Vec::new(),
                 behaviors: vec![behavior.clone()],
+                normalize_upstream_path: false,
             })
             .into_iter()
             .collect(),

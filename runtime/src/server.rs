@@ -13,7 +13,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use http_body_util::BodyExt;
@@ -21,10 +21,9 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
@@ -32,7 +31,7 @@ use crate::admin;
 use crate::edge::Edge;
 use crate::proxy::{self, Connection};
 use crate::upstream::BoxError;
-use parapet_config::ServerConfig;
+use parapet_config::{ListenerConfig, ServerConfig};
 
 /// A started edge: its bound addresses and the means to stop it.
 pub struct Running {
@@ -76,14 +75,20 @@ pub async fn start(edge: Arc<Edge>) -> anyhow::Result<Running> {
         }
         listeners.push(address);
     }
+    // Each listener's connection limit, split evenly among the workers
+    // (each accepts on its own socket, so each holds its part).
+    let per_worker = snapshot.config.server.max_connections.div_ceil(count);
     let mut workers = Vec::new();
     for (index, sockets) in sockets.into_iter().enumerate() {
         let edge = edge.clone();
+        let limits: Vec<ConnectionLimit> = (0..sockets.len())
+            .map(|_| Arc::new(Semaphore::new(per_worker)))
+            .collect();
         let stopped = stopped.clone();
         let config = snapshot.config.clone();
         let worker = std::thread::Builder::new()
             .name(format!("parapet-worker-{index}"))
-            .spawn(move || serve_worker(sockets, &config, edge, stopped))
+            .spawn(move || serve_worker(sockets, &config, &limits, edge, stopped))
             .context("starting a worker thread")?;
         workers.push(worker);
     }
@@ -129,6 +134,7 @@ fn reuseport_listener(address: SocketAddr) -> std::io::Result<std::net::TcpListe
 fn serve_worker(
     sockets: Vec<std::net::TcpListener>,
     config: &parapet_config::EdgeConfig,
+    limits: &[ConnectionLimit],
     edge: Arc<Edge>,
     stopped: watch::Receiver<bool>,
 ) {
@@ -144,7 +150,7 @@ fn serve_worker(
     };
     runtime.block_on(async move {
         let mut loops = JoinSet::new();
-        for (socket, listener) in sockets.into_iter().zip(&config.listeners) {
+        for ((socket, listener), open) in sockets.into_iter().zip(&config.listeners).zip(limits) {
             let socket = match TcpListener::from_std(socket) {
                 Ok(socket) => socket,
                 Err(e) => {
@@ -157,9 +163,11 @@ fn serve_worker(
                 .then(|| TlsAcceptor::from(crate::tls::server_config(edge.tls.clone())));
             loops.spawn(accept_loop(
                 socket,
+                listener.clone(),
                 tls,
                 edge.clone(),
                 config.server.clone(),
+                open.clone(),
                 stopped.clone(),
             ));
         }
@@ -181,16 +189,30 @@ impl Running {
     }
 }
 
+/// A worker's part of one listener's limit of open connections.
+type ConnectionLimit = Arc<Semaphore>;
+
 async fn accept_loop(
     socket: TcpListener,
+    listener: ListenerConfig,
     tls: Option<TlsAcceptor>,
     edge: Arc<Edge>,
     limits: ServerConfig,
-    mut stopped: watch::Receiver<bool>,
+    open: ConnectionLimit,
+    stopped: watch::Receiver<bool>,
 ) {
-    let graceful = GracefulShutdown::new();
     let builder = Arc::new(http_builder(&limits));
+    let mut connections = JoinSet::new();
+    let mut stop = stopped.clone();
     loop {
+        // Past the listener's limit, connections wait in the backlog.
+        let permit = tokio::select! {
+            permit = open.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            _ = stop.changed() => break,
+        };
         let (stream, client) = tokio::select! {
             accepted = socket.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -201,36 +223,41 @@ async fn accept_loop(
                     continue;
                 }
             },
-            _ = stopped.changed() => break,
+            Some(_) = connections.join_next() => continue,
+            _ = stop.changed() => break,
         };
         let _ = stream.set_nodelay(true);
         let connection = ConnectionTask {
             edge: edge.clone(),
             builder: builder.clone(),
-            watcher: graceful.watcher(),
             client,
             handshake_timeout: Duration::from_millis(limits.header_timeout_ms),
+            idle_timeout: Duration::from_millis(limits.idle_timeout_ms),
+            stopped: stopped.clone(),
+            _permit: permit,
         };
-        match &tls {
-            Some(acceptor) => {
-                tokio::spawn(connection.serve_tls(stream, acceptor.clone()));
-            }
-            None => {
-                connection.serve(stream, false, None);
-            }
+        let proxy_protocol = listener.proxy_protocol;
+        if proxy_protocol && !is_trusted(&limits.trusted_proxies, client) {
+            tracing::warn!(%client, "PROXY protocol listener: connection from an address not in server.trusted_proxies closed");
+            continue;
         }
+        connections.spawn(connection.run(stream, tls.clone(), proxy_protocol));
     }
     drop(socket);
     let grace = Duration::from_millis(limits.shutdown_grace_ms);
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    let drained = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(grace, drained).await.is_err() {
         tracing::warn!(
             ?grace,
             "shutdown grace period over; closing remaining connections"
         );
     }
+}
+
+/// Whether `client` is one of `networks`.
+fn is_trusted(networks: &[ipnet::IpNet], client: SocketAddr) -> bool {
+    let ip = crate::forwarding::canonical(client.ip());
+    networks.iter().any(|net| net.contains(&ip))
 }
 
 fn http_builder(limits: &ServerConfig) -> auto::Builder<TokioExecutor> {
@@ -240,11 +267,16 @@ fn http_builder(limits: &ServerConfig) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_millis(limits.header_timeout_ms))
         .max_buf_size(limits.max_header_bytes.max(8192));
-    builder
-        .http2()
+    let mut http2 = builder.http2();
+    http2
         .timer(TokioTimer::new())
         .max_header_list_size(limits.max_header_bytes as u32)
-        .max_concurrent_streams(256);
+        .max_concurrent_streams(limits.h2_max_concurrent_streams);
+    if limits.h2_keepalive_interval_ms > 0 {
+        http2
+            .keep_alive_interval(Duration::from_millis(limits.h2_keepalive_interval_ms))
+            .keep_alive_timeout(Duration::from_millis(limits.h2_keepalive_timeout_ms));
+    }
     builder
 }
 
@@ -252,17 +284,45 @@ fn http_builder(limits: &ServerConfig) -> auto::Builder<TokioExecutor> {
 struct ConnectionTask {
     edge: Arc<Edge>,
     builder: Arc<auto::Builder<TokioExecutor>>,
-    watcher: Watcher,
     client: SocketAddr,
     handshake_timeout: Duration,
+    idle_timeout: Duration,
+    stopped: watch::Receiver<bool>,
+    /// Its place under the listener's connection limit.
+    _permit: OwnedSemaphorePermit,
 }
 
 impl ConnectionTask {
-    async fn serve_tls(self, stream: TcpStream, acceptor: TlsAcceptor) {
+    /// Reads the PROXY header if the listener takes one, does the TLS
+    /// handshake on TLS listeners, then serves HTTP until the connection
+    /// ends, idles out or the edge stops.
+    async fn run(mut self, mut stream: TcpStream, tls: Option<TlsAcceptor>, proxy_protocol: bool) {
+        if proxy_protocol {
+            let header = tokio::time::timeout(
+                self.handshake_timeout,
+                crate::proxy_protocol::read_header(&mut stream),
+            )
+            .await;
+            match header {
+                Ok(Ok(Some(viewer))) => self.client = viewer,
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => {
+                    tracing::debug!(client = %self.client, error = %e, "PROXY header refused");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(client = %self.client, "PROXY header timed out");
+                    return;
+                }
+            }
+        }
+        let Some(acceptor) = tls else {
+            return self.serve(stream, false, None).await;
+        };
         match tokio::time::timeout(self.handshake_timeout, acceptor.accept(stream)).await {
             Ok(Ok(tls)) => {
                 let server_name = tls.get_ref().1.server_name().map(str::to_string);
-                self.serve(tls, true, server_name);
+                self.serve(tls, true, server_name).await;
             }
             Ok(Err(e)) => {
                 tracing::debug!(client = %self.client, error = %e, "TLS handshake failed")
@@ -271,7 +331,7 @@ impl ConnectionTask {
         }
     }
 
-    fn serve<I>(self, io: I, tls: bool, server_name: Option<String>)
+    async fn serve<I>(mut self, io: I, tls: bool, server_name: Option<String>)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -280,26 +340,95 @@ impl ConnectionTask {
             tls,
             server_name,
         });
-        let edge = self.edge;
-        let service = service_fn(move |request: http::Request<Incoming>| {
-            let edge = edge.clone();
-            let connection = connection.clone();
-            async move {
-                let request =
-                    request.map(|body| body.map_err(|e| -> BoxError { Box::new(e) }).boxed());
-                Ok::<_, Infallible>(proxy::handle(edge, connection, request).await)
-            }
-        });
+        let activity = Arc::new(Activity::default());
+        let edge = self.edge.clone();
+        let service = {
+            let activity = activity.clone();
+            service_fn(move |request: http::Request<Incoming>| {
+                let edge = edge.clone();
+                let connection = connection.clone();
+                let busy = activity.begin();
+                async move {
+                    let request =
+                        request.map(|body| body.map_err(|e| -> BoxError { Box::new(e) }).boxed());
+                    let response = proxy::handle(edge, connection, request).await;
+                    drop(busy);
+                    Ok::<_, Infallible>(response)
+                }
+            })
+        };
         let served = self
             .builder
             .serve_connection(TokioIo::new(io), service)
             .into_owned();
-        let served = self.watcher.watch(served);
-        let client = self.client;
-        tokio::spawn(async move {
-            if let Err(e) = served.await {
-                tracing::debug!(client = %client, error = %e, "connection ended with an error");
+        let mut served = std::pin::pin!(served);
+        // Closing starts once: on idling out or the edge stopping, the
+        // connection finishes what is in flight, then ends.
+        let mut closing = false;
+        let result = loop {
+            tokio::select! {
+                result = served.as_mut() => break result,
+                _ = activity.idle_for(self.idle_timeout), if !closing => {
+                    closing = true;
+                    served.as_mut().graceful_shutdown();
+                }
+                _ = self.stopped.changed(), if !closing => {
+                    closing = true;
+                    served.as_mut().graceful_shutdown();
+                }
             }
-        });
+        };
+        if let Err(e) = result {
+            tracing::debug!(client = %self.client, error = %e, "connection ended with an error");
+        }
+    }
+}
+
+/// Requests in flight on one connection and when the last one ended.
+struct Activity {
+    in_flight: std::sync::atomic::AtomicUsize,
+    idle_since: std::sync::Mutex<Instant>,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity {
+            in_flight: Default::default(),
+            idle_since: std::sync::Mutex::new(Instant::now()),
+        }
+    }
+}
+
+/// A request in flight; its drop records the end.
+struct Busy(Arc<Activity>);
+
+impl Activity {
+    fn begin(self: &Arc<Self>) -> Busy {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        Busy(self.clone())
+    }
+
+    /// Resolves once no request has been in flight for `timeout`.
+    async fn idle_for(&self, timeout: Duration) {
+        loop {
+            let since = *self.idle_since.lock().unwrap_or_else(|e| e.into_inner());
+            let deadline = since + timeout;
+            if self.in_flight.load(Ordering::Relaxed) == 0 && Instant::now() >= deadline {
+                return;
+            }
+            let wake = if self.in_flight.load(Ordering::Relaxed) == 0 {
+                deadline
+            } else {
+                Instant::now() + timeout
+            };
+            tokio::time::sleep_until(wake.into()).await;
+        }
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        *self.0.idle_since.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -9,6 +9,15 @@ fn with_pop(text: String, pop: &str) -> String {
     text.replace("id = \"test1\"", &format!("id = \"{pop}\""))
 }
 
+/// The tier's shared secret: edges send it to their shield, which then
+/// keeps the cache-targeted fields for them.
+fn in_tier(text: String) -> String {
+    text.replace(
+        "[server]\n",
+        "[server]\ntier_secret = \"tier-secret-0123456789\"\n",
+    )
+}
+
 /// A loopback port free right now.
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -36,11 +45,23 @@ async fn edges_share_a_shield_that_fetches_once_and_fall_back_to_the_origin_with
         "/later",
         Reply::ok("later", &[("cache-control", "max-age=60")]),
     );
-    let shield = edge(&with_pop(config(&origin.url(), "", "", ""), "shield")).await;
+    let shield = edge(&in_tier(with_pop(
+        config(&origin.url(), "", "", ""),
+        "shield",
+    )))
+    .await;
     let shield_url = format!("http://{}", shield.addr());
     let top = format!("shield = \"{shield_url}\"");
-    let a = edge(&with_pop(config(&origin.url(), &top, "", ""), "edge-a")).await;
-    let b = edge(&with_pop(config(&origin.url(), &top, "", ""), "edge-b")).await;
+    let a = edge(&in_tier(with_pop(
+        config(&origin.url(), &top, "", ""),
+        "edge-a",
+    )))
+    .await;
+    let b = edge(&in_tier(with_pop(
+        config(&origin.url(), &top, "", ""),
+        "edge-b",
+    )))
+    .await;
     assert_eq!(get(a.addr(), "/shared").await.cache(), "MISS");
     settle().await;
     let from_b = get(b.addr(), "/shared").await;
@@ -55,6 +76,26 @@ async fn edges_share_a_shield_that_fetches_once_and_fall_back_to_the_origin_with
         .unwrap()
         .to_string();
     assert_eq!(via, "1.1 parapet-edge-a, 1.1 parapet-shield");
+    assert!(
+        !origin
+            .last("/shared")
+            .headers
+            .contains_key("x-parapet-tier"),
+        "the tier secret never reaches the origin"
+    );
+    // A viewer claiming to be an edge (`Via: … parapet-…`) is still a
+    // viewer: the shield strips the cache-targeted fields for it.
+    let claimed = common::request(
+        shield.addr(),
+        "GET",
+        "example.test",
+        "/shared",
+        &[("via", "1.1 parapet-edge-z")],
+    )
+    .await;
+    assert_eq!(claimed.text(), "shared");
+    assert_eq!(claimed.header("cdn-cache-control"), "");
+    assert_eq!(claimed.header("surrogate-key"), "");
     // The shield passed the cache-targeted fields on to the edges (and
     // they kept them from viewers): the edge's copy is fresh for a minute
     // and can be purged by tag.

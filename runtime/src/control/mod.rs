@@ -30,7 +30,8 @@ use parapet_proto::edge::{
 use sha2::{Digest, Sha256};
 use tonic::transport::Channel;
 
-use crate::edge::{AccessRecord, Edge, Snapshot, LOG_LINES_DROPPED};
+use crate::access_log::{AccessRecord, LOG_LINES_DROPPED};
+use crate::edge::{Edge, Snapshot};
 use crate::orders::{self, Selection};
 use distributions::{Builder, Holdings, Received, Update};
 use parapet_config::EdgeConfig;

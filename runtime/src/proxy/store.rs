@@ -1,0 +1,265 @@
+//! Phase 5, storing: the `on-origin-response` chain, RFC 9111
+//! storability and freshness (`cache::freshness`), and the body stored as
+//! it streams to the viewer (stored when complete, even if the viewer
+//! left; dropped past the size limit while streaming goes on).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use parapet_host::Flow;
+
+use super::exchange::Exchange;
+use super::fetch::Fetched;
+use super::viewer_request::plugin_answer;
+use super::{CacheStatus, Served};
+use crate::cache::flights::FlightGuard;
+use crate::cache::freshness::{self, Freshness, Override};
+use crate::cache::object::{millis, vary_fields, CachedObject, PurgeMeta};
+use crate::cache::{Cache, FetchTicket};
+use crate::headers::{self, from_plugin, to_plugin};
+use crate::upstream::{empty, Body, BoxError};
+
+impl Exchange {
+    /// Runs the origin-response chain on a fetched response, stores it when
+    /// allowed (streaming it to the viewer meanwhile) and answers.
+    pub(super) async fn store_response(
+        &mut self,
+        key: &str,
+        fetched: Fetched,
+        guard: Option<FlightGuard>,
+        status_label: CacheStatus,
+    ) -> Served {
+        let (mut parts, body) = fetched.response.into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers);
+        let mut plugin_override = Override::default();
+        let snapshot = self.snapshot.clone();
+        let behavior =
+            &snapshot.routes.distribution_at(self.dist_index).behaviors[self.behavior_index];
+        if let Some(session) = &mut self.session {
+            let response = parapet_host::Response {
+                status: parts.status.as_u16(),
+                headers: to_plugin(&parts.headers),
+                body: None,
+            };
+            let outcome = session
+                .on_origin_response(&behavior.chains.on_origin_response, &self.request, response)
+                .await;
+            match outcome.flow {
+                Flow::Respond(answer) => return Served::new(plugin_answer(answer), None),
+                Flow::Continue(changed) => {
+                    if let Ok(status) = StatusCode::from_u16(changed.status) {
+                        parts.status = status;
+                    }
+                    let length = parts.headers.get(header::CONTENT_LENGTH).cloned();
+                    parts.headers = from_plugin(&changed.headers);
+                    if let Some(length) = length {
+                        parts.headers.insert(header::CONTENT_LENGTH, length);
+                    }
+                    plugin_override = Override {
+                        cacheable: outcome.cache.cacheable,
+                        ttl: outcome
+                            .cache
+                            .ttl_seconds
+                            .map(|s| Duration::from_secs(s.into())),
+                    };
+                }
+            }
+        }
+        let now = SystemTime::now();
+        let decision = freshness::decide(
+            &self.policy_request(),
+            parts.status,
+            &parts.headers,
+            &behavior.config.cache,
+            plugin_override,
+            now,
+        );
+        let length = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let max = self.edge.cache.max_object_bytes();
+        let vary = vary_fields(&parts.headers);
+        let store_allowed = decision.storable
+            && vary.is_some()
+            && length.is_none_or(|n| n <= max)
+            && (!self.is_peer_copy(fetched.hop));
+        let job = match (store_allowed, vary, self.ticket.take()) {
+            (true, Some(vary), Some(ticket)) => {
+                let mut object = CachedObject {
+                    status: parts.status,
+                    headers: parts.headers.clone(),
+                    body: Bytes::new(),
+                    policy: decision.policy.clone(),
+                    stored_at_ms: 0,
+                    ttl_ms: 0,
+                    stale_while_revalidate_ms: 0,
+                    stale_if_error_ms: 0,
+                    invalidated: false,
+                    meta: PurgeMeta {
+                        distribution: self.distribution().config.id.clone(),
+                        url: self.viewer_url.clone(),
+                        tags: surrogate_keys(&parts.headers),
+                    },
+                };
+                object.headers.remove(header::CONTENT_LENGTH);
+                // Stored only when a plugin forced it: one viewer's cookie
+                // is not everyone's.
+                object.headers.remove(header::SET_COOKIE);
+                apply_freshness(&mut object, &decision, now);
+                Some(StoreJob {
+                    cache: self.edge.cache.clone(),
+                    key: key.to_string(),
+                    vary,
+                    request_headers: self.headers.clone(),
+                    object,
+                    ticket,
+                })
+            }
+            _ => None,
+        };
+        let guard = match (&job, guard) {
+            // Nothing will be stored: release the followers now.
+            (None, Some(guard)) => {
+                guard.release();
+                None
+            }
+            (_, guard) => guard,
+        };
+        let streamed = tee(body, job, guard, self.read_timeout(), self.background);
+        let head = self.method() == Method::HEAD;
+        let body = if head { empty() } else { streamed };
+        self.finish(parts.status, parts.headers, body, None, status_label)
+            .await
+    }
+
+    /// The request as the RFC 9111 policy records it.
+    pub(super) fn policy_request(&self) -> http::request::Parts {
+        let uri = format!(
+            "http://{}{}",
+            self.request.authority,
+            match &self.request.query {
+                Some(q) => format!("{}?{q}", self.request.path),
+                None => self.request.path.clone(),
+            }
+        );
+        let mut parts = http::Request::new(()).into_parts().0;
+        parts.method = Method::GET;
+        parts.uri = uri.parse().unwrap_or_default();
+        // The policy is stored with the object: keep only what decides
+        // storability, never the viewer's credentials or cookies.
+        for name in [header::CACHE_CONTROL, header::PRAGMA] {
+            for value in self.headers.get_all(&name) {
+                parts.headers.append(name.clone(), value.clone());
+            }
+        }
+        if self.headers.contains_key(header::AUTHORIZATION) {
+            parts
+                .headers
+                .insert(header::AUTHORIZATION, HeaderValue::from_static("redacted"));
+        }
+        parts
+    }
+}
+
+/// A body being stored as it streams.
+pub(super) struct StoreJob {
+    cache: Arc<Cache>,
+    key: String,
+    vary: Vec<String>,
+    request_headers: HeaderMap,
+    object: CachedObject,
+    /// The fetch's ticket: a purge since it began that selects this copy
+    /// keeps it from being stored.
+    ticket: FetchTicket,
+}
+
+/// Streams `body` to the viewer while collecting it for `job`; stores it
+/// when complete and within the size limit, then releases the followers.
+/// The fetch completes even if the viewer goes away, so the object is
+/// stored for the next request.
+pub(super) fn tee(
+    mut body: Incoming,
+    job: Option<StoreJob>,
+    guard: Option<FlightGuard>,
+    read_timeout: Duration,
+    background: bool,
+) -> Body {
+    let (mut sender, channel) = http_body_util::channel::Channel::<Bytes, BoxError>::new(8);
+    tokio::spawn(async move {
+        let mut guard = guard;
+        let mut job = job;
+        let mut collected = BytesMut::new();
+        let mut viewer = (!background).then_some(());
+        loop {
+            let frame = match tokio::time::timeout(read_timeout, body.frame()).await {
+                Err(_) => {
+                    let reason = format!("the upstream body stalled for {read_timeout:?}");
+                    sender.abort(reason.into());
+                    return;
+                }
+                Ok(None) => break,
+                Ok(Some(Err(e))) => {
+                    sender.abort(Box::new(e));
+                    return;
+                }
+                Ok(Some(Ok(frame))) => frame,
+            };
+            let Ok(data) = frame.into_data() else {
+                continue; // trailers are not forwarded
+            };
+            if let Some(store) = &job {
+                if (collected.len() + data.len()) as u64 > store.cache.max_object_bytes() {
+                    job = None;
+                    guard = None; // too large to store: release the followers
+                    collected = BytesMut::new();
+                } else {
+                    collected.extend_from_slice(&data);
+                }
+            }
+            if viewer.is_some() && sender.send_data(data).await.is_err() {
+                viewer = None;
+            }
+            if viewer.is_none() && job.is_none() {
+                return;
+            }
+        }
+        if let Some(store) = job {
+            let mut object = store.object;
+            object.body = collected.freeze();
+            store.cache.store(
+                &store.key,
+                &store.vary,
+                &store.request_headers,
+                object,
+                &store.ticket,
+            );
+        }
+        drop(guard);
+    });
+    channel.boxed()
+}
+
+pub(super) fn apply_freshness(object: &mut CachedObject, decision: &Freshness, now: SystemTime) {
+    object.policy = decision.policy.clone();
+    object.stored_at_ms = millis(now);
+    object.ttl_ms = decision.ttl.as_millis() as u64;
+    object.stale_while_revalidate_ms = decision.stale_while_revalidate.as_millis() as u64;
+    object.stale_if_error_ms = decision.stale_if_error.as_millis() as u64;
+}
+
+/// The `Surrogate-Key` tags of a response.
+fn surrogate_keys(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all("surrogate-key")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(str::split_whitespace)
+        .map(str::to_string)
+        .collect()
+}
