@@ -156,11 +156,10 @@ impl Exchange {
             if let Some(host) = host {
                 headers.insert(header::HOST, host);
             }
-            match (hop, tier_secret.map(HeaderValue::from_str)) {
-                (Hop::Peer | Hop::Shield, Some(Ok(secret))) => {
-                    headers.insert(forwarding::TIER_HEADER, secret);
-                }
-                _ => {}
+            if let (Hop::Peer | Hop::Shield, Some(Ok(secret))) =
+                (hop, tier_secret.map(HeaderValue::from_str))
+            {
+                headers.insert(forwarding::TIER_HEADER, secret);
             }
             let Some(this_body) = body.take() else { break };
             let replay = match &this_body {

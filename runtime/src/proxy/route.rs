@@ -49,7 +49,7 @@ pub(super) async fn admit(
             "the request names no host (no Host header or :authority)",
         ));
     };
-    check_host_agreement(&request)?;
+    check_host_agreement(&request).map_err(|why| Served::error(StatusCode::BAD_REQUEST, why))?;
     // Framing conflicts are settled by hyper before this point (RFC 9112
     // 6.3): a non-chunked Transfer-Encoding or differing Content-Lengths are
     // refused with 400; with both Transfer-Encoding and Content-Length, the
@@ -208,14 +208,11 @@ pub(super) async fn admit(
 /// Refuses a request whose `Host` disagrees with its target's authority
 /// (absolute-form, HTTP/2 `:authority`) or that has several: routing, the
 /// cache key and the origin must all see one host.
-fn check_host_agreement<B>(request: &http::Request<B>) -> Result<(), Served> {
+fn check_host_agreement<B>(request: &http::Request<B>) -> Result<(), String> {
     let mut hosts = request.headers().get_all(header::HOST).iter();
     let (Some(host), None) = (hosts.next(), hosts.next()) else {
         return match request.headers().contains_key(header::HOST) {
-            true => Err(Served::error(
-                StatusCode::BAD_REQUEST,
-                "the request has more than one Host header",
-            )),
+            true => Err("the request has more than one Host header".into()),
             false => Ok(()),
         };
     };
@@ -225,12 +222,9 @@ fn check_host_agreement<B>(request: &http::Request<B>) -> Result<(), Served> {
                 .as_bytes()
                 .eq_ignore_ascii_case(target.as_str().as_bytes()) =>
         {
-            Err(Served::error(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "the Host header `{}` disagrees with the request's authority `{target}`",
-                    String::from_utf8_lossy(host.as_bytes())
-                ),
+            Err(format!(
+                "the Host header `{}` disagrees with the request's authority `{target}`",
+                String::from_utf8_lossy(host.as_bytes())
             ))
         }
         _ => Ok(()),
