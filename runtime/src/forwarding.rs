@@ -193,17 +193,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (n, v) in pairs {
-            map.append(
-                HeaderName::from_bytes(n.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        map
-    }
+    use crate::headers::map as headers;
 
     fn config(trusted: &[&str], edges: &[&str], secret: Option<&str>) -> ServerConfig {
         ServerConfig {

@@ -104,20 +104,22 @@ pub fn from_plugin(headers: &[(String, String)]) -> HeaderMap {
     map
 }
 
+/// A header map of `pairs`, for tests.
+#[cfg(test)]
+pub(crate) fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (n, v) in pairs {
+        map.append(
+            HeaderName::from_bytes(n.as_bytes()).unwrap(),
+            HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    map
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (n, v) in pairs {
-            map.append(
-                HeaderName::from_bytes(n.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        map
-    }
 
     #[test]
     fn hop_by_hop_fields_and_those_connection_names_go() {

@@ -143,34 +143,31 @@ async fn the_scheme_is_in_the_key_when_the_origin_is_told_it() {
         )
     };
     let edge_with = edge(&trusting("")).await;
-    for proto in ["https", "http", "https"] {
-        request(
-            edge_with.addr(),
-            "GET",
-            "example.test",
-            "/page",
-            &[("x-forwarded-proto", proto)],
-        )
-        .await;
-        settle().await;
-    }
-    assert_eq!(origin.hits("/page"), 2, "one object per scheme");
     let edge_without = edge(&trusting(
         "[distribution.behavior.cache.key]\nscheme = false",
     ))
     .await;
-    for proto in ["https", "http"] {
-        request(
-            edge_without.addr(),
-            "GET",
-            "example.test",
-            "/page",
-            &[("x-forwarded-proto", proto)],
-        )
-        .await;
-        settle().await;
+    for (edge, protos, hits, why) in [
+        (
+            &edge_with,
+            &["https", "http", "https"][..],
+            2,
+            "one object per scheme",
+        ),
+        (
+            &edge_without,
+            &["https", "http"][..],
+            3,
+            "one object for both schemes",
+        ),
+    ] {
+        for proto in protos {
+            let header = [("x-forwarded-proto", *proto)];
+            request(edge.addr(), "GET", "example.test", "/page", &header).await;
+            settle().await;
+        }
+        assert_eq!(origin.hits("/page"), hits, "{why}");
     }
-    assert_eq!(origin.hits("/page"), 3, "one object for both schemes");
 }
 
 #[tokio::test]
