@@ -3,6 +3,7 @@
 //! with its text rendering and a listener for `/metrics` and `/healthz`.
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -28,7 +29,20 @@ pub fn init_logging(default_filter: &str) {
         .init();
 }
 
-/// The process-wide Prometheus recorder, installed on first use.
+/// How often the upkeep thread drains recorded histogram samples into the
+/// fixed buckets.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The process-wide Prometheus recorder, installed on first use, with its
+/// upkeep thread.
+///
+/// The exporter keeps every histogram sample in a growing buffer until
+/// something drains it into the fixed buckets; a render does, and so does
+/// [`PrometheusHandle::run_upkeep`]. A server nobody scrapes would grow by
+/// each sample it records (about 19 bytes per edge request), so a thread
+/// (`metrics-upkeep`) runs the upkeep every second: memory stays bounded
+/// (the series' fixed buckets and at most about a second of samples),
+/// whether or not `/metrics` is scraped.
 pub fn prometheus() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
@@ -40,6 +54,16 @@ pub fn prometheus() -> &'static PrometheusHandle {
         // Another recorder installed first (tests embedding several
         // servers): this one's handle still renders what it records.
         let _ = metrics::set_global_recorder(recorder);
+        let upkeep = handle.clone();
+        let spawned = std::thread::Builder::new()
+            .name("metrics-upkeep".into())
+            .spawn(move || loop {
+                std::thread::sleep(UPKEEP_INTERVAL);
+                upkeep.run_upkeep();
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "could not start the metrics upkeep thread; histograms drain only when /metrics is scraped");
+        }
         handle
     })
 }
