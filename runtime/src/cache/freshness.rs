@@ -69,7 +69,7 @@ pub fn decide(
     plugin: Override,
     now: SystemTime,
 ) -> Freshness {
-    let headers = targeted(response_headers);
+    let headers = super::directives::canonical_response(&targeted(response_headers), status);
     let mut parts = http::Response::new(()).into_parts().0;
     parts.status = status;
     parts.headers = headers;

@@ -4,6 +4,7 @@
 //! the purges in-flight fetches are checked against, and the flights that
 //! collapse concurrent misses.
 
+pub mod directives;
 pub mod flights;
 pub mod freshness;
 mod index;

@@ -98,6 +98,16 @@ impl CachedObject {
         self.policy.age(now)
     }
 
+    /// Freshness left at `now` (zero once stale).
+    pub fn remaining(&self, now: SystemTime) -> Duration {
+        Duration::from_millis(self.ttl_ms.saturating_sub(self.resident_ms(now)))
+    }
+
+    /// How long it has been stale at `now` (zero while fresh).
+    pub fn staleness(&self, now: SystemTime) -> Duration {
+        Duration::from_millis(self.resident_ms(now).saturating_sub(self.ttl_ms))
+    }
+
     fn resident_ms(&self, now: SystemTime) -> u64 {
         millis(now).saturating_sub(self.stored_at_ms)
     }
@@ -110,21 +120,63 @@ pub fn millis(time: SystemTime) -> u64 {
 }
 
 /// The key of one variant of `key`: the values of the `vary` fields in
-/// `request` appended in order.
+/// `request` appended in order, each in a normal form (see
+/// [`normal_value`]) so that equivalent requests share a variant.
 pub fn variant_key(key: &str, vary: &[String], request: &HeaderMap) -> String {
     let mut out = String::with_capacity(key.len() + 32);
     out.push_str(key);
     for name in vary {
         out.push('\u{2}');
-        let values = request.get_all(name.as_str());
-        for (i, value) in values.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push_str(&String::from_utf8_lossy(value.as_bytes()));
-        }
+        out.push_str(&normal_value(name, request));
     }
     out
+}
+
+/// A request field's value as the variants compare it (RFC 9110 5.3,
+/// 12.5): its lines joined as one list, white space around members and
+/// parameters dropped; for the `Accept-*` fields, whose tokens are
+/// case-insensitive, lower-cased, and their members ordered by quality
+/// (members of equal quality keep their order; for `Accept-Encoding`,
+/// whose order means nothing, by name).
+fn normal_value(name: &str, request: &HeaderMap) -> String {
+    let members = request
+        .get_all(name)
+        .iter()
+        .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
+        .flat_map(|line| {
+            line.split(',')
+                .map(|member| {
+                    member
+                        .split(';')
+                        .map(str::trim)
+                        .collect::<Vec<_>>()
+                        .join(";")
+                })
+                .filter(|member| !member.is_empty())
+                .collect::<Vec<_>>()
+        });
+    let mut members: Vec<String> = match name {
+        "accept-encoding" | "accept-language" | "accept-charset" => {
+            members.map(|m| m.to_ascii_lowercase()).collect()
+        }
+        _ => return members.collect::<Vec<_>>().join(","),
+    };
+    if name == "accept-encoding" {
+        members.sort();
+    }
+    // Highest quality first; a stable sort keeps ties in their order.
+    members.sort_by(|a, b| quality(b).total_cmp(&quality(a)));
+    members.join(",")
+}
+
+/// The `q` parameter of a list member (1 without one).
+fn quality(member: &str) -> f32 {
+    member
+        .split(';')
+        .skip(1)
+        .find_map(|param| param.strip_prefix("q="))
+        .and_then(|q| q.parse().ok())
+        .unwrap_or(1.0)
 }
 
 /// The `Vary` field names of a response (lower-case), or `None` for
@@ -160,6 +212,30 @@ mod tests {
         assert_eq!(variant_key("k", &vary, &a), variant_key("k", &vary, &b));
         b.insert("accept-encoding", "br".parse().unwrap());
         assert_ne!(variant_key("k", &vary, &a), variant_key("k", &vary, &b));
+    }
+
+    #[test]
+    fn equivalent_requests_share_a_variant() {
+        let key = |name: &str, values: &[&str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(
+                    http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    v.parse().unwrap(),
+                );
+            }
+            variant_key("k", &[name.to_string()], &h)
+        };
+        let lang = key("accept-language", &["en-US,fr;q=0.5"]);
+        assert_eq!(lang, key("accept-language", &["fr; q=0.5 , EN-us"]));
+        assert_eq!(lang, key("accept-language", &["en-us", "fr;q=0.5"]));
+        assert_ne!(lang, key("accept-language", &["fr,en-US;q=0.5"]));
+        let enc = key("accept-encoding", &["gzip, br"]);
+        assert_eq!(enc, key("accept-encoding", &["BR,gzip"]));
+        assert_ne!(enc, key("accept-encoding", &["gzip"]));
+        // Other fields: only white space is normalised, case is kept.
+        assert_eq!(key("x-ver", &["a , b"]), key("x-ver", &["a,b"]));
+        assert_ne!(key("x-ver", &["A"]), key("x-ver", &["a"]));
     }
 
     #[test]

@@ -12,6 +12,7 @@ use parapet_host::{RequestContext, RequestSession};
 use super::exchange::Exchange;
 use super::store::apply_freshness;
 use super::{CacheStatus, Served};
+use crate::cache::directives::RequestDirectives;
 use crate::cache::flights::{FlightGuard, Join};
 use crate::cache::freshness::{self, Override};
 use crate::cache::object::{millis, CachedObject, Usability};
@@ -22,10 +23,29 @@ impl Exchange {
     /// A cacheable request: hit, stale or miss. Revalidations and misses
     /// go upstream once per key: concurrent requests wait for the first
     /// and take what it stored.
+    ///
+    /// The request's own `Cache-Control` (RFC 9111 5.2.1) makes stored
+    /// objects stale for it (`no-cache`, `max-age`, `min-fresh`) or
+    /// acceptable stale (`max-stale`); with `only-if-cached` nothing goes
+    /// upstream (504 when nothing usable is stored).
     pub(super) async fn cached(&mut self, key: &str) -> Served {
         let cache = self.edge.cache.clone();
-        let stale = match cache.lookup(key, &self.headers).await {
-            Some(hit) => match hit.object().usability(SystemTime::now()) {
+        let directives = RequestDirectives::of(&self.headers);
+        let found = cache.lookup(key, &self.headers).await;
+        if directives.only_if_cached {
+            return match found {
+                Some(hit) => match directives.usability(hit.object(), SystemTime::now()) {
+                    Usability::Fresh => self.answer_from(hit.object(), CacheStatus::Hit).await,
+                    Usability::StaleWhileRevalidate => {
+                        self.answer_from(hit.object(), CacheStatus::Stale).await
+                    }
+                    Usability::Stale => only_if_cached_miss(),
+                },
+                None => only_if_cached_miss(),
+            };
+        }
+        let stale = match found {
+            Some(hit) => match directives.usability(hit.object(), SystemTime::now()) {
                 Usability::Fresh => return self.answer_from(hit.object(), CacheStatus::Hit).await,
                 Usability::StaleWhileRevalidate => {
                     self.refresh_in_background(key, &hit);
@@ -47,7 +67,7 @@ impl Exchange {
                         // request waited (an object that is stale at once
                         // is shared with the requests that waited for it).
                         let object = hit.object();
-                        if object.usability(SystemTime::now()) == Usability::Fresh
+                        if directives.usability(object, SystemTime::now()) == Usability::Fresh
                             || object.stored_at_ms >= waiting_since
                         {
                             return self.answer_from(object, CacheStatus::Hit).await;
@@ -144,7 +164,7 @@ impl Exchange {
                 Ok(fetched) => {
                     // Store the new version; nobody is waiting for the body.
                     let served = refresh
-                        .store_response(&key, fetched, None, CacheStatus::Miss)
+                        .store_response(&key, fetched, None, CacheStatus::Miss, Some(&storage_key))
                         .await;
                     let _ = served.response.into_body().collect().await;
                 }
@@ -170,7 +190,10 @@ impl Exchange {
                 self.answer_from(hit.object(), CacheStatus::Stale).await
             }
             Ok(fetched) => {
-                self.store_response(key, fetched, guard, CacheStatus::Expired)
+                // A new response that may not be stored also retires the
+                // stale one: it is never served in the new one's place.
+                let replaced = Some(hit.storage_key.as_str());
+                self.store_response(key, fetched, guard, CacheStatus::Expired, replaced)
                     .await
             }
             Err(_) if stale.usable_on_error(now) => {
@@ -184,7 +207,7 @@ impl Exchange {
     async fn miss(&mut self, key: &str, guard: Option<FlightGuard>) -> Served {
         match self.fetch(None).await {
             Ok(fetched) => {
-                self.store_response(key, fetched, guard, CacheStatus::Miss)
+                self.store_response(key, fetched, guard, CacheStatus::Miss, None)
                     .await
             }
             Err(e) => self.upstream_failure(e),
@@ -239,4 +262,13 @@ impl Exchange {
             (_, false) => self.edge.cache.remove(storage_key),
         }
     }
+}
+
+/// The answer to `only-if-cached` when nothing usable is stored (RFC 9111
+/// 5.2.1.7).
+fn only_if_cached_miss() -> Served {
+    Served::error(
+        StatusCode::GATEWAY_TIMEOUT,
+        "only-if-cached: nothing usable is stored for this request",
+    )
 }

@@ -25,13 +25,16 @@ use crate::upstream::{empty, Body, BoxError};
 
 impl Exchange {
     /// Runs the origin-response chain on a fetched response, stores it when
-    /// allowed (streaming it to the viewer meanwhile) and answers.
+    /// allowed (streaming it to the viewer meanwhile) and answers. The
+    /// stored object it `replaced` (a stale copy) is removed when the new
+    /// response is not stored.
     pub(super) async fn store_response(
         &mut self,
         key: &str,
         fetched: Fetched,
         guard: Option<FlightGuard>,
         status_label: CacheStatus,
+        replaced: Option<&str>,
     ) -> Served {
         let (mut parts, body) = fetched.response.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
@@ -123,6 +126,9 @@ impl Exchange {
             }
             _ => None,
         };
+        if let (None, Some(stale)) = (&job, replaced) {
+            self.edge.cache.remove(stale);
+        }
         let guard = match (&job, guard) {
             // Nothing will be stored: release the followers now.
             (None, Some(guard)) => {
