@@ -355,3 +355,65 @@ async fn vary_normalised() {
     assert_eq!(other.cache(), "MISS");
     assert_eq!(origin.hits("/o"), 2);
 }
+
+async fn miss_forwards_validators() {
+    let (origin, edge) = setup("body", &FRESH).await;
+    let got = get(&edge, &[("if-none-match", "\"v1\"")]).await;
+    assert_eq!(got.status, 304);
+    assert_eq!(origin.last("/o").headers["if-none-match"], "\"v1\"");
+    let got = get(&edge, &[("if-none-match", "\"v0\"")]).await;
+    assert_eq!((got.status, got.text().as_str()), (200, "body"));
+    stored(&edge).await;
+    assert_eq!(origin.hits("/o"), 2, "the 200 was stored");
+}
+
+async fn weak_etags() {
+    let (_origin, edge) = setup(
+        "body",
+        &[("cache-control", "max-age=60"), ("etag", "W/\"v1\"")],
+    )
+    .await;
+    stored(&edge).await;
+    assert_eq!(get(&edge, &[("if-none-match", "\"v1\"")]).await.status, 304);
+    assert_eq!(
+        get(&edge, &[("if-none-match", "W/\"v1\", \"x\"")])
+            .await
+            .status,
+        304
+    );
+    assert_eq!(get(&edge, &[("if-none-match", "\"v2\"")]).await.status, 200);
+}
+
+async fn if_modified_since() {
+    let modified = "Tue, 01 Dec 2026 10:00:00 GMT";
+    let (_origin, edge) = setup(
+        "body",
+        &[("cache-control", "max-age=60"), ("last-modified", modified)],
+    )
+    .await;
+    stored(&edge).await;
+    let later = [("if-modified-since", "Wed, 02 Dec 2026 10:00:00 GMT")];
+    assert_eq!(get(&edge, &later).await.status, 304);
+    let earlier = [("if-modified-since", "Mon, 30 Nov 2026 10:00:00 GMT")];
+    let got = get(&edge, &earlier).await;
+    assert_eq!((got.status, got.text().as_str()), (200, "body"));
+}
+
+async fn part_not_whole() {
+    let origin = Origin::start().await;
+    let mut part = Reply::ok(
+        "bod",
+        &[
+            ("cache-control", "max-age=60"),
+            ("content-range", "bytes 0-2/4"),
+        ],
+    );
+    part.status = 206;
+    origin.set("/o", part);
+    let edge = edge(&config(&origin.url(), "", "", "")).await;
+    assert_eq!(get(&edge, &[]).await.status, 206);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    origin.set("/o", Reply::ok("body", &[("cache-control", "max-age=60")]));
+    let got = get(&edge, &[]).await;
+    assert_eq!((got.status, got.text().as_str()), (200, "body"));
+}

@@ -84,21 +84,24 @@ impl Exchange {
         let mut method = method_of(&request);
         let for_cache = matches!(method, Method::GET | Method::HEAD);
         if for_cache {
-            // Fetch the whole object; the viewer's conditions and ranges are
-            // answered from it.
+            // Fetch the whole object; the viewer's ranges and preconditions
+            // are answered from it.
             method = Method::GET;
             for name in [
                 header::RANGE,
                 header::IF_RANGE,
-                header::IF_NONE_MATCH,
-                header::IF_MODIFIED_SINCE,
                 header::IF_MATCH,
                 header::IF_UNMODIFIED_SINCE,
             ] {
                 headers.remove(name);
             }
         }
+        // Validating a stored object uses its own validators. With nothing
+        // stored, the viewer's go upstream (RFC 9111 4.3.2): a 304 answers
+        // the viewer (nothing to store), a 200 is stored.
         if let Some(stale) = stale {
+            headers.remove(header::IF_NONE_MATCH);
+            headers.remove(header::IF_MODIFIED_SINCE);
             if let Some(etag) = stale.headers.get(header::ETAG) {
                 headers.insert(header::IF_NONE_MATCH, etag.clone());
             }

@@ -88,7 +88,10 @@ impl Exchange {
             .and_then(|v| v.parse::<u64>().ok());
         let max = self.edge.cache.max_object_bytes();
         let vary = vary_fields(&parts.headers);
+        // The edge asks for whole objects: a 206 it did not ask for is a
+        // part, and is never stored to be served as the whole.
         let store_allowed = decision.storable
+            && parts.status != StatusCode::PARTIAL_CONTENT
             && vary.is_some()
             && length.is_none_or(|n| n <= max)
             && (!self.is_peer_copy(fetched.hop));
