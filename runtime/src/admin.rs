@@ -52,6 +52,7 @@ async fn render_metrics(State(edge): State<Arc<Edge>>) -> Response {
     metrics::gauge!("parapet_cache_entries", "tier" => "memory").set(stats.memory_entries as f64);
     metrics::gauge!("parapet_cache_disk_written_bytes").set(stats.disk_written_bytes as f64);
     metrics::gauge!("parapet_cache_objects").set(stats.objects as f64);
+    metrics::gauge!("parapet_cache_index_bytes").set(stats.index_bytes as f64);
     parapet_telemetry::render()
 }
 

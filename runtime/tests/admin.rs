@@ -177,6 +177,7 @@ async fn metrics_and_health_are_served_without_a_token() {
         "parapet_upstream_duration_seconds",
         "parapet_cache_bytes",
         "parapet_cache_objects",
+        "parapet_cache_index_bytes",
     ] {
         assert!(text.contains(name), "{name} missing from /metrics");
     }

@@ -1,8 +1,8 @@
 //! The edge cache: a foyer hybrid cache (memory tier, then a disk tier that
 //! survives restarts) of [`Entry`] values by cache key, an index of what is
-//! stored for purges (per distribution, by URL, prefix and surrogate key),
-//! the purges in-flight fetches are checked against, and the flights that
-//! collapse concurrent misses.
+//! stored for purges (per distribution, by URL, prefix and surrogate key;
+//! its entries go with their objects), the purges in-flight fetches are
+//! checked against, and the flights that collapse concurrent misses.
 
 pub mod directives;
 pub mod flights;
@@ -16,8 +16,8 @@ pub mod respond;
 use std::sync::{Arc, Mutex};
 
 use foyer::{
-    BlockEngineConfig, DeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder,
-    HybridCacheEntry, HybridCachePolicy, RecoverMode,
+    BlockEngineConfig, DeviceBuilder, Event, EventListener, FsDeviceBuilder, HybridCache,
+    HybridCacheBuilder, HybridCacheEntry, HybridCachePolicy, RecoverMode,
 };
 use http::HeaderMap;
 
@@ -44,11 +44,22 @@ pub enum CacheError {
 const BLOCK_OVERHEAD: u64 = 64 << 10;
 /// Smallest disk block.
 const MIN_BLOCK: u64 = 16 << 20;
+/// Index entries a store checks against the store ([`Index::sweep`]), with
+/// a disk tier: the index then holds about 4/3 of the objects the store
+/// holds at most, and right after the disk tier evicted a block, that
+/// block's objects too, until two passes (a quarter of the entries stored)
+/// later.
+const SWEEP_PER_STORE: usize = 8;
 
 /// The cache of one edge.
 pub struct Cache {
     store: HybridCache<String, Entry>,
-    index: Mutex<Index>,
+    /// Shared with the thread compacting its journal.
+    index: Arc<Mutex<Index>>,
+    /// Without a disk tier: the keys of objects the memory tier evicted
+    /// since the last store. With one, evicted objects may still be on
+    /// disk, and the index is swept instead.
+    evicted: Option<Arc<Evicted>>,
     flights: Arc<Flights>,
     max_object_bytes: u64,
     /// Purges in-flight fetches must not store past.
@@ -72,6 +83,32 @@ impl Hit {
     }
 }
 
+/// The keys of objects foyer's memory tier evicted (its event listener).
+#[derive(Default)]
+struct Evicted(Mutex<Vec<String>>);
+
+impl Evicted {
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+impl EventListener for Evicted {
+    type Key = String;
+    type Value = Entry;
+
+    /// Called by foyer outside its locks, also while the cache's index is
+    /// locked (a store), so it only notes the key.
+    fn on_leave(&self, reason: Event, key: &String, value: &Entry) {
+        if reason == Event::Evict && matches!(value, Entry::Object(_)) {
+            self.0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(key.clone());
+        }
+    }
+}
+
 /// Counts for metrics.
 #[derive(Debug, Clone, Copy)]
 pub struct CacheStats {
@@ -83,6 +120,8 @@ pub struct CacheStats {
     pub disk_written_bytes: u64,
     /// Objects the index knows of.
     pub objects: u64,
+    /// Estimated memory the index takes, in bytes.
+    pub index_bytes: u64,
 }
 
 impl Cache {
@@ -94,9 +133,14 @@ impl Cache {
             dir: dir.map(|d| d.display().to_string()),
             reason,
         };
-        let builder = HybridCacheBuilder::new()
+        let evicted = dir.is_none().then(Arc::<Evicted>::default);
+        let mut builder = HybridCacheBuilder::new()
             .with_name("parapet")
-            .with_policy(HybridCachePolicy::WriteOnInsertion)
+            .with_policy(HybridCachePolicy::WriteOnInsertion);
+        if let Some(evicted) = &evicted {
+            builder = builder.with_event_listener(evicted.clone());
+        }
+        let builder = builder
             .memory(config.memory_bytes as usize)
             .with_weighter(|key: &String, entry: &Entry| key.len() + entry_weight(entry))
             .storage();
@@ -135,12 +179,15 @@ impl Cache {
         }
         .map_err(|e| error(e.to_string()))?;
         let index = match dir {
-            Some(dir) => Index::open(&dir.join("index.journal")).map_err(error)?,
+            Some(dir) => {
+                Index::open(&dir.join("index.journal"), |key| store.contains(key)).map_err(error)?
+            }
             None => Index::default(),
         };
         Ok(Arc::new(Cache {
             store,
-            index: Mutex::new(index),
+            index: Arc::new(Mutex::new(index)),
+            evicted,
             flights: Flights::new(),
             max_object_bytes: config.max_object_bytes,
             races: Arc::default(),
@@ -226,13 +273,40 @@ impl Cache {
     /// Removes the object under `storage_key`.
     pub fn remove(&self, storage_key: &str) {
         self.store.remove(storage_key);
-        self.lock_index().remove(storage_key);
+        self.forget(storage_key);
     }
 
+    /// Stores `object` under `storage_key` and indexes it. Both happen
+    /// under the index's lock, as does the check of whether an object
+    /// left the store, so an entry is never dropped for an object being
+    /// stored again. Then entries of objects gone are dropped: those the
+    /// memory tier evicted (no disk tier), or those a few checks of the
+    /// disk tier found gone.
     fn put(&self, storage_key: &str, object: CachedObject) {
-        self.lock_index().insert(storage_key, &object.meta);
+        let mut index = self.lock_index();
+        index.insert(storage_key, &object.meta);
         self.store
             .insert(storage_key.to_string(), Entry::Object(Box::new(object)));
+        let present = |key: &str| self.store.contains(key);
+        match &self.evicted {
+            Some(evicted) => {
+                let keys = evicted.take();
+                if !keys.is_empty() {
+                    index.forget_unless(keys, present);
+                }
+            }
+            None => {
+                index.sweep(SWEEP_PER_STORE, present);
+            }
+        }
+        index::compact_if_grown(&self.index, &mut index);
+    }
+
+    /// Drops the index entry of `key`.
+    fn forget(&self, key: &str) {
+        let mut index = self.lock_index();
+        index.remove(key);
+        index::compact_if_grown(&self.index, &mut index);
     }
 
     /// Purges what `purge` selects: removed (`soft == false`) or marked
@@ -243,7 +317,7 @@ impl Cache {
         let mut affected = 0;
         for key in keys {
             let Some(entry) = self.get(&key).await else {
-                self.lock_index().remove(&key);
+                self.forget(&key);
                 continue;
             };
             let Entry::Object(object) = entry.value() else {
@@ -253,10 +327,10 @@ impl Cache {
             if soft {
                 let mut stale = (**object).clone();
                 stale.invalidated = true;
-                self.store.insert(key, Entry::Object(Box::new(stale)));
+                self.put(&key, stale);
             } else {
                 self.store.remove(&key);
-                self.lock_index().remove(&key);
+                self.forget(&key);
             }
         }
         affected
@@ -277,16 +351,21 @@ impl Cache {
     /// Sizes for metrics.
     pub fn stats(&self) -> CacheStats {
         let memory = self.store.memory();
+        let (objects, index_bytes) = {
+            let index = self.lock_index();
+            (index.len() as u64, index.estimated_bytes() as u64)
+        };
         CacheStats {
             memory_bytes: memory.usage() as u64,
             memory_entries: memory.entries() as u64,
             disk_written_bytes: self.store.statistics().disk_write_bytes() as u64,
-            objects: self.lock_index().len() as u64,
+            objects,
+            index_bytes,
         }
     }
 
     fn lock_index(&self) -> std::sync::MutexGuard<'_, Index> {
-        self.index.lock().unwrap_or_else(|p| p.into_inner())
+        index::lock(&self.index)
     }
 
     /// Closes the cache, waiting for pending disk writes.
@@ -349,9 +428,14 @@ fn entry_weight(entry: &Entry) -> usize {
 mod tests {
     use super::*;
     use http_cache_semantics::CachePolicy;
+    use index::{COMPACT_RATIO, COMPACT_SLACK};
     use object::PurgeMeta;
 
     fn object(url: &str) -> CachedObject {
+        object_with_body(url, bytes::Bytes::from_static(b"body"))
+    }
+
+    fn object_with_body(url: &str, body: bytes::Bytes) -> CachedObject {
         let request = http::Request::get(format!("http://{url}"))
             .body(())
             .expect("request");
@@ -362,7 +446,7 @@ mod tests {
         CachedObject {
             status: http::StatusCode::OK,
             headers: HeaderMap::new(),
-            body: bytes::Bytes::from_static(b"body"),
+            body,
             policy: CachePolicy::new(&request, &response),
             stored_at_ms: 0,
             ttl_ms: 600_000,
@@ -404,5 +488,177 @@ mod tests {
         let reopened = Cache::open(&config).await.expect("reopen");
         assert!(reopened.lookup("a.com/2", &none).await.is_none());
         assert_eq!(reopened.stats().objects, 0);
+    }
+
+    /// Distinct URLs sent through the small caches below.
+    const URLS: usize = 200_000;
+
+    fn url(i: usize) -> String {
+        format!("a.com/objects/{i}")
+    }
+
+    /// What the index holds against what the store holds: every URL
+    /// whose object the store holds is in the index; returns how many.
+    fn check_consistent(cache: &Cache) -> usize {
+        let index = cache.lock_index();
+        let mut live = 0;
+        for i in 0..URLS {
+            let url = url(i);
+            if cache.store.contains(&url) {
+                live += 1;
+                assert_eq!(
+                    index.select(&Purge::of("d", Target::Url(url.clone()))),
+                    [url],
+                    "an object the store holds is not in the index"
+                );
+            }
+        }
+        live
+    }
+
+    /// Purges by URL the last `count` URLs the store still holds; each
+    /// purge finds its object.
+    async fn purge_the_last(cache: &Cache, count: usize) {
+        // The disk tier makes room in the background (after a start too):
+        // what it evicts meanwhile is no longer there to purge.
+        cache.store.storage().wait().await;
+        let none = HeaderMap::new();
+        let held: Vec<String> = (0..URLS)
+            .rev()
+            .map(url)
+            .filter(|url| cache.store.contains(url))
+            .take(count)
+            .collect();
+        assert_eq!(held.len(), count);
+        for url in held {
+            let purge = Purge::of("d", Target::Url(url.clone()));
+            assert_eq!(cache.purge(&purge, false).await, 1, "{url}");
+            assert!(cache.lookup(&url, &none).await.is_none(), "{url}");
+        }
+    }
+
+    /// 200 000 distinct URLs through a 4 MiB memory-only cache: the index
+    /// drops what the memory tier evicts, so it holds exactly what the
+    /// store holds, and purges find those objects.
+    #[tokio::test]
+    async fn the_index_follows_memory_evictions() {
+        let config = CacheConfig {
+            memory_bytes: 4 << 20,
+            max_object_bytes: 1 << 20,
+            ..CacheConfig::default()
+        };
+        let cache = Cache::open(&config).await.expect("open");
+        let none = HeaderMap::new();
+        let body = bytes::Bytes::from(vec![b'x'; 1024]);
+        for i in 0..URLS {
+            let url = url(i);
+            let object = object_with_body(&url, body.clone());
+            cache.store(&url, &[], &none, object, &cache.begin_fetch());
+        }
+        let stats = cache.stats();
+        let live = check_consistent(&cache);
+        eprintln!(
+            "memory only, after {URLS} URLs: {} index entries ({} estimated bytes), {} objects in memory",
+            stats.objects, stats.index_bytes, stats.memory_entries
+        );
+        assert_eq!(stats.objects, stats.memory_entries);
+        assert_eq!(stats.objects, live as u64);
+        let weight =
+            url(0).len() + entry_weight(&Entry::Object(Box::new(object_with_body(&url(0), body))));
+        let capacity = config.memory_bytes / weight as u64;
+        assert!(stats.objects <= capacity, "{stats:?}, {capacity}");
+        // Under 600 bytes an entry for these URLs.
+        assert!(stats.index_bytes <= capacity * 600, "{stats:?}");
+        purge_the_last(&cache, 50).await;
+        assert_eq!(cache.stats().objects, stats.objects - 50);
+        let evicted = Purge::of("d", Target::Url(url(0)));
+        assert_eq!(cache.purge(&evicted, false).await, 0);
+    }
+
+    /// 200 000 distinct URLs through a 1 MiB memory tier and a 64 MiB disk
+    /// tier (four blocks): the sweep keeps the index within what the cache
+    /// can hold, the journal compacts as it goes, and purges find what
+    /// remains, also after a restart.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_index_and_journal_stay_bounded_with_a_disk_tier() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = CacheConfig {
+            memory_bytes: 1 << 20,
+            disk_dir: Some(dir.path().to_path_buf()),
+            disk_bytes: 64 << 20,
+            max_object_bytes: 1 << 20,
+            ..CacheConfig::default()
+        };
+        let journal = dir.path().join("index.journal");
+        let cache = Cache::open(&config).await.expect("open");
+        let none = HeaderMap::new();
+        let body = bytes::Bytes::from(vec![b'x'; 1024]);
+        let (mut most_entries, mut most_journal_bytes) = (0, 0);
+        for i in 0..URLS {
+            let url = url(i);
+            let object = object_with_body(&url, body.clone());
+            cache.store(&url, &[], &none, object, &cache.begin_fetch());
+            if i % 1000 == 999 {
+                // At most a few MiB in flight, as a disk keeps up with.
+                cache.store.storage().wait().await;
+                most_entries = most_entries.max(cache.stats().objects);
+                let bytes = std::fs::metadata(&journal).expect("journal").len();
+                most_journal_bytes = most_journal_bytes.max(bytes);
+            }
+        }
+        cache.store.storage().wait().await;
+        let compacting = || {
+            let index = cache.lock_index();
+            index.compacting()
+        };
+        while compacting() {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let stats = cache.stats();
+        let live = check_consistent(&cache);
+        let journal_bytes = std::fs::metadata(&journal).expect("journal").len();
+        let journal_lines = std::fs::read(&journal)
+            .expect("journal")
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .count() as u64;
+        eprintln!(
+            "memory + disk, after {URLS} URLs: {} index entries ({} estimated bytes) for {live} objects held; \
+             journal {journal_lines} lines, {journal_bytes} bytes; at most {most_entries} entries and \
+             {most_journal_bytes} journal bytes on the way (sampled every 1000 URLs)",
+            stats.objects, stats.index_bytes
+        );
+        assert!(live > 2_000, "the disk tier holds objects: {live}");
+        // What the tiers can hold: the memory tier by weight, the disk
+        // tier a 4 KiB page per object at least. Past that, the objects of
+        // one disk block, evicted at once, until the sweep meets them.
+        let weight =
+            url(0).len() + entry_weight(&Entry::Object(Box::new(object_with_body(&url(0), body))));
+        let capacity = (config.memory_bytes / weight as u64) + config.disk_bytes / 4096;
+        let bound = capacity + block_size(config.max_object_bytes) / 4096;
+        assert!(most_entries <= bound, "{most_entries} entries > {bound}");
+        assert!(stats.index_bytes <= bound * 600, "{stats:?}");
+        assert!(
+            journal_lines <= COMPACT_RATIO * stats.objects + COMPACT_SLACK,
+            "{journal_lines} lines"
+        );
+        // Lines of under 100 bytes.
+        let journal_bound = (COMPACT_RATIO * bound + COMPACT_SLACK) * 100;
+        assert!(most_journal_bytes <= journal_bound, "{most_journal_bytes}");
+        purge_the_last(&cache, 50).await;
+        cache.close().await;
+        drop(cache);
+
+        let entries_before = stats.objects;
+        let reopened = Cache::open(&config).await.expect("reopen");
+        reopened.store.storage().wait().await;
+        let after = check_consistent(&reopened);
+        let stats = reopened.stats();
+        assert!(
+            after as u64 <= stats.objects && stats.objects <= entries_before,
+            "reopened: {} entries for {after} objects",
+            stats.objects
+        );
+        purge_the_last(&reopened, 50).await;
     }
 }
