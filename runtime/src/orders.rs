@@ -90,7 +90,13 @@ pub async fn prewarm(
     distribution: Option<&str>,
     urls: &[String],
 ) -> (usize, Vec<serde_json::Value>) {
-    let connection = Arc::new(Connection::internal());
+    let plain = Arc::new(Connection::internal());
+    // The scheme is in cache keys: an `https://` URL warms what viewers
+    // over TLS get.
+    let tls = Arc::new(Connection {
+        tls: true,
+        ..Connection::internal()
+    });
     let mut warmed = 0;
     let mut failed = Vec::new();
     for url in urls.iter().take(MAX_PREWARM_URLS) {
@@ -126,7 +132,11 @@ pub async fn prewarm(
                 .headers_mut()
                 .insert(http::header::HOST, host);
         }
-        let response = proxy::handle(edge.clone(), connection.clone(), viewer_request).await;
+        let connection = match uri.scheme_str() {
+            Some("https") => tls.clone(),
+            _ => plain.clone(),
+        };
+        let response = proxy::handle(edge.clone(), connection, viewer_request).await;
         let status = response.status();
         let cache = response
             .headers()

@@ -356,3 +356,30 @@ async fn a_slow_body_for_the_plugins_is_answered_408_while_others_are_served() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("did not arrive within"), "{answer}");
 }
+
+#[tokio::test]
+async fn a_prewarm_warms_the_scheme_its_url_names() {
+    let origin = Origin::start().await;
+    origin.set(
+        "/warm",
+        Reply::ok("warm", &[("cache-control", "max-age=60")]),
+    );
+    let text = server(
+        config(&origin.url(), "", "", ""),
+        "trusted_proxies = [\"127.0.0.0/8\"]",
+    );
+    let edge = edge(&text).await;
+    let warmed = common::admin_post(
+        edge.admin(),
+        "/prewarm",
+        "secret",
+        r#"{"urls": ["https://example.test/warm"]}"#,
+    )
+    .await;
+    assert_eq!(warmed.status, 200, "{}", warmed.text());
+    settle().await;
+    let over_tls = [("x-forwarded-proto", "https")];
+    let got = request(edge.addr(), "GET", "example.test", "/warm", &over_tls).await;
+    assert_eq!(got.cache(), "HIT");
+    assert_eq!(origin.hits("/warm"), 1);
+}
