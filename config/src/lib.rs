@@ -137,9 +137,46 @@ pub struct AdminConfig {
     /// Address and port, e.g. `127.0.0.1:9901`.
     pub address: SocketAddr,
     /// Bearer token for purge and prewarm; metrics and health need none.
+    /// On an address other than loopback, see [`AdminConfig::check_token`].
     pub token: Option<String>,
     /// A file holding the token, instead of `token`.
     pub token_file: Option<PathBuf>,
+}
+
+/// The fewest characters an admin token reachable beyond loopback may have.
+pub const MIN_ADMIN_TOKEN_CHARS: usize = 16;
+
+/// The token of `examples/edge.toml` (and `make demo`), refused beyond
+/// loopback: it is public.
+pub const EXAMPLE_ADMIN_TOKEN: &str = "change-me";
+
+impl AdminConfig {
+    /// Checks `token` (the `token` field's, or the contents of
+    /// `token_file`) for this listener: on an address other than loopback
+    /// it must not be the example's and must have at least
+    /// [`MIN_ADMIN_TOKEN_CHARS`] characters. Any token does on loopback.
+    pub fn check_token(&self, token: &str) -> Result<(), String> {
+        if self.address.ip().to_canonical().is_loopback() {
+            return Ok(());
+        }
+        if token == EXAMPLE_ADMIN_TOKEN {
+            return Err(format!(
+                "is the example configuration's token `{EXAMPLE_ADMIN_TOKEN}`; the admin listener \
+                 on {} is reachable beyond loopback: choose a secret one of at least \
+                 {MIN_ADMIN_TOKEN_CHARS} characters",
+                self.address
+            ));
+        }
+        let chars = token.chars().count();
+        if chars < MIN_ADMIN_TOKEN_CHARS {
+            return Err(format!(
+                "has {chars} characters; the admin listener on {} is reachable beyond loopback: \
+                 its token needs at least {MIN_ADMIN_TOKEN_CHARS}",
+                self.address
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Limits and timeouts of viewer connections.
@@ -511,6 +548,11 @@ impl EdgeConfig {
                     "set `token` or `token_file`, not both",
                 ));
             }
+            if let Some(token) = &admin.token {
+                admin
+                    .check_token(token)
+                    .map_err(|why| ConfigError::at("admin.token", why))?;
+            }
         }
         let addresses = self.address_policy();
         if let Some(shield) = &self.shield {
@@ -787,5 +829,54 @@ fn check_url(field: &str, url: &str) -> Result<(), ConfigError> {
             field,
             format!("`{url}` must be an http:// or https:// URL with a host"),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admin(address: &str) -> AdminConfig {
+        AdminConfig {
+            address: address.parse().expect("an address"),
+            token: None,
+            token_file: None,
+        }
+    }
+
+    #[test]
+    fn beyond_loopback_an_admin_token_must_be_long_and_not_the_examples() {
+        for loopback in [
+            "127.0.0.1:9901",
+            "127.8.0.1:9901",
+            "[::1]:9901",
+            "[::ffff:127.0.0.1]:9901",
+        ] {
+            assert_eq!(
+                admin(loopback).check_token(EXAMPLE_ADMIN_TOKEN),
+                Ok(()),
+                "{loopback}"
+            );
+            assert_eq!(admin(loopback).check_token("x"), Ok(()), "{loopback}");
+        }
+        for open in [
+            "0.0.0.0:9901",
+            "10.0.0.5:9901",
+            "[::]:9901",
+            "[2001:db8::1]:9901",
+        ] {
+            let example = admin(open).check_token(EXAMPLE_ADMIN_TOKEN).unwrap_err();
+            assert!(
+                example.starts_with("is the example configuration's token `change-me`;"),
+                "{example}"
+            );
+            assert!(example.contains(open), "{example}");
+            let short = admin(open).check_token("fifteen-chars-x").unwrap_err();
+            assert!(short.starts_with("has 15 characters;"), "{short}");
+            assert!(short.contains("needs at least 16"), "{short}");
+            // Characters, not bytes.
+            assert!(admin(open).check_token("ééééééééééééééé").is_err());
+            assert_eq!(admin(open).check_token("sixteen-chars-xx"), Ok(()));
+        }
     }
 }

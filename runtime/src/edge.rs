@@ -69,22 +69,7 @@ impl Snapshot {
             .as_ref()
             .filter(|_| !config.peers.is_empty())
             .map(|me| PeerRing::new(me.clone(), &config.peers));
-        let admin_token = match &config.admin {
-            Some(admin) => match (&admin.token, &admin.token_file) {
-                (Some(token), _) => Some(token.clone()),
-                (None, Some(file)) => {
-                    let path = base_dir.join(file);
-                    let token = std::fs::read_to_string(&path).map_err(|e| ConfigError {
-                        file: None,
-                        field: "admin.token_file".into(),
-                        reason: format!("cannot read {}: {e}", path.display()),
-                    })?;
-                    Some(token.trim().to_string())
-                }
-                (None, None) => None,
-            },
-            None => None,
-        };
+        let admin_token = admin_token(&config, base_dir)?;
         Ok(Snapshot {
             config,
             routes,
@@ -92,6 +77,35 @@ impl Snapshot {
             admin_token,
             certificates: Some(certificates),
         })
+    }
+}
+
+/// The admin API's bearer token: `admin.token`, or the contents of
+/// `admin.token_file` (relative to `base_dir`), checked as
+/// [`parapet_config::AdminConfig::check_token`] says (validation checks
+/// `admin.token`; the file is read here).
+pub fn admin_token(config: &EdgeConfig, base_dir: &Path) -> Result<Option<String>, ConfigError> {
+    let Some(admin) = &config.admin else {
+        return Ok(None);
+    };
+    match (&admin.token, &admin.token_file) {
+        (Some(token), _) => Ok(Some(token.clone())),
+        (None, Some(file)) => {
+            let path = base_dir.join(file);
+            let refused = |reason: String| ConfigError {
+                file: None,
+                field: "admin.token_file".into(),
+                reason,
+            };
+            let token = std::fs::read_to_string(&path)
+                .map_err(|e| refused(format!("cannot read {}: {e}", path.display())))?;
+            let token = token.trim().to_string();
+            admin
+                .check_token(&token)
+                .map_err(|why| refused(format!("the token in {} {why}", path.display())))?;
+            Ok(Some(token))
+        }
+        (None, None) => Ok(None),
     }
 }
 

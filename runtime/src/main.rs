@@ -316,6 +316,16 @@ async fn launch_controlled(
 /// controller supplies them).
 fn from_flags(cli: &Cli, listen: SocketAddr, origin: Option<&str>) -> anyhow::Result<EdgeConfig> {
     let behavior: BehaviorConfig = toml::from_str("path = \"*\"")?;
+    let admin = cli.admin.map(|address| AdminConfig {
+        address,
+        token: cli.admin_token.clone(),
+        token_file: None,
+    });
+    if let Some((admin, token)) = admin.as_ref().and_then(|a| Some((a, a.token.as_ref()?))) {
+        admin
+            .check_token(token)
+            .map_err(|why| anyhow::anyhow!("--admin-token (or $PARAPET_ADMIN_TOKEN) {why}"))?;
+    }
     let config = EdgeConfig {
         pop: PopConfig {
             id: "local".into(),
@@ -327,11 +337,7 @@ fn from_flags(cli: &Cli, listen: SocketAddr, origin: Option<&str>) -> anyhow::Re
             tls: false,
             proxy_protocol: false,
         }],
-        admin: cli.admin.map(|address| AdminConfig {
-            address,
-            token: cli.admin_token.clone(),
-            token_file: None,
-        }),
+        admin,
         cache: CacheConfig {
             memory_bytes: cli.memory_mib << 20,
             disk_dir: cli.cache_dir.clone(),
@@ -406,10 +412,12 @@ fn check(path: &Path) -> anyhow::Result<String> {
     let engine =
         Arc::new(PluginEngine::new(EngineConfig::default()).context("starting the plugin engine")?);
     let base_dir = path.parent().unwrap_or(Path::new("."));
-    Routes::build(&config, base_dir, &engine).map_err(|mut e| {
+    let in_file = |mut e: parapet_config::ConfigError| {
         e.file = Some(path.to_path_buf());
         e
-    })?;
+    };
+    parapet_edge::edge::admin_token(&config, base_dir).map_err(in_file)?;
+    Routes::build(&config, base_dir, &engine).map_err(in_file)?;
     let plugins: usize = config.distributions.iter().map(|d| d.plugins.len()).sum();
     Ok(format!(
         "distributions: {}, plugins loaded: {plugins}",

@@ -78,3 +78,48 @@ fn help_explains_the_flag() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("--check-config <FILE>"));
 }
+
+/// An admin listener beyond loopback with the example's token, or with a
+/// short one in its token file, is refused naming the file, field and
+/// reason; the example itself (loopback) is fine (above).
+#[test]
+fn a_weak_admin_token_beyond_loopback_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("edge.toml");
+    let example = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/edge.toml"),
+    )
+    .unwrap();
+    let open = example.replacen("127.0.0.1:9901", "0.0.0.0:9901", 1);
+    assert_ne!(open, example);
+    std::fs::write(&path, &open).unwrap();
+    let (code, _, stderr) = check_config(&path);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.starts_with(&format!(
+            "parapet-edge: {}: admin.token: is the example configuration's token `change-me`; \
+             the admin listener on 0.0.0.0:9901 is reachable beyond loopback",
+            path.display()
+        )),
+        "{stderr}"
+    );
+
+    let token_file = dir.path().join("admin-token");
+    std::fs::write(&token_file, "short-secret\n").unwrap();
+    std::fs::write(
+        &path,
+        open.replacen("token = \"change-me\"", "token_file = \"admin-token\"", 1),
+    )
+    .unwrap();
+    let (code, _, stderr) = check_config(&path);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.starts_with(&format!(
+            "parapet-edge: {}: admin.token_file: the token in {} has 12 characters; \
+             the admin listener on 0.0.0.0:9901 is reachable beyond loopback: its token needs at least 16",
+            path.display(),
+            token_file.display()
+        )),
+        "{stderr}"
+    );
+}

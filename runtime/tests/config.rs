@@ -159,6 +159,21 @@ fn semantic_errors_are_refused_with_their_path() {
             "admin",
             "not both",
         ),
+        (
+            ("address = \"127.0.0.1:9901\"", "address = \"0.0.0.0:9901\""),
+            "admin.token",
+            "is the example configuration's token `change-me`; the admin listener on \
+             0.0.0.0:9901 is reachable beyond loopback",
+        ),
+        (
+            (
+                "address = \"127.0.0.1:9901\"   # /metrics, /healthz, purge and prewarm\ntoken = \"change-me\"",
+                "address = \"[2001:db8::1]:9901\"\ntoken = \"0123456789abcde\"",
+            ),
+            "admin.token",
+            "has 15 characters; the admin listener on [2001:db8::1]:9901 is reachable beyond \
+             loopback: its token needs at least 16",
+        ),
     ];
     for ((from, to), field, reason) in cases {
         let err = refusal(&variant(from, to));
@@ -178,4 +193,28 @@ fn a_domain_is_served_by_one_distribution_only() {
         err.reason.contains("served by another distribution"),
         "{err}"
     );
+}
+
+/// The example's token is refused beyond loopback only: on loopback (the
+/// example, `make demo`) any token does, and beyond it a long one.
+#[test]
+fn admin_tokens_beyond_loopback_are_long_and_not_the_examples() {
+    for (address, token) in [
+        ("127.0.0.1:9901", "change-me"),
+        ("[::1]:9901", "x"),
+        ("0.0.0.0:9901", "a-secret-of-16-c"),
+    ] {
+        let text = variant(
+            "address = \"127.0.0.1:9901\"   # /metrics, /healthz, purge and prewarm\ntoken = \"change-me\"",
+            &format!("address = \"{address}\"\ntoken = \"{token}\""),
+        );
+        let config = EdgeConfig::parse(&text).unwrap();
+        assert_eq!(config.validate(), Ok(()), "{address} {token}");
+    }
+    // Without a token the privileged endpoints are off: nothing to refuse.
+    let text = variant(
+        "address = \"127.0.0.1:9901\"   # /metrics, /healthz, purge and prewarm\ntoken = \"change-me\"",
+        "address = \"0.0.0.0:9901\"",
+    );
+    assert_eq!(EdgeConfig::parse(&text).unwrap().validate(), Ok(()));
 }

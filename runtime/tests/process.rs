@@ -186,6 +186,56 @@ async fn sigterm_finishes_requests_in_flight_then_exits() {
     );
 }
 
+/// A weak admin token on an address beyond loopback stops the launch,
+/// before anything listens; on loopback the same token serves.
+#[tokio::test]
+async fn a_weak_admin_token_beyond_loopback_is_refused_at_launch() {
+    let origin = Origin::start().await;
+    let refused = Command::new(env!("CARGO_BIN_EXE_parapet-edge"))
+        .args(["--listen", "127.0.0.1:0", "--origin", &origin.url()])
+        .args(["--admin", "0.0.0.0:0", "--admin-token", "change-me"])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains(
+            "--admin-token (or $PARAPET_ADMIN_TOKEN) is the example configuration's token \
+             `change-me`; the admin listener on 0.0.0.0:0 is reachable beyond loopback"
+        ),
+        "{stderr}"
+    );
+    let short = Command::new(env!("CARGO_BIN_EXE_parapet-edge"))
+        .args(["--listen", "127.0.0.1:0", "--origin", &origin.url()])
+        .args(["--admin", "[::]:0"])
+        .env("PARAPET_ADMIN_TOKEN", "0123456789")
+        .output()
+        .unwrap();
+    assert_eq!(short.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&short.stderr).contains("has 10 characters"),
+        "{}",
+        String::from_utf8_lossy(&short.stderr)
+    );
+
+    let addr = free_addr();
+    let admin = free_addr();
+    let _edge = spawn(
+        &[
+            "--listen",
+            &addr.to_string(),
+            "--origin",
+            &origin.url(),
+            "--admin",
+            &admin.to_string(),
+            "--admin-token",
+            "change-me",
+        ],
+        addr,
+    )
+    .await;
+}
+
 #[test]
 fn help_explains_both_ways_to_run() {
     let output = Command::new(env!("CARGO_BIN_EXE_parapet-edge"))

@@ -230,12 +230,12 @@ impl Holdings {
         for received in update.distributions {
             let bytes = serde_json::to_vec(&received)?;
             let file = builder.distribution_file(&received.id);
-            super::write_atomically(&file, &bytes)
+            super::owner_only::write_atomically(&file, &bytes)
                 .with_context(|| format!("keeping {}", file.display()))?;
             changed |= self.take(builder, received);
         }
         self.revision = self.revision.max(update.revision);
-        super::write_atomically(
+        super::owner_only::write_atomically(
             &builder.state_dir.join("revision"),
             self.revision.to_string().as_bytes(),
         )
@@ -388,7 +388,9 @@ impl Builder {
         let file = self.serving_file(&received.id);
         let kept = serde_json::to_vec(received)
             .map_err(anyhow::Error::from)
-            .and_then(|bytes| super::write_atomically(&file, &bytes).map_err(Into::into));
+            .and_then(|bytes| {
+                super::owner_only::write_atomically(&file, &bytes).map_err(Into::into)
+            });
         if let Err(e) = kept {
             tracing::warn!(file = %file.display(), error = %e, "cannot keep the distribution that loaded");
         }

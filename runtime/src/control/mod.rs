@@ -13,6 +13,7 @@
 //! (it was removed) clears its cache, since it cannot know what was purged.
 
 pub mod distributions;
+mod owner_only;
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -128,24 +129,20 @@ fn check_id(id: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let staging = path.with_extension("tmp");
-    std::fs::write(&staging, bytes)?;
-    std::fs::rename(&staging, path)
-}
-
 impl Control {
-    /// Sets up the state directory and a lazily connecting channel; nothing
-    /// is sent yet.
+    /// Sets up the state directory (owner-only: looser modes found in it
+    /// are tightened) and a lazily connecting channel; nothing is sent yet.
     pub fn new(options: ControlOptions, base: EdgeConfig) -> anyhow::Result<Arc<Self>> {
         for dir in [
             options.state_dir.clone(),
             options.state_dir.join("plugins"),
+            options.state_dir.join(COMPILED),
             options.state_dir.join(distributions::DISTRIBUTIONS),
             options.state_dir.join(distributions::SERVING),
         ] {
-            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            owner_only::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
         }
+        owner_only::tighten(&options.state_dir)?;
         // Absolute, so plugin and KV paths mean the same from any base.
         let mut options = options;
         options.state_dir = options
@@ -215,7 +212,7 @@ impl Control {
 
     /// Where compiled plugins are kept.
     pub fn compiled_plugins_dir(&self) -> PathBuf {
-        self.options.state_dir.join("compiled")
+        self.options.state_dir.join(COMPILED)
     }
 
     /// A request carrying the credential; registers first when there is
@@ -271,7 +268,7 @@ impl Control {
             self.registered_anew.store(true, Ordering::Relaxed);
         }
         if known_before && previous != answer.edge_id {
-            write_atomically(&self.cache_clear_mark(), b"").map_err(|e| {
+            owner_only::write_atomically(&self.cache_clear_mark(), b"").map_err(|e| {
                 tonic::Status::internal(format!("cannot mark the cache to be cleared: {e}"))
             })?;
             tracing::warn!(was = %previous, edge = %answer.edge_id, "registered as a new edge: purges made meanwhile are unknown, so the cache will be cleared");
@@ -280,7 +277,7 @@ impl Control {
             ("credential", &answer.credential),
             ("edge-id", &answer.edge_id),
         ] {
-            if let Err(e) = write_atomically(&state.join(file), value.as_bytes()) {
+            if let Err(e) = owner_only::write_atomically(&state.join(file), value.as_bytes()) {
                 tracing::warn!(error = %e, file, "cannot keep the registration; the edge will register again at its next start");
             }
         }
@@ -490,7 +487,8 @@ impl Control {
             actual == sha256,
             "plugin sha256:{sha256}: the controller sent bytes hashing to {actual}"
         );
-        write_atomically(path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+        owner_only::write_atomically(path, &bytes)
+            .with_context(|| format!("writing {}", path.display()))?;
         tracing::info!(sha256, size = bytes.len(), "plugin fetched");
         Ok(())
     }
@@ -709,6 +707,9 @@ fn is_refusal(status: &tonic::Status) -> bool {
 /// whole in one update, so this bounds what a distribution may hold.
 const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
+/// The state directory's directory of compiled plugins.
+const COMPILED: &str = "compiled";
+
 /// Reconnection delays: 0.5 s doubling to 10 s, reset by success.
 #[derive(Default)]
 struct Backoff(u32);
@@ -722,5 +723,79 @@ impl Backoff {
         let delay = Duration::from_millis(500 * (1 << self.0.min(5))).min(Duration::from_secs(10));
         self.0 += 1;
         tokio::time::sleep(delay).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path)
+            .expect("metadata")
+            .permissions()
+            .mode()
+            & 0o7777
+    }
+
+    /// A state directory left readable by others (an older edge, a copy)
+    /// is made owner-only when the edge starts; what it adds is too.
+    #[tokio::test]
+    async fn the_state_directory_is_made_owner_only_at_start() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let state = root.path().join("state");
+        std::fs::create_dir_all(state.join(distributions::DISTRIBUTIONS)).expect("mkdir");
+        std::fs::write(state.join("credential"), "ppe_secret\n").expect("write");
+        std::fs::write(
+            state.join(distributions::DISTRIBUTIONS).join("shop.json"),
+            "{}",
+        )
+        .expect("write");
+        for (path, mode) in [
+            (state.clone(), 0o755),
+            (state.join(distributions::DISTRIBUTIONS), 0o755),
+            (state.join("credential"), 0o644),
+            (
+                state.join(distributions::DISTRIBUTIONS).join("shop.json"),
+                0o644,
+            ),
+        ] {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        }
+        let base =
+            EdgeConfig::parse("[pop]\nid = \"t\"\n[[listener]]\naddress = \"127.0.0.1:0\"\n")
+                .expect("config");
+        let control = Control::new(
+            ControlOptions {
+                url: "http://127.0.0.1:1".into(),
+                bootstrap_token: "bootstrap".into(),
+                name: "edge-1".into(),
+                role: "edge".into(),
+                group: "default".into(),
+                state_dir: state.clone(),
+            },
+            base,
+        )
+        .expect("control");
+        for dir in [
+            "",
+            "plugins",
+            COMPILED,
+            distributions::DISTRIBUTIONS,
+            distributions::SERVING,
+        ] {
+            assert_eq!(mode(&state.join(dir)), 0o700, "{dir}");
+        }
+        assert_eq!(mode(&state.join("credential")), 0o600);
+        assert_eq!(
+            mode(&state.join(distributions::DISTRIBUTIONS).join("shop.json")),
+            0o600
+        );
+        assert_eq!(
+            control.credential.lock().await.token.as_deref(),
+            Some("ppe_secret")
+        );
     }
 }
