@@ -86,6 +86,26 @@ const ROWS: &[(&str, &str, Row)] = &[
         "Vary: equivalent request fields share a variant",
         || Box::pin(vary_normalised()),
     ),
+    (
+        "3.4",
+        "a part (206) is never stored or served as the whole",
+        || Box::pin(part_not_whole()),
+    ),
+    (
+        "4.3.2",
+        "with nothing stored, the viewer's validators go upstream and its 304 comes back",
+        || Box::pin(miss_forwards_validators()),
+    ),
+    (
+        "4.3.2 / RFC 9110 13.1.2",
+        "a stored object answers If-None-Match by weak comparison",
+        || Box::pin(weak_etags()),
+    ),
+    (
+        "4.3.2 / RFC 9110 13.1.3",
+        "a stored object answers If-Modified-Since by its Last-Modified",
+        || Box::pin(if_modified_since()),
+    ),
 ];
 
 #[tokio::test]
