@@ -121,7 +121,7 @@ pub fn millis(time: SystemTime) -> u64 {
 
 /// The key of one variant of `key`: the values of the `vary` fields in
 /// `request` appended in order, each in a normal form (see
-/// [`normal_value`]) so that equivalent requests share a variant.
+/// `normal_value`) so that equivalent requests share a variant.
 pub fn variant_key(key: &str, vary: &[String], request: &HeaderMap) -> String {
     let mut out = String::with_capacity(key.len() + 32);
     out.push_str(key);

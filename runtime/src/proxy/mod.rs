@@ -1,18 +1,18 @@
 //! The request path, as the phases a request goes through in order (see
 //! ARCHITECTURE.md, "Request path"), one module each:
 //!
-//! 1. [`route`]: host → distribution, path → behavior, loop check, native
+//! 1. `route`: host → distribution, path → behavior, loop check, native
 //!    guards, the distribution's share of plugin instances; the request
-//!    becomes an [`Exchange`](exchange::Exchange).
-//! 2. [`viewer_request`]: the request body for plugins, the
+//!    becomes an `Exchange`.
+//! 2. `viewer_request`: the request body for plugins, the
 //!    `on-viewer-request` chain (which may answer instead).
-//! 3. [`lookup`]: the cache: fresh hit, stale (served while refreshing, or
+//! 3. `lookup`: the cache: fresh hit, stale (served while refreshing, or
 //!    revalidated), miss; one upstream request per key (collapsing).
-//! 4. [`fetch`]: `on-origin-request`, then the owner peer, the shield, the
+//! 4. `fetch`: `on-origin-request`, then the owner peer, the shield, the
 //!    origins in order; requests that are not cacheable pass through here.
-//! 5. [`store`]: `on-origin-response`, RFC 9111 storability, storing the
+//! 5. `store`: `on-origin-response`, RFC 9111 storability, storing the
 //!    body while it streams to the viewer.
-//! 6. [`respond`]: answers from stored objects, viewer-facing headers and
+//! 6. `respond`: answers from stored objects, viewer-facing headers and
 //!    the `on-viewer-response` chain.
 //!
 //! [`handle`] runs them and then logs and counts the request.
