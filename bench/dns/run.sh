@@ -84,17 +84,10 @@
 set -euo pipefail
 
 # ---------------------------------------------------------------- settings
-for arg in "$@"; do
-  case "$arg" in
-    --quick) DURATION=3; ROUNDS=1 ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
-    *) echo "unknown argument: $arg (only --quick)" >&2; exit 2 ;;
-  esac
-done
-
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=../lib.sh
 source "$SCRIPT_DIR/../lib.sh"
+quick_args 2,14 "$@"
 REPO=$(cd "$SCRIPT_DIR/../.." && pwd)
 cd "$REPO"
 
@@ -159,14 +152,11 @@ pop_field() {  # pop_field ID COLUMN(2 lat, 3 lon, 4 ipv4, 5 ipv6)
 }
 
 # ---------------------------------------------------------------- tools
-need_install=()
-command -v dnsperf >/dev/null || need_install+=(dnsperf)
-command -v dig     >/dev/null || need_install+=(bind9-dnsutils)
+tools=(dnsperf dig=bind9-dnsutils)
 if want pdns || want pdns-nocache; then
-  [[ -x $PDNS_SERVER ]] || need_install+=(pdns-server)
-  compgen -G "/usr/lib/*/pdns/libgeoipbackend.so" >/dev/null || need_install+=(pdns-backend-geoip)
+  tools+=("$PDNS_SERVER=pdns-server" "/usr/lib/*/pdns/libgeoipbackend.so=pdns-backend-geoip")
 fi
-install_packages "${need_install[@]}"
+install_tools "${tools[@]}"
 # Debian starts the packaged pdns service where it can; we never use it, and
 # our instances read only their own pdns.conf (--config-dir).
 
@@ -182,14 +172,10 @@ if want parapet; then
 fi
 
 # ---------------------------------------------------------------- temp dir (removed on exit)
-if [[ -n ${BENCH_TMPDIR:-} ]]; then
-  TMP=$(mktemp -d -p "$BENCH_TMPDIR")
-else
-  TMP=$(mktemp -d /tmp/parapet-dns-bench.XXXXXX)
-fi
+make_tmp parapet-dns-bench
 
 for sys in $SYSTEMS; do
-  port_busy "${PORT[$sys]}" && die "port ${PORT[$sys]} is in use (set BASE_PORT to another range)"
+  ports_free "${PORT[$sys]}"
 done
 
 # ask SYSTEM TYPE SUBNET|none [dig options...]: one query, 2 s timeout.
@@ -410,18 +396,6 @@ children_cpu() {
   CHILD_CPU=$(awk 'NR == 2 { for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); t += a[1] * 60 + a[2] }; printf "%.2f", t }' "$TMP/times")
 }
 
-# run_load OUTFILE CMD...: dnsperf as a background job so that a signal
-# reaches the trap at once; its pid is killed there.
-run_load() {
-  local out=$1; shift
-  "$@" >"$out" 2>&1 &
-  LOAD_PID=$!
-  local rc=0
-  wait "$LOAD_PID" || rc=$?
-  LOAD_PID=""
-  return "$rc"
-}
-
 LOADAVG_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 n_active=${#ACTIVE[@]}
 for ((round = 1; round <= ROUNDS; round++)); do
@@ -537,7 +511,7 @@ fi
   echo "\"server + load generator on $(nproc) cores\": ratios matter more than absolutes."
   echo "Load average before the runs: $LOADAVG_BEFORE."
   echo
-  echo "$(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?'); \
+  echo "$(stamp); \
 ${PARAPET_VERSION:+$PARAPET_VERSION, }PowerDNS ${PDNS_VERSION:-?} (receiver-threads=$PDNS_RECEIVERS, \
 distributor-threads=$PDNS_DISTRIBUTORS), dnsperf $DNSPERF_VERSION; database $(basename "$(readlink -f "$GEOIP_DB")")."
   echo "Each run: ${DURATION}s of \`dnsperf -T1 -c$DNSPERF_CLIENTS -q$DNSPERF_OUTSTANDING\` over $(wc -l < "$QUERIES") queries \

@@ -8,17 +8,10 @@
 set -euo pipefail
 
 # ---------------------------------------------------------------- settings
-for arg in "$@"; do
-  case "$arg" in
-    --quick) DURATION=3; ROUNDS=1 ;;
-    -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
-    *) echo "unknown argument: $arg (only --quick)" >&2; exit 2 ;;
-  esac
-done
-
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=../lib.sh
 source "$SCRIPT_DIR/../lib.sh"
+quick_args 2,7 "$@"
 REPO=$(cd "$SCRIPT_DIR/../.." && pwd)
 cd "$REPO"
 
@@ -54,101 +47,15 @@ PPLUG_ADMIN=$((BASE_PORT + 7))
 
 
 # ---------------------------------------------------------------- tools
-need_install=()
-command -v nginx    >/dev/null || need_install+=(nginx)
-command -v varnishd >/dev/null || need_install+=(varnish)
-command -v wrk      >/dev/null || need_install+=(wrk)
-command -v h2load   >/dev/null || need_install+=(nghttp2-client)
-command -v curl     >/dev/null || need_install+=(curl)
-install_packages "${need_install[@]}"
+install_tools nginx varnishd=varnish wrk h2load=nghttp2-client curl
 # Debian starts the packaged services on install where allowed; we never use them.
 
 # ---------------------------------------------------------------- temp dir (removed on exit)
-if [[ -n ${BENCH_TMPDIR:-} ]]; then
-  TMP=$(mktemp -d -p "$BENCH_TMPDIR")
-elif [[ -d /dev/shm && -w /dev/shm ]]; then
-  TMP=$(mktemp -d -p /dev/shm parapet-bench.XXXXXX)   # keep nginx's file cache in RAM
-else
-  TMP=$(mktemp -d)
-fi
-
-for p in $(seq "$BASE_PORT" $((BASE_PORT + 7))); do
-  port_busy "$p" && die "port $p is in use (set BASE_PORT to another range)"
-done
-
-# wait_http NAME PID URL [curl args...]: until URL answers 2xx, or the pid dies, or 15 s.
-wait_http() {
-  local name=$1 pid=$2 url=$3; shift 3
-  local i
-  for i in $(seq 150); do
-    if ! kill -0 "$pid" 2>/dev/null; then warn "$name exited during startup"; return 1; fi
-    curl -fsS -o /dev/null --max-time 2 "$@" "$url" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  warn "$name did not answer $url within 15 s"
-  return 1
-}
+make_tmp parapet-bench shm   # keep nginx's file cache in RAM
+ports_free "$BASE_PORT" $((BASE_PORT + 7))
 
 # ---------------------------------------------------------------- origin
-mkdir -p "$TMP/www"
-head -c 1024     /dev/urandom > "$TMP/www/1k.bin"
-head -c 102400   /dev/urandom > "$TMP/www/100k.bin"
-head -c 1048576  /dev/urandom > "$TMP/www/1m.bin"
-
-NGINX_USER=""
-[[ $EUID -eq 0 ]] && NGINX_USER="user root;"   # workers must read the 0700 temp dir
-
-# nginx_conf PREFIX WORKERS HTTP_BODY: a self-contained nginx.conf (no /var writes).
-nginx_conf() {
-  local prefix=$1 workers=$2 body=$3
-  mkdir -p "$prefix/tmp"
-  cat > "$prefix/nginx.conf" <<EOF
-$NGINX_USER
-worker_processes $workers;
-pid $prefix/nginx.pid;
-error_log $prefix/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  default_type application/octet-stream;
-  client_body_temp_path $prefix/tmp/body;
-  proxy_temp_path       $prefix/tmp/proxy;
-  fastcgi_temp_path     $prefix/tmp/fastcgi;
-  uwsgi_temp_path       $prefix/tmp/uwsgi;
-  scgi_temp_path        $prefix/tmp/scgi;
-  sendfile on;
-  # no tcp_nopush: with sendfile on loopback it stalls responses on 40 ms timers
-  # (measured: 100 KiB hits at ~1.1k req/s with it, ~39k req/s without)
-  tcp_nodelay on;
-  keepalive_timeout 65;
-  keepalive_requests 1000000;
-$body
-}
-EOF
-}
-
-# start_nginx NAME PREFIX: runs in the foreground of a background job; pid recorded.
-start_nginx() {
-  local name=$1 prefix=$2
-  nginx -t -q -p "$prefix" -e "$prefix/error.log" -c "$prefix/nginx.conf" -g 'daemon off;' \
-    || { cat "$prefix/error.log" >&2; die "$name: nginx config test failed"; }
-  nginx -p "$prefix" -e "$prefix/error.log" -c "$prefix/nginx.conf" -g 'daemon off;' \
-    >"$prefix/stdout.log" 2>&1 &
-  PIDS+=($!)
-  LAST_PID=$!
-}
-
-mkdir -p "$TMP/origin"
-nginx_conf "$TMP/origin" 1 "
-  server {
-    listen 127.0.0.1:$ORIGIN_PORT;
-    root $TMP/www;
-    etag on;
-    location / { add_header Cache-Control \"public, max-age=3600\" always; }
-  }"
-start_nginx origin "$TMP/origin"
-wait_http origin "$LAST_PID" "http://127.0.0.1:$ORIGIN_PORT/1k.bin" || die "origin did not start"
-log "origin nginx on 127.0.0.1:$ORIGIN_PORT (pid $LAST_PID)"
+start_origin 1k 100k 1m
 
 # ---------------------------------------------------------------- systems under test
 declare -A PORT H2PORT HOSTHDR
@@ -156,27 +63,7 @@ ACTIVE=()
 
 
 if want nginx; then
-  mkdir -p "$TMP/nginx/cache"
-  nginx_conf "$TMP/nginx" 2 "
-  proxy_cache_path $TMP/nginx/cache levels=1:2 keys_zone=edge:16m max_size=1g inactive=60m use_temp_path=off;
-  upstream origin {
-    server 127.0.0.1:$ORIGIN_PORT;
-    keepalive 32;
-  }
-  server {
-    listen 127.0.0.1:$NGINX_PORT;
-    listen 127.0.0.1:$NGINX_H2_PORT http2;
-    location / {
-      proxy_pass http://origin;
-      proxy_http_version 1.1;
-      proxy_set_header Connection \"\";
-      proxy_cache edge;
-      proxy_cache_valid 200 1h;
-      proxy_cache_lock on;
-      add_header X-Cache-Status \$upstream_cache_status;
-    }
-  }"
-  start_nginx nginx "$TMP/nginx"
+  start_nginx_cache "$TMP/nginx" "$NGINX_PORT" "$NGINX_H2_PORT"
   if wait_http nginx "$LAST_PID" "http://127.0.0.1:$NGINX_PORT/1k.bin"; then
     ACTIVE+=(nginx); PORT[nginx]=$NGINX_PORT; H2PORT[nginx]=$NGINX_H2_PORT
     log "nginx proxy_cache on 127.0.0.1:$NGINX_PORT (h2c: $NGINX_H2_PORT, pid $LAST_PID)"
@@ -213,11 +100,8 @@ if want parapet || want parapet+plugins; then
 fi
 
 if want parapet && ((PARAPET_OK)); then
-  mkdir -p "$TMP/parapet"
-  PARAPET_ACCESS_LOG=off "$PARAPET_EDGE" --listen "127.0.0.1:$PARAPET_PORT" \
-    --origin "http://127.0.0.1:$ORIGIN_PORT" --admin "127.0.0.1:$PARAPET_ADMIN" \
-    ${PARAPET_ARGS:-} >"$TMP/parapet/stdout.log" 2>"$TMP/parapet/stderr.log" &
-  PIDS+=($!); LAST_PID=$!
+  start_edge "$TMP/parapet" --listen "127.0.0.1:$PARAPET_PORT" \
+    --origin "http://127.0.0.1:$ORIGIN_PORT" --admin "127.0.0.1:$PARAPET_ADMIN" ${PARAPET_ARGS:-}
   if wait_http parapet "$LAST_PID" "http://127.0.0.1:$PARAPET_PORT/1k.bin"; then
     ACTIVE+=(parapet); PORT[parapet]=$PARAPET_PORT; H2PORT[parapet]=$PARAPET_PORT
     log "parapet-edge on 127.0.0.1:$PARAPET_PORT (pid $LAST_PID)"
@@ -236,56 +120,14 @@ if want parapet+plugins && ((PARAPET_OK)); then
   if ((${#missing[@]})); then
     echo "NOTICE: plugin components missing (${missing[*]}; build them with make); skipping parapet+plugins." >&2
   else
-    cat > "$TMP/pplug/edge.toml" <<EOF
-[pop]
-id = "bench"
-
-[[listener]]
-address = "127.0.0.1:$PPLUG_PORT"
-
-[admin]
-address = "127.0.0.1:$PPLUG_ADMIN"
-token = "bench"
-
-[upstream]
-allow_networks = ["127.0.0.0/8"]
-
-[[distribution]]
-id = "bench"
-customer = "bench"
-domains = ["$PLUGINS_HOST"]
-
-[[distribution.origin]]
-url = "http://127.0.0.1:$ORIGIN_PORT"
-
-[[distribution.plugin]]
-name = "waf"
-wasm = "$PLUGIN_DIR/waf.wasm"
-
-[[distribution.plugin]]
-name = "rewrite"
-wasm = "$PLUGIN_DIR/rewrite.wasm"
-config = { rules = [{ match = "prefix", from = "/old", to = "/new", redirect = 301 }] }
-
-[[distribution.plugin]]
-name = "headers"
-wasm = "$PLUGIN_DIR/header-filter.wasm"
-config = { response = { strip = ["server"], security_headers = true } }
-
-[[distribution.behavior]]
-path = "*"
-viewer_request = ["waf", "rewrite"]
-viewer_response = ["headers"]
-EOF
+    plugins_config bench "$PPLUG_PORT" "$PPLUG_ADMIN" > "$TMP/pplug/edge.toml"
     # A binary that can check configs says what is wrong with this one before we start it.
     if "$PARAPET_EDGE" --help 2>&1 | grep -q -- --check-config \
         && ! "$PARAPET_EDGE" --check-config "$TMP/pplug/edge.toml" >"$TMP/pplug/check.log" 2>&1; then
       warn "parapet-edge --check-config refused the generated config:"
       cat "$TMP/pplug/check.log" >&2
     fi
-    PARAPET_ACCESS_LOG=off "$PARAPET_EDGE" --config "$TMP/pplug/edge.toml" \
-      >"$TMP/pplug/stdout.log" 2>"$TMP/pplug/stderr.log" &
-    PIDS+=($!); LAST_PID=$!
+    start_edge "$TMP/pplug" --config "$TMP/pplug/edge.toml"
     if wait_http parapet+plugins "$LAST_PID" "http://127.0.0.1:$PPLUG_PORT/1k.bin" -H "Host: $PLUGINS_HOST"; then
       ACTIVE+=(parapet+plugins); PORT[parapet+plugins]=$PPLUG_PORT
       H2PORT[parapet+plugins]=$PPLUG_PORT; HOSTHDR[parapet+plugins]=$PLUGINS_HOST
@@ -360,18 +202,6 @@ to_ms() {  # wrk/h2load durations: 512.00us 1.23ms 1.02s 2.00m
     else printf "nan" }'
 }
 
-# run_load OUTFILE CMD...: the load generator as a background job so a signal
-# reaches the trap at once; its pid is killed there.
-run_load() {
-  local out=$1; shift
-  "$@" >"$out" 2>&1 &
-  LOAD_PID=$!
-  local rc=0
-  wait "$LOAD_PID" || rc=$?
-  LOAD_PID=""
-  return "$rc"
-}
-
 n_active=${#ACTIVE[@]}
 for ((round = 1; round <= ROUNDS; round++)); do
   for size in $SIZES; do
@@ -391,9 +221,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
           rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")
           p50=$(awk '$1 == "50%" {print $2}' "$out")
           p99=$(awk '$1 == "99%" {print $2}' "$out")
-          errs=$(awk '/Non-2xx or 3xx responses:/ {n += $NF}
-                      /Socket errors:/ {for (i = 3; i <= NF; i++) if ($i ~ /^[0-9]+,?$/) n += $i}
-                      END {print n + 0}' "$out")
+          errs=$(wrk_errors "$out")
           [[ -n $rps && -n $p50 && -n $p99 ]] || { warn "could not parse wrk output for $sys $size"; continue; }
           printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$size" h1 "$sys" "$round" "$rps" \
             "$(to_ms "$p50")" "$(to_ms "$p99")" "$errs" >> "$RAW"
@@ -445,7 +273,7 @@ fmt_ms() { [[ $1 == nan ]] && echo "—" || awk -v v="$1" 'BEGIN { if (v < 1) pr
   echo
   echo "2-core VM; load generator and server share the cores."
   echo
-  echo "$(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?'); \
+  echo "$(stamp); \
 $(nginx -v 2>&1 | sed 's/^nginx version: //'), $(varnishd -V 2>&1 | head -1 | sed 's/^varnishd (\(varnish-[0-9.]*\).*/\1/'), \
 $(wrk -v 2>&1 | head -1 | awk '{print $1, $2}'), $(h2load --version 2>&1 | head -1)."
   echo "Each run: ${DURATION}s, $CONNS connections (h2: $H2_STREAMS streams each), 1 load-generator thread; \

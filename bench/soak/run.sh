@@ -53,11 +53,7 @@ SUT_PORT=$((BASE_PORT + 1))
 ADMIN_PORT=$((BASE_PORT + 2))
 
 # ---------------------------------------------------------------- tools
-need_install=()
-command -v nginx >/dev/null || need_install+=(nginx)
-command -v wrk   >/dev/null || need_install+=(wrk)
-command -v curl  >/dev/null || need_install+=(curl)
-install_packages "${need_install[@]}"
+install_tools nginx wrk curl
 
 if [[ " $RUNS " == *" parapet"* && ! -x $PARAPET_EDGE ]]; then
   die "parapet-edge not found at $PARAPET_EDGE (cargo build --release -p parapet-edge, or set PARAPET_EDGE)"
@@ -69,28 +65,8 @@ if [[ " $RUNS " == *" parapet+plugins:"* ]]; then
 fi
 
 # ---------------------------------------------------------------- temp dir (removed on exit)
-if [[ -d /dev/shm && -w /dev/shm ]]; then
-  TMP=$(mktemp -d -p /dev/shm parapet-soak.XXXXXX)
-else
-  TMP=$(mktemp -d)
-fi
-
-for p in $(seq "$BASE_PORT" $((BASE_PORT + 2))); do
-  port_busy "$p" && die "port $p is in use (set BASE_PORT to another range)"
-done
-
-# wait_http NAME PID URL [curl args...]: until URL answers 2xx, or the pid dies, or 15 s.
-wait_http() {
-  local name=$1 pid=$2 url=$3; shift 3
-  local i
-  for i in $(seq 150); do
-    kill -0 "$pid" 2>/dev/null || { warn "$name exited during startup"; return 1; }
-    curl -fsS -o /dev/null --max-time 2 "$@" "$url" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  warn "$name did not answer $url within 15 s"
-  return 1
-}
+make_tmp parapet-soak shm
+ports_free "$BASE_PORT" $((BASE_PORT + 2))
 
 # stop PID: TERM, up to 5 s, KILL; and forget it.
 stop() {
@@ -114,61 +90,7 @@ rss_kib() {
 }
 
 # ---------------------------------------------------------------- origin
-mkdir -p "$TMP/www"
-head -c 1024 /dev/urandom > "$TMP/www/1k.bin"
-
-NGINX_USER=""
-[[ $EUID -eq 0 ]] && NGINX_USER="user root;"   # workers must read the 0700 temp dir
-
-# nginx_conf PREFIX WORKERS HTTP_BODY: a self-contained nginx.conf (no /var writes).
-nginx_conf() {
-  local prefix=$1 workers=$2 body=$3
-  mkdir -p "$prefix/tmp"
-  cat > "$prefix/nginx.conf" <<EOF
-$NGINX_USER
-worker_processes $workers;
-pid $prefix/nginx.pid;
-error_log $prefix/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  default_type application/octet-stream;
-  client_body_temp_path $prefix/tmp/body;
-  proxy_temp_path       $prefix/tmp/proxy;
-  fastcgi_temp_path     $prefix/tmp/fastcgi;
-  uwsgi_temp_path       $prefix/tmp/uwsgi;
-  scgi_temp_path        $prefix/tmp/scgi;
-  sendfile on;
-  tcp_nodelay on;
-  keepalive_timeout 65;
-  keepalive_requests 1000000;
-$body
-}
-EOF
-}
-
-# start_nginx NAME PREFIX: in the foreground of a background job; pid in LAST_PID.
-start_nginx() {
-  local name=$1 prefix=$2
-  nginx -t -q -p "$prefix" -e "$prefix/error.log" -c "$prefix/nginx.conf" -g 'daemon off;' \
-    || { cat "$prefix/error.log" >&2; die "$name: nginx config test failed"; }
-  nginx -p "$prefix" -e "$prefix/error.log" -c "$prefix/nginx.conf" -g 'daemon off;' \
-    >"$prefix/stdout.log" 2>&1 &
-  PIDS+=($!)
-  LAST_PID=$!
-}
-
-mkdir -p "$TMP/origin"
-nginx_conf "$TMP/origin" 1 "
-  server {
-    listen 127.0.0.1:$ORIGIN_PORT;
-    root $TMP/www;
-    etag on;
-    location / { add_header Cache-Control \"public, max-age=3600\" always; }
-  }"
-start_nginx origin "$TMP/origin"
-wait_http origin "$LAST_PID" "http://127.0.0.1:$ORIGIN_PORT/1k.bin" || die "origin did not start"
-log "origin nginx on 127.0.0.1:$ORIGIN_PORT (pid $LAST_PID)"
+start_origin 1k
 
 # ---------------------------------------------------------------- systems under test
 # start_sut SYSTEM DIR: starts it on SUT_PORT (admin on ADMIN_PORT); pid in LAST_PID.
@@ -177,76 +99,13 @@ start_sut() {
   mkdir -p "$dir"
   case $sys in
     parapet)
-      PARAPET_ACCESS_LOG=off "$PARAPET_EDGE" --listen "127.0.0.1:$SUT_PORT" \
-        --origin "http://127.0.0.1:$ORIGIN_PORT" --admin "127.0.0.1:$ADMIN_PORT" \
-        >"$dir/stdout.log" 2>"$dir/stderr.log" &
-      PIDS+=($!); LAST_PID=$! ;;
+      start_edge "$dir" --listen "127.0.0.1:$SUT_PORT" \
+        --origin "http://127.0.0.1:$ORIGIN_PORT" --admin "127.0.0.1:$ADMIN_PORT" ;;
     parapet+plugins)
-      cat > "$dir/edge.toml" <<EOF
-[pop]
-id = "soak"
-
-[[listener]]
-address = "127.0.0.1:$SUT_PORT"
-
-[admin]
-address = "127.0.0.1:$ADMIN_PORT"
-token = "soak"
-
-[upstream]
-allow_networks = ["127.0.0.0/8"]
-
-[[distribution]]
-id = "soak"
-customer = "soak"
-domains = ["$PLUGINS_HOST"]
-
-[[distribution.origin]]
-url = "http://127.0.0.1:$ORIGIN_PORT"
-
-[[distribution.plugin]]
-name = "waf"
-wasm = "$PLUGIN_DIR/waf.wasm"
-
-[[distribution.plugin]]
-name = "rewrite"
-wasm = "$PLUGIN_DIR/rewrite.wasm"
-config = { rules = [{ match = "prefix", from = "/old", to = "/new", redirect = 301 }] }
-
-[[distribution.plugin]]
-name = "headers"
-wasm = "$PLUGIN_DIR/header-filter.wasm"
-config = { response = { strip = ["server"], security_headers = true } }
-
-[[distribution.behavior]]
-path = "*"
-viewer_request = ["waf", "rewrite"]
-viewer_response = ["headers"]
-EOF
-      PARAPET_ACCESS_LOG=off "$PARAPET_EDGE" --config "$dir/edge.toml" \
-        >"$dir/stdout.log" 2>"$dir/stderr.log" &
-      PIDS+=($!); LAST_PID=$! ;;
+      plugins_config soak "$SUT_PORT" "$ADMIN_PORT" > "$dir/edge.toml"
+      start_edge "$dir" --config "$dir/edge.toml" ;;
     nginx)
-      mkdir -p "$dir/cache"
-      nginx_conf "$dir" 2 "
-  proxy_cache_path $dir/cache levels=1:2 keys_zone=edge:16m max_size=1g inactive=60m use_temp_path=off;
-  upstream origin {
-    server 127.0.0.1:$ORIGIN_PORT;
-    keepalive 32;
-  }
-  server {
-    listen 127.0.0.1:$SUT_PORT;
-    location / {
-      proxy_pass http://origin;
-      proxy_http_version 1.1;
-      proxy_set_header Connection \"\";
-      proxy_cache edge;
-      proxy_cache_valid 200 1h;
-      proxy_cache_lock on;
-      add_header X-Cache-Status \$upstream_cache_status;
-    }
-  }"
-      start_nginx nginx "$dir" ;;
+      start_nginx_cache "$dir" "$SUT_PORT" ;;
   esac
 }
 
@@ -311,9 +170,7 @@ for run in $RUNS; do
   p99=$(awk '$1 == "99%" {print $2}' "$dir/wrk.out")
   max=$(awk '$1 == "Latency" {print $4}' "$dir/wrk.out")
   timeouts=$(awk '/Socket errors:/ {for (i = 1; i < NF; i++) if ($(i + 1) ~ /^timeout/) print $i + 0}' "$dir/wrk.out")
-  errors=$(awk '/Non-2xx or 3xx responses:/ {n += $NF}
-                /Socket errors:/ {for (i = 3; i <= NF; i++) if ($i ~ /^[0-9]+,?$/) n += $i}
-                END {print n + 0}' "$dir/wrk.out")
+  errors=$(wrk_errors "$dir/wrk.out")
   scrapes=0; [[ -n $scraper ]] && scrapes=$(grep -c '^ok$' "$dir/scrapes.log" || true)
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$n" "${requests:-0}" "${rps:-0}" "${p99:-?}" \
     "${max:-?}" "${timeouts:-0}" "$errors" "$scrapes" "$upkeep" >> "$SUMMARY"
@@ -326,7 +183,7 @@ done
 {
   echo "# Soak: resident memory under steady 1 KiB cache hits"
   echo
-  echo "$(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?'), \
+  echo "$(stamp), \
 $(nproc) cores shared by wrk, the server and the origin (load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)); \
 $(nginx -v 2>&1 | sed 's/^nginx version: //'), $(wrk -v 2>&1 | head -1 | awk '{print $1, $2}')."
   echo "Each run: a freshly started server, one 1 KiB object warmed into its cache, then \`wrk -t1 -c$CONNS -d${DURATION}s --timeout 2s\`;"
