@@ -32,15 +32,21 @@ pub fn normalize(path: &str) -> Cow<'_, str> {
 
 /// Whether `path` needs no normalising: no `%`, no `//`, no `.` segment.
 fn is_plain(path: &str) -> bool {
-    !path.contains('%')
-        && !path.contains("//")
-        && !path
-            .split('/')
-            .any(|segment| segment == "." || segment == "..")
+    let mut segments = path.split('/').enumerate().peekable();
+    while let Some((i, segment)) = segments.next() {
+        let last = segments.peek().is_none();
+        let repeated_slash = segment.is_empty() && i > 0 && !last;
+        if repeated_slash || segment == "." || segment == ".." || segment.contains('%') {
+            return false;
+        }
+    }
+    true
 }
 
 #[cfg(test)]
 mod tests {
+    use std::borrow::Cow;
+
     use super::normalize;
 
     #[test]
@@ -66,5 +72,15 @@ mod tests {
         assert_eq!(normalize("/a%20b/./c"), "/a%20b/c");
         assert_eq!(normalize("/plain/path"), "/plain/path");
         assert_eq!(normalize("/"), "/");
+    }
+
+    #[test]
+    fn plain_paths_are_not_copied() {
+        for path in ["/", "/a/b", "/a/b/", "/a.b/..c/.d", "*"] {
+            assert!(matches!(normalize(path), Cow::Borrowed(_)), "{path}");
+        }
+        for path in ["//", "/a//b", "/a/./b", "/a/..", "/%41"] {
+            assert!(matches!(normalize(path), Cow::Owned(_)), "{path}");
+        }
     }
 }

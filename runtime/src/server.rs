@@ -387,14 +387,18 @@ impl ConnectionTask {
 /// Requests in flight on one connection and when the last one ended.
 struct Activity {
     in_flight: std::sync::atomic::AtomicUsize,
-    idle_since: std::sync::Mutex<Instant>,
+    /// When the connection opened.
+    opened: Instant,
+    /// When the last request ended, in nanoseconds after `opened`.
+    idle_since_ns: std::sync::atomic::AtomicU64,
 }
 
 impl Default for Activity {
     fn default() -> Self {
         Activity {
             in_flight: Default::default(),
-            idle_since: std::sync::Mutex::new(Instant::now()),
+            opened: Instant::now(),
+            idle_since_ns: Default::default(),
         }
     }
 }
@@ -411,7 +415,8 @@ impl Activity {
     /// Resolves once no request has been in flight for `timeout`.
     async fn idle_for(&self, timeout: Duration) {
         loop {
-            let since = *self.idle_since.lock().unwrap_or_else(|e| e.into_inner());
+            let since =
+                self.opened + Duration::from_nanos(self.idle_since_ns.load(Ordering::Relaxed));
             let deadline = since + timeout;
             if self.in_flight.load(Ordering::Relaxed) == 0 && Instant::now() >= deadline {
                 return;
@@ -428,7 +433,8 @@ impl Activity {
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        *self.0.idle_since.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        let since = self.0.opened.elapsed().as_nanos() as u64;
+        self.0.idle_since_ns.store(since, Ordering::Relaxed);
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }

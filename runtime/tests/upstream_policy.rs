@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{admin_post, config, edge, get, Origin};
+use common::{admin_post, config, edge, get, Origin, Reply, TestEdge};
 use parapet_config::EdgeConfig;
 
 /// `config` without the tests' `[upstream]` allowance of loopback.
@@ -75,17 +75,52 @@ async fn a_connection_to_the_edges_own_admin_port_is_refused_at_connect_time() {
     let edge = edge(&config(&origin.url(), "", "", "")).await;
     let admin = edge.admin();
     let reaching_admin = config(&format!("http://{admin}"), "", "", "");
-    std::fs::write(&edge.config_path, reaching_admin).unwrap();
-    let reloaded = admin_post(admin, "/reload", "secret", "").await;
+    let answer = refused_after_reload(&edge, reaching_admin, "/metrics").await;
+    assert!(!answer.contains("parapet_"), "no admin metrics leak");
+}
+
+/// Reloads `edge` with `text` and asks for `path`: the origin's address is
+/// refused at connect time (502). Returns the answer's body.
+async fn refused_after_reload(edge: &TestEdge, text: String, path: &str) -> String {
+    std::fs::write(&edge.config_path, text).unwrap();
+    let reloaded = admin_post(edge.admin(), "/reload", "secret", "").await;
     assert_eq!(reloaded.status, 200, "{}", reloaded.text());
-    let answer = get(edge.addr(), "/metrics").await;
+    let answer = get(edge.addr(), path).await;
     assert_eq!(answer.status, 502, "{}", answer.text());
+    let body = answer.text();
     assert!(
-        answer
-            .text()
-            .contains("the origin's address is not allowed"),
-        "{}",
-        answer.text()
+        body.contains("the origin's address is not allowed"),
+        "{body}"
     );
-    assert!(!answer.text().contains("parapet_"), "no admin metrics leak");
+    body
+}
+
+/// A customer that names the edge's own viewer listener as its origin and
+/// another customer's domain as its `host_header` does not reach that
+/// customer through the edge: the connection is refused before anything
+/// is sent, and the other customer's origin sees nothing.
+#[tokio::test]
+async fn a_host_header_does_not_lead_through_the_edge_to_another_customer() {
+    let victim = Origin::start().await;
+    victim.set("/", Reply::ok("victim's page", &[]));
+    let victim_distribution = format!(
+        "[[distribution]]\nid = \"victim\"\ncustomer = \"other\"\ndomains = [\"victim.test\"]\n\
+         [[distribution.origin]]\nurl = \"{}\"\n[[distribution.behavior]]\npath = \"*\"\n",
+        victim.url()
+    );
+    let edge = edge(&config(&victim.url(), &victim_distribution, "", "")).await;
+    let through_the_edge = config(
+        &format!("http://{}", edge.addr()),
+        &victim_distribution,
+        "",
+        "",
+    )
+    .replace(
+        "read_timeout_ms = 1000\n",
+        "read_timeout_ms = 1000\nhost_header = \"victim.test\"\n",
+    );
+    refused_after_reload(&edge, through_the_edge, "/").await;
+    assert_eq!(victim.hits("/"), 0);
+    let direct = common::request(edge.addr(), "GET", "victim.test", "/", &[]).await;
+    assert_eq!(direct.text(), "victim's page");
 }

@@ -730,15 +730,8 @@ impl Backoff {
 mod tests {
     use std::os::unix::fs::PermissionsExt;
 
+    use super::owner_only::permission_bits;
     use super::*;
-
-    fn mode(path: &Path) -> u32 {
-        std::fs::metadata(path)
-            .expect("metadata")
-            .permissions()
-            .mode()
-            & 0o7777
-    }
 
     /// A state directory left readable by others (an older edge, a copy)
     /// is made owner-only when the edge starts; what it adds is too.
@@ -786,11 +779,11 @@ mod tests {
             distributions::DISTRIBUTIONS,
             distributions::SERVING,
         ] {
-            assert_eq!(mode(&state.join(dir)), 0o700, "{dir}");
+            assert_eq!(permission_bits(&state.join(dir)), 0o700, "{dir}");
         }
-        assert_eq!(mode(&state.join("credential")), 0o600);
+        assert_eq!(permission_bits(&state.join("credential")), 0o600);
         assert_eq!(
-            mode(&state.join(distributions::DISTRIBUTIONS).join("shop.json")),
+            permission_bits(&state.join(distributions::DISTRIBUTIONS).join("shop.json")),
             0o600
         );
         assert_eq!(

@@ -84,17 +84,19 @@ pub fn tighten(root: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(changed)
 }
 
+/// A file's permission bits, not following a link (for tests).
+#[cfg(test)]
+pub(super) fn permission_bits(path: &Path) -> u32 {
+    std::fs::symlink_metadata(path)
+        .expect("metadata")
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn mode(path: &Path) -> u32 {
-        std::fs::symlink_metadata(path)
-            .expect("metadata")
-            .permissions()
-            .mode()
-            & 0o7777
-    }
 
     fn set_mode(path: &Path, mode: u32) {
         std::fs::set_permissions(path, Permissions::from_mode(mode)).expect("chmod");
@@ -105,12 +107,12 @@ mod tests {
         let root = tempfile::tempdir().expect("temp dir");
         let dir = root.path().join("state/distributions");
         create_dir(&dir).expect("create");
-        assert_eq!(mode(&dir), 0o700);
-        assert_eq!(mode(&root.path().join("state")), 0o700);
+        assert_eq!(permission_bits(&dir), 0o700);
+        assert_eq!(permission_bits(&root.path().join("state")), 0o700);
 
         let file = dir.join("shop.json");
         write_atomically(&file, b"{}").expect("write");
-        assert_eq!(mode(&file), 0o600);
+        assert_eq!(permission_bits(&file), 0o600);
         assert_eq!(std::fs::read(&file).expect("read"), b"{}");
         // A staging file left by a crash, readable by all, and the file
         // it replaces, too.
@@ -118,7 +120,7 @@ mod tests {
         set_mode(&dir.join("shop.tmp"), 0o644);
         set_mode(&file, 0o644);
         write_atomically(&file, b"{\"v\":2}").expect("write again");
-        assert_eq!(mode(&file), 0o600);
+        assert_eq!(permission_bits(&file), 0o600);
         assert_eq!(std::fs::read(&file).expect("read"), b"{\"v\":2}");
         assert!(!dir.join("shop.tmp").exists());
     }
@@ -156,12 +158,12 @@ mod tests {
                 plugin.clone()
             ]
         );
-        assert_eq!(mode(&state), 0o700);
-        assert_eq!(mode(&plugins), 0o700);
-        assert_eq!(mode(&credential), 0o600);
-        assert_eq!(mode(&plugin), 0o600);
-        assert_eq!(mode(&kept), 0o400, "stricter modes stay");
-        assert_eq!(mode(&outside), 0o644, "links are not followed");
+        assert_eq!(permission_bits(&state), 0o700);
+        assert_eq!(permission_bits(&plugins), 0o700);
+        assert_eq!(permission_bits(&credential), 0o600);
+        assert_eq!(permission_bits(&plugin), 0o600);
+        assert_eq!(permission_bits(&kept), 0o400, "stricter modes stay");
+        assert_eq!(permission_bits(&outside), 0o644, "links are not followed");
         assert!(tighten(&state).expect("again").is_empty());
     }
 }
