@@ -447,6 +447,23 @@ pub struct CachePolicyConfig {
     pub max_ttl: u64,
     /// What distinguishes one cached object from another.
     pub key: CacheKeyConfig,
+    /// How a `Range` request on a miss is fetched.
+    pub ranges: RangeFetch,
+}
+
+/// How a `Range` request that misses is fetched.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RangeFetch {
+    /// The whole object is fetched and stored; ranges are answered from it
+    /// (suits objects the edge would store anyway).
+    #[default]
+    Whole,
+    /// The viewer's range goes upstream and the `206` is stored as a part
+    /// of the object: later ranges inside the stored parts are answered
+    /// from them, and parts that cover the object become the whole object
+    /// (suits large media).
+    Parts,
 }
 
 impl Default for CachePolicyConfig {
@@ -456,6 +473,7 @@ impl Default for CachePolicyConfig {
             default_ttl: None,
             max_ttl: 31_536_000,
             key: CacheKeyConfig::default(),
+            ranges: RangeFetch::Whole,
         }
     }
 }

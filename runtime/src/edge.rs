@@ -241,9 +241,14 @@ impl Edge {
         self.next_request.load(Ordering::Relaxed)
     }
 
-    /// A new request id: the PoP, a counter and the process id.
-    pub fn request_id(&self) -> String {
-        let n = self.next_request.fetch_add(1, Ordering::Relaxed);
+    /// Counts a request and returns its number, from which
+    /// [`Edge::request_id`] makes its id.
+    pub fn count_request(&self) -> u64 {
+        self.next_request.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The id of request number `n`: the PoP, the process id and `n`.
+    pub fn request_id(&self, n: u64) -> String {
         format!("{}-{:x}-{n:x}", self.pop_id, std::process::id())
     }
 }

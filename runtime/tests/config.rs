@@ -127,6 +127,14 @@ fn semantic_errors_are_refused_with_their_path() {
             "min_ttl <= default_ttl",
         ),
         (
+            (
+                "key = { query = \"none\" }",
+                "key = { query = \"none\" }, ranges = \"some\"",
+            ),
+            "distribution[0].behavior[0].cache.ranges",
+            "unknown variant `some`, expected `whole` or `parts`",
+        ),
+        (
             ("query_params = [\"page\"]", "query_params = []"),
             "distribution[0].behavior[1].cache.key.query_params",
             "needs at least one parameter",

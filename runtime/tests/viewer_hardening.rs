@@ -19,6 +19,15 @@ fn server(text: String, lines: &str) -> String {
     text.replace("[server]\n", &format!("[server]\n{lines}\n"))
 }
 
+/// The test configuration for `origin` with `behavior`, trusting the
+/// forwarding fields of balancers on loopback.
+fn trusting(origin: &Origin, behavior: &str) -> String {
+    server(
+        config(&origin.url(), "", behavior, ""),
+        "trusted_proxies = [\"127.0.0.0/8\"]",
+    )
+}
+
 #[tokio::test]
 async fn a_host_that_disagrees_with_the_target_is_refused_and_h2_authority_goes_upstream_as_host() {
     let origin = Origin::start().await;
@@ -103,11 +112,9 @@ async fn forwarding_fields_from_viewers_are_replaced_and_kept_only_from_trusted_
 
     // Behind a trusted balancer the fields are kept, and the viewer it
     // names is who guards judge.
-    let trusting = server(
-        config(&origin.url(), "", "ip_deny = [\"203.0.113.0/24\"]", ""),
-        "trusted_proxies = [\"127.0.0.0/8\"]",
-    );
-    let behind_balancer = edge(&trusting).await;
+    let behind_balancer = edge(&trusting(&origin, "ip_deny = [\"203.0.113.0/24\"]")).await;
+    let (log_sink, mut log) = tokio::sync::mpsc::channel(16);
+    behind_balancer.running.edge.log_sink.set(log_sink).unwrap();
     request(behind_balancer.addr(), "GET", "example.test", "/", &SPOOFED).await;
     let seen = origin.last("/").headers;
     assert_eq!(seen["x-forwarded-for"], "10.9.9.9, 127.0.0.1");
@@ -127,6 +134,13 @@ async fn forwarding_fields_from_viewers_are_replaced_and_kept_only_from_trusted_
         "{}",
         denied.text()
     );
+    // The access log names that viewer too, not the balancer.
+    let mut clients = Vec::new();
+    while let Ok(record) = log.try_recv() {
+        let line: serde_json::Value = serde_json::from_str(&record.json).unwrap();
+        clients.push(line["client"].as_str().unwrap().to_string());
+    }
+    assert_eq!(clients, ["10.9.9.9", "203.0.113.5"]);
 }
 
 #[tokio::test]
@@ -136,14 +150,9 @@ async fn the_scheme_is_in_the_key_when_the_origin_is_told_it() {
         "/page",
         Reply::ok("page", &[("cache-control", "max-age=60")]),
     );
-    let trusting = |key: &str| {
-        server(
-            config(&origin.url(), "", key, ""),
-            "trusted_proxies = [\"127.0.0.0/8\"]",
-        )
-    };
-    let edge_with = edge(&trusting("")).await;
+    let edge_with = edge(&trusting(&origin, "")).await;
     let edge_without = edge(&trusting(
+        &origin,
         "[distribution.behavior.cache.key]\nscheme = false",
     ))
     .await;
@@ -174,11 +183,7 @@ async fn the_scheme_is_in_the_key_when_the_origin_is_told_it() {
 async fn the_proxy_protocol_names_the_viewer_from_trusted_balancers_only() {
     let origin = Origin::start().await;
     origin.set("/", Reply::ok("home", &[]));
-    let text = server(
-        config(&origin.url(), "", "ip_deny = [\"203.0.113.66/32\"]", ""),
-        "trusted_proxies = [\"127.0.0.0/8\"]",
-    )
-    .replacen(
+    let text = trusting(&origin, "ip_deny = [\"203.0.113.66/32\"]").replacen(
         "address = \"127.0.0.1:0\"\n",
         "address = \"127.0.0.1:0\"\nproxy_protocol = true\n",
         1,
@@ -364,11 +369,7 @@ async fn a_prewarm_warms_the_scheme_its_url_names() {
         "/warm",
         Reply::ok("warm", &[("cache-control", "max-age=60")]),
     );
-    let text = server(
-        config(&origin.url(), "", "", ""),
-        "trusted_proxies = [\"127.0.0.0/8\"]",
-    );
-    let edge = edge(&text).await;
+    let edge = edge(&trusting(&origin, "")).await;
     let warmed = common::admin_post(
         edge.admin(),
         "/prewarm",
@@ -382,4 +383,34 @@ async fn a_prewarm_warms_the_scheme_its_url_names() {
     let got = request(edge.addr(), "GET", "example.test", "/warm", &over_tls).await;
     assert_eq!(got.cache(), "HIT");
     assert_eq!(origin.hits("/warm"), 1);
+}
+
+#[tokio::test]
+async fn an_upstream_failure_names_the_request_id_the_plugins_saw() {
+    // The testbed plugin stamps its request's id on the request; the
+    // origin takes longer than the read timeout, and the 504 names the
+    // same id.
+    let origin = Origin::start().await;
+    origin.set(
+        "/slow",
+        Reply::ok("late", &[]).delayed(Duration::from_secs(3)),
+    );
+    let plugin = format!(
+        "[[distribution.plugin]]\nname = \"probe\"\nwasm = \"{}\"\n",
+        plugins_dir().join("testbed.wasm").display()
+    );
+    let text = config(&origin.url(), "", r#"viewer_request = ["probe"]"#, &plugin);
+    let edge = edge(&text).await;
+    let got = request(edge.addr(), "GET", "example.test", "/slow", &[]).await;
+    assert_eq!(got.status, 504, "{}", got.text());
+    let id = origin.last("/slow").headers["x-probe-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(id.starts_with("test1-"), "{id}");
+    assert!(
+        got.text().contains(&format!("(request {id})")),
+        "{} / {id}",
+        got.text()
+    );
 }

@@ -9,6 +9,7 @@ pub mod flights;
 pub mod freshness;
 mod index;
 pub mod object;
+pub mod parts;
 pub mod purge;
 mod races;
 pub mod respond;
@@ -23,8 +24,9 @@ use http::HeaderMap;
 
 use flights::Flights;
 use index::Index;
-use object::{variant_key, CachedObject, Entry};
+use object::{variant_key, CachedObject, Entry, PurgeMeta};
 use parapet_config::CacheConfig;
+use parts::{Part, Parts};
 pub use purge::{Purge, Target};
 pub use races::FetchTicket;
 use races::Races;
@@ -78,7 +80,7 @@ impl Hit {
     pub fn object(&self) -> &CachedObject {
         match self.entry.value() {
             Entry::Object(object) => object,
-            Entry::Variants(_) => unreachable!("lookup returns objects only"),
+            Entry::Variants(_) | Entry::Parts(_) => unreachable!("lookup returns objects only"),
         }
     }
 }
@@ -100,7 +102,7 @@ impl EventListener for Evicted {
     /// Called by foyer outside its locks, also while the cache's index is
     /// locked (a store), so it only notes the key.
     fn on_leave(&self, reason: Event, key: &String, value: &Entry) {
-        if reason == Event::Evict && matches!(value, Entry::Object(_)) {
+        if reason == Event::Evict && !matches!(value, Entry::Variants(_)) {
             self.0
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -215,6 +217,7 @@ impl Cache {
                 })
             }
             Entry::Variants(vary) => variant_key(key, vary, request),
+            Entry::Parts(_) => return None,
         };
         let entry = self.get(&storage_key).await?;
         matches!(entry.value(), Entry::Object(_)).then_some(Hit { storage_key, entry })
@@ -262,6 +265,36 @@ impl Cache {
         self.put(&storage_key, object);
     }
 
+    /// The parts of `key`'s response stored so far (see [`parts`]).
+    pub async fn lookup_parts(&self, key: &str) -> Option<Parts> {
+        match self.get(&parts_key(key)).await?.value() {
+            Entry::Parts(parts) => Some((**parts).clone()),
+            _ => None,
+        }
+    }
+
+    /// Adds `part` to the parts of `key`'s response, unless a purge since
+    /// `ticket` selects it. Parts that now cover the response become the
+    /// whole object under `key`. Two parts of one key stored at the same
+    /// moment may keep only one: the other is fetched again when asked for.
+    pub async fn store_part(&self, key: &str, part: Part, ticket: &FetchTicket) {
+        let parts_key = parts_key(key);
+        let parts = Parts::combine(self.lookup_parts(key).await, part);
+        let Some(_permit) = self.races.unless_purged(ticket, &parts.object.meta) else {
+            return;
+        };
+        match parts.whole() {
+            Some(object) => {
+                self.remove(&parts_key);
+                self.put(key, object);
+            }
+            None => {
+                let meta = parts.object.meta.clone();
+                self.put_entry(&parts_key, &meta, Entry::Parts(Box::new(parts)));
+            }
+        }
+    }
+
     /// Replaces the object under `storage_key` (a refreshed copy), unless a
     /// purge since `ticket` selects it.
     pub fn replace(&self, storage_key: &str, object: CachedObject, ticket: &FetchTicket) {
@@ -283,10 +316,15 @@ impl Cache {
     /// memory tier evicted (no disk tier), or those a few checks of the
     /// disk tier found gone.
     fn put(&self, storage_key: &str, object: CachedObject) {
+        let meta = object.meta.clone();
+        self.put_entry(storage_key, &meta, Entry::Object(Box::new(object)));
+    }
+
+    /// Stores `entry` under `storage_key`, indexed by `meta`; see [`Self::put`].
+    fn put_entry(&self, storage_key: &str, meta: &PurgeMeta, entry: Entry) {
         let mut index = self.lock_index();
-        index.insert(storage_key, &object.meta);
-        self.store
-            .insert(storage_key.to_string(), Entry::Object(Box::new(object)));
+        index.insert(storage_key, meta);
+        self.store.insert(storage_key.to_string(), entry);
         let present = |key: &str| self.store.contains(key);
         match &self.evicted {
             Some(evicted) => {
@@ -320,8 +358,15 @@ impl Cache {
                 self.forget(&key);
                 continue;
             };
-            let Entry::Object(object) = entry.value() else {
-                continue;
+            let object = match entry.value() {
+                Entry::Object(object) => object,
+                // Parts are not revalidated: any purge removes them.
+                Entry::Parts(_) => {
+                    affected += 1;
+                    self.remove(&key);
+                    continue;
+                }
+                Entry::Variants(_) => continue,
             };
             affected += 1;
             if soft {
@@ -408,19 +453,27 @@ fn block_size(max_object_bytes: u64) -> u64 {
     needed.div_ceil(1 << 20).max(MIN_BLOCK >> 20) << 20
 }
 
+/// The key the parts of `key`'s response are stored under.
+fn parts_key(key: &str) -> String {
+    format!("{key}\u{3}parts")
+}
+
+fn object_weight(object: &CachedObject) -> usize {
+    std::mem::size_of::<CachedObject>()
+        + object.body.len()
+        + object
+            .headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 32)
+            .sum::<usize>()
+        + 512
+}
+
 fn entry_weight(entry: &Entry) -> usize {
     match entry {
-        Entry::Object(object) => {
-            std::mem::size_of::<CachedObject>()
-                + object.body.len()
-                + object
-                    .headers
-                    .iter()
-                    .map(|(n, v)| n.as_str().len() + v.len() + 32)
-                    .sum::<usize>()
-                + 512
-        }
+        Entry::Object(object) => object_weight(object),
         Entry::Variants(names) => names.iter().map(|n| n.len() + 24).sum::<usize>() + 32,
+        Entry::Parts(parts) => object_weight(&parts.object) + parts.stored_bytes(),
     }
 }
 
@@ -429,7 +482,6 @@ mod tests {
     use super::*;
     use http_cache_semantics::CachePolicy;
     use index::{COMPACT_RATIO, COMPACT_SLACK};
-    use object::PurgeMeta;
 
     fn object(url: &str) -> CachedObject {
         object_with_body(url, bytes::Bytes::from_static(b"body"))

@@ -17,6 +17,9 @@ pub enum Entry {
     /// The response for this key varies on these request fields (lower-case
     /// names); each variant is stored under [`variant_key`].
     Variants(Vec<String>),
+    /// Parts of a response (`206` answers), stored under the response's
+    /// key with a `parts` suffix.
+    Parts(Box<super::parts::Parts>),
 }
 
 /// A stored response.

@@ -12,6 +12,7 @@ use headers::{
 use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 
 use super::object::CachedObject;
+use super::parts::Parts;
 
 /// A response built from the cache, before the viewer-response plugins.
 pub struct StoredAnswer {
@@ -92,6 +93,48 @@ pub fn answer(
         headers,
         body,
     }
+}
+
+/// The answer to a viewer's `GET` with a `Range` from stored `parts`: 304
+/// for a matching conditional request, the range when one stored segment
+/// holds it, 416 when it lies outside the object. `None` when the parts
+/// cannot answer: the range is not stored, or the request asks for the
+/// whole (several ranges, or an `If-Range` that no longer matches).
+pub fn answer_from_parts(
+    parts: &Parts,
+    request: &HeaderMap,
+    now: SystemTime,
+) -> Option<StoredAnswer> {
+    let object = &parts.object;
+    let etag: Option<ETag> = object.headers.typed_get();
+    let last_modified: Option<LastModified> = object.headers.typed_get();
+    if not_modified(request, etag.as_ref(), last_modified) {
+        return Some(answer(object, &Method::GET, request, now));
+    }
+    let mut headers = object.headers.clone();
+    headers.insert(header::AGE, HeaderValue::from(object.age(now).as_secs()));
+    let range = requested_range(request, etag.as_ref(), last_modified, parts.length);
+    let (status, body) = match range {
+        RangeAnswer::Whole => return None,
+        RangeAnswer::Part(first, last) => {
+            let body = parts.bytes(first, last)?;
+            headers.typed_insert(
+                ContentRange::bytes(first..=last, parts.length)
+                    .expect("first <= last < length was checked"),
+            );
+            (StatusCode::PARTIAL_CONTENT, body)
+        }
+        RangeAnswer::Unsatisfiable => {
+            headers.typed_insert(ContentRange::unsatisfied_bytes(parts.length));
+            (StatusCode::RANGE_NOT_SATISFIABLE, Bytes::new())
+        }
+    };
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    Some(StoredAnswer {
+        status,
+        headers,
+        body,
+    })
 }
 
 /// Whether a conditional request is satisfied by the stored validators:

@@ -49,6 +49,9 @@ pub(super) struct Exchange {
     /// purge from then on that selects the object keeps it from being
     /// stored.
     pub(super) ticket: Option<FetchTicket>,
+    /// The request's number on this edge: its id in plugins, error bodies
+    /// and logs (see `Edge::request_id`).
+    pub(super) number: u64,
     /// The plugin instances it holds of its distribution's share.
     pub(super) _plugin_share: Option<tokio::sync::OwnedSemaphorePermit>,
 }

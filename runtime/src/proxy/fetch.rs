@@ -40,20 +40,31 @@ impl Hop {
     }
 }
 
+/// What a fetch asks the upstream for.
+#[derive(Clone, Copy)]
+pub(super) enum Want<'a> {
+    /// The whole response (for a cacheable request, whatever range the
+    /// viewer asked for), or a request that is not cacheable as it is.
+    Whole,
+    /// The whole response, if it changed since this stored one.
+    Revalidation(&'a CachedObject),
+    /// The viewer's range, to store as a part (`ranges = "parts"`).
+    Part,
+}
+
 /// What a fetch for the cache produced.
 pub(super) struct Fetched {
     pub(super) response: Response<Incoming>,
     pub(super) hop: Hop,
+    /// The viewer's range was asked for: a `206` is a part to store.
+    pub(super) part: bool,
 }
 
 impl Exchange {
     /// Runs the origin-request chain and sends the request upstream: to the
-    /// owner peer, else the shield, else the origins in order. `stale`, when
-    /// given, makes it a conditional request.
-    pub(super) async fn fetch(
-        &mut self,
-        stale: Option<&CachedObject>,
-    ) -> Result<Fetched, FetchError> {
+    /// owner peer, else the shield, else the origins in order, for what it
+    /// `want`s.
+    pub(super) async fn fetch(&mut self, want: Want<'_>) -> Result<Fetched, FetchError> {
         let snapshot = self.snapshot.clone();
         let behavior =
             &snapshot.routes.distribution_at(self.dist_index).behaviors[self.behavior_index];
@@ -84,22 +95,20 @@ impl Exchange {
         let mut method = method_of(&request);
         let for_cache = matches!(method, Method::GET | Method::HEAD);
         if for_cache {
-            // Fetch the whole object; the viewer's ranges and preconditions
-            // are answered from it.
+            // Fetch the whole object (or the range to store as a part);
+            // the viewer's ranges and preconditions are answered from it.
             method = Method::GET;
-            for name in [
-                header::RANGE,
-                header::IF_RANGE,
-                header::IF_MATCH,
-                header::IF_UNMODIFIED_SINCE,
-            ] {
-                headers.remove(name);
+            headers.remove(header::IF_MATCH);
+            headers.remove(header::IF_UNMODIFIED_SINCE);
+            if !matches!(want, Want::Part) {
+                headers.remove(header::RANGE);
+                headers.remove(header::IF_RANGE);
             }
         }
         // Validating a stored object uses its own validators. With nothing
         // stored, the viewer's go upstream (RFC 9111 4.3.2): a 304 answers
         // the viewer (nothing to store), a 200 is stored.
-        if let Some(stale) = stale {
+        if let Want::Revalidation(stale) = want {
             headers.remove(header::IF_NONE_MATCH);
             headers.remove(header::IF_MODIFIED_SINCE);
             if let Some(etag) = stale.headers.get(header::ETAG) {
@@ -186,7 +195,14 @@ impl Exchange {
             metrics::histogram!("parapet_upstream_duration_seconds", "hop" => hop.as_str())
                 .record(started.elapsed().as_secs_f64());
             match outcome {
-                Ok(response) => return Ok(Fetched { response, hop }),
+                Ok(response) => {
+                    let part = matches!(want, Want::Part);
+                    return Ok(Fetched {
+                        response,
+                        hop,
+                        part,
+                    });
+                }
                 Err(e) => {
                     metrics::counter!("parapet_upstream_errors_total", "hop" => hop.as_str())
                         .increment(1);
@@ -275,7 +291,7 @@ impl Exchange {
     /// upstream and back, nothing stored. Unsafe methods invalidate the URL.
     pub(super) async fn pass(&mut self) -> Served {
         let method = self.method();
-        match self.fetch(None).await {
+        match self.fetch(Want::Whole).await {
             Ok(fetched) => {
                 let (mut parts, body) = fetched.response.into_parts();
                 if !method.is_safe() && (parts.status.is_success() || parts.status.is_redirection())
@@ -336,7 +352,7 @@ impl Exchange {
             }
             _ => (StatusCode::BAD_GATEWAY, "the origin's answer failed"),
         };
-        let request_id = self.edge.request_id();
+        let request_id = self.edge.request_id(self.number);
         tracing::warn!(
             request_id,
             distribution = %self.distribution().config.id,

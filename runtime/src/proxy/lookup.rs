@@ -5,18 +5,20 @@
 
 use std::time::{Duration, SystemTime};
 
-use http::{header, HeaderMap, StatusCode};
+use http::{header, HeaderMap, Method, StatusCode};
 use http_body_util::BodyExt;
+use parapet_config::RangeFetch;
 use parapet_host::{RequestContext, RequestSession};
 
 use super::exchange::Exchange;
+use super::fetch::Want;
 use super::store::apply_freshness;
 use super::{CacheStatus, Served};
 use crate::cache::directives::RequestDirectives;
 use crate::cache::flights::{FlightGuard, Join};
 use crate::cache::freshness::{self, Override};
 use crate::cache::object::{millis, CachedObject, Usability};
-use crate::cache::Hit;
+use crate::cache::{respond, Hit};
 use crate::headers::{self, from_plugin};
 
 impl Exchange {
@@ -32,6 +34,9 @@ impl Exchange {
         let cache = self.edge.cache.clone();
         let directives = RequestDirectives::of(&self.headers);
         let found = cache.lookup(key, &self.headers).await;
+        if found.is_none() && self.range_as_part() {
+            return self.range_from_parts(key, &directives).await;
+        }
         if directives.only_if_cached {
             return match found {
                 Some(hit) => match directives.usability(hit.object(), SystemTime::now()) {
@@ -83,6 +88,39 @@ impl Exchange {
         }
     }
 
+    /// Whether the request is a `GET` for a range that its behavior fetches
+    /// as a part (`ranges = "parts"`).
+    fn range_as_part(&self) -> bool {
+        self.behavior().config.cache.ranges == RangeFetch::Parts
+            && self.method() == Method::GET
+            && self.headers.contains_key(header::RANGE)
+    }
+
+    /// A range of an object not stored whole: answered from the stored
+    /// parts when one holds it and they are fresh; else the range is
+    /// fetched and a `206` stored as a part. Part fetches are not
+    /// collapsed, and stale parts are fetched again, not revalidated.
+    async fn range_from_parts(&mut self, key: &str, directives: &RequestDirectives) -> Served {
+        if let Some(parts) = self.edge.cache.lookup_parts(key).await {
+            let now = SystemTime::now();
+            if directives.usability(&parts.object, now) == Usability::Fresh {
+                if let Some(answer) = respond::answer_from_parts(&parts, &self.headers, now) {
+                    return self.answer_stored(answer, CacheStatus::Hit).await;
+                }
+            }
+        }
+        if directives.only_if_cached {
+            return only_if_cached_miss();
+        }
+        match self.fetch(Want::Part).await {
+            Ok(fetched) => {
+                self.store_response(key, fetched, None, CacheStatus::Miss, None)
+                    .await
+            }
+            Err(e) => self.upstream_failure(e),
+        }
+    }
+
     /// Serves a stale object and refreshes it in the background, once.
     fn refresh_in_background(&self, key: &str, hit: &Hit) {
         let Join::Leader(guard) = self.edge.cache.flights().join(key) else {
@@ -112,9 +150,10 @@ impl Exchange {
                 }
             }
         };
+        let number = self.edge.count_request();
         let session = self.session.as_ref().map(|_| {
             RequestSession::new(RequestContext {
-                request_id: self.edge.request_id(),
+                request_id: self.edge.request_id(number),
                 pop_id: self.edge.pop_id.clone(),
                 client_ip: self.connection.client.ip(),
                 geo: self.edge.geo.clone(),
@@ -143,6 +182,7 @@ impl Exchange {
             background: true,
             viewer_url: self.viewer_url.clone(),
             ticket: self.ticket.clone(),
+            number,
             _plugin_share: plugin_share,
         };
         let stale = hit.object().clone();
@@ -155,7 +195,7 @@ impl Exchange {
                 tracing::debug!(key = %key, %status, "a plugin answered the refresh; skipped");
                 return;
             }
-            match refresh.fetch(Some(&stale)).await {
+            match refresh.fetch(Want::Revalidation(&stale)).await {
                 Ok(fetched) if fetched.response.status() == StatusCode::NOT_MODIFIED => {
                     let (updated, storable) =
                         refresh.updated_object(&stale, fetched.response.headers());
@@ -177,7 +217,7 @@ impl Exchange {
     async fn revalidate(&mut self, key: &str, hit: Hit, guard: Option<FlightGuard>) -> Served {
         let stale = hit.object();
         let now = SystemTime::now();
-        match self.fetch(Some(stale)).await {
+        match self.fetch(Want::Revalidation(stale)).await {
             Ok(fetched) if fetched.response.status() == StatusCode::NOT_MODIFIED => {
                 let (updated, storable) = self.updated_object(stale, fetched.response.headers());
                 let served = self.answer_from(&updated, CacheStatus::Revalidated).await;
@@ -205,7 +245,7 @@ impl Exchange {
 
     /// A miss: fetch, store if allowed, stream to the viewer.
     async fn miss(&mut self, key: &str, guard: Option<FlightGuard>) -> Served {
-        match self.fetch(None).await {
+        match self.fetch(Want::Whole).await {
             Ok(fetched) => {
                 self.store_response(key, fetched, guard, CacheStatus::Miss, None)
                     .await

@@ -25,7 +25,7 @@ mod route;
 mod store;
 mod viewer_request;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -120,12 +120,13 @@ async fn handle_request(
         )
     });
     let snapshot = edge.snapshot();
-    let served = match route::admit(&edge, &snapshot, &connection, request).await {
-        Ok(mut exchange) => {
-            let mut served = exchange.run().await;
-            served.distribution = Some(exchange.distribution().config.id.clone());
-            served
-        }
+    let number = edge.count_request();
+    let served = match route::admit(&edge, &snapshot, &connection, request, number).await {
+        Ok(mut exchange) => exchange
+            .run()
+            .await
+            .of(&exchange.distribution().config.id)
+            .for_client(exchange.sender.client),
         Err(refused) => refused,
     };
     let status = served.response.status();
@@ -134,7 +135,8 @@ async fn handle_request(
     count_request(status, cache, elapsed);
     if let Some((method, uri, host)) = &logged {
         let line = access_log::Line {
-            client: connection.client.ip(),
+            // The viewer a trusted proxy named, else the connection's peer.
+            client: served.client.unwrap_or(connection.client.ip()),
             method,
             host,
             uri,
@@ -159,15 +161,18 @@ struct Served {
     response: Response<Body>,
     cache: Option<CacheStatus>,
     distribution: Option<String>,
+    /// The viewer, once known (it may be behind a trusted proxy).
+    client: Option<IpAddr>,
 }
 
 impl Served {
-    /// An answer; the distribution is filled in by `handle`.
+    /// An answer; the distribution and viewer are filled in by `handle`.
     fn new(response: Response<Body>, cache: Option<CacheStatus>) -> Self {
         Served {
             response,
             cache,
             distribution: None,
+            client: None,
         }
     }
 
@@ -179,6 +184,12 @@ impl Served {
     /// The same answer, counted for distribution `id`.
     fn of(mut self, id: &str) -> Self {
         self.distribution = Some(id.to_string());
+        self
+    }
+
+    /// The same answer, logged for viewer `client`.
+    fn for_client(mut self, client: IpAddr) -> Self {
+        self.client = Some(client);
         self
     }
 }

@@ -43,6 +43,16 @@ impl Exchange {
     ) -> Served {
         let method = self.method();
         let answer = respond::answer(object, &method, &self.headers, SystemTime::now());
+        self.answer_stored(answer, status).await
+    }
+
+    /// Answers with `answer`, built from the cache, through the
+    /// viewer-response chain.
+    pub(super) async fn answer_stored(
+        &mut self,
+        answer: respond::StoredAnswer,
+        status: CacheStatus,
+    ) -> Served {
         let plugin_body =
             (answer.body.len() <= PLUGIN_RESPONSE_BODY_LIMIT).then(|| answer.body.clone());
         self.finish(

@@ -42,6 +42,7 @@ pub(super) async fn admit(
     snapshot: &Arc<Snapshot>,
     connection: &Arc<Connection>,
     request: http::Request<Body>,
+    number: u64,
 ) -> Result<Exchange, Served> {
     let Some(host) = authority(&request) else {
         return Err(Served::error(
@@ -121,7 +122,8 @@ pub(super) async fn admit(
             StatusCode::FORBIDDEN,
             format!("client address {client} is not allowed here"),
         )
-        .of(id));
+        .of(id)
+        .for_client(client));
     }
     guards::filter_request_headers(&behavior.config, &mut parts.headers);
     let scheme = sender
@@ -142,7 +144,7 @@ pub(super) async fn admit(
         body_timeout,
     )
     .await
-    .map_err(|served| served.of(id))?;
+    .map_err(|served| served.of(id).for_client(client))?;
     let viewer_url = purge_url(
         &behavior.config.cache.key,
         &parapet_config::domains::host_name(&host),
@@ -170,7 +172,9 @@ pub(super) async fn admit(
         match share.plugin_instances(id, chains.distinct_plugins()) {
             Ok(permit) => Some(permit),
             Err(exhausted) => {
-                return Err(Served::error(StatusCode::SERVICE_UNAVAILABLE, exhausted).of(id))
+                return Err(Served::error(StatusCode::SERVICE_UNAVAILABLE, exhausted)
+                    .of(id)
+                    .for_client(client))
             }
         }
     } else {
@@ -178,7 +182,7 @@ pub(super) async fn admit(
     };
     let session = any_plugins.then(|| {
         RequestSession::new(RequestContext {
-            request_id: edge.request_id(),
+            request_id: edge.request_id(number),
             pop_id: edge.pop_id.clone(),
             client_ip: client,
             geo: edge.geo.clone(),
@@ -201,6 +205,7 @@ pub(super) async fn admit(
         background: false,
         viewer_url,
         ticket: None,
+        number,
         _plugin_share: plugin_share,
     })
 }

@@ -19,6 +19,7 @@ use super::{CacheStatus, Served};
 use crate::cache::flights::FlightGuard;
 use crate::cache::freshness::{self, Freshness, Override};
 use crate::cache::object::{millis, vary_fields, CachedObject, PurgeMeta};
+use crate::cache::parts::{Part, PartRange};
 use crate::cache::{Cache, FetchTicket};
 use crate::headers::{self, from_plugin, to_plugin};
 use crate::upstream::{empty, Body, BoxError};
@@ -72,10 +73,22 @@ impl Exchange {
                 }
             }
         }
+        // A 206 is stored only as a part, when a part was asked for (one
+        // range of a known length, a strong validator, no `Vary`); never
+        // to be served as the whole. Its freshness is the whole's.
+        let part = if fetched.part {
+            PartRange::of(parts.status, &parts.headers)
+        } else {
+            None
+        };
         let now = SystemTime::now();
         let decision = freshness::decide(
             &self.policy_request(),
-            parts.status,
+            if part.is_some() {
+                StatusCode::OK
+            } else {
+                parts.status
+            },
             &parts.headers,
             &behavior.config.cache,
             plugin_override,
@@ -88,17 +101,28 @@ impl Exchange {
             .and_then(|v| v.parse::<u64>().ok());
         let max = self.edge.cache.max_object_bytes();
         let vary = vary_fields(&parts.headers);
-        // The edge asks for whole objects: a 206 it did not ask for is a
-        // part, and is never stored to be served as the whole.
+        let destination = match (part, vary) {
+            (Some(range), Some(vary)) if vary.is_empty() && range.length <= max => {
+                Some(Destination::Part(range))
+            }
+            (None, Some(vary)) if parts.status != StatusCode::PARTIAL_CONTENT => {
+                Some(Destination::Whole {
+                    vary,
+                    request_headers: self.headers.clone(),
+                })
+            }
+            _ => None,
+        };
         let store_allowed = decision.storable
-            && parts.status != StatusCode::PARTIAL_CONTENT
-            && vary.is_some()
             && length.is_none_or(|n| n <= max)
             && (!self.is_peer_copy(fetched.hop));
-        let job = match (store_allowed, vary, self.ticket.take()) {
-            (true, Some(vary), Some(ticket)) => {
+        let job = match (store_allowed, destination, self.ticket.take()) {
+            (true, Some(destination), Some(ticket)) => {
                 let mut object = CachedObject {
-                    status: parts.status,
+                    status: match destination {
+                        Destination::Part(_) => StatusCode::OK,
+                        Destination::Whole { .. } => parts.status,
+                    },
                     headers: parts.headers.clone(),
                     body: Bytes::new(),
                     policy: decision.policy.clone(),
@@ -114,6 +138,7 @@ impl Exchange {
                     },
                 };
                 object.headers.remove(header::CONTENT_LENGTH);
+                object.headers.remove(header::CONTENT_RANGE);
                 // Stored only when a plugin forced it: one viewer's cookie
                 // is not everyone's.
                 object.headers.remove(header::SET_COOKIE);
@@ -121,8 +146,7 @@ impl Exchange {
                 Some(StoreJob {
                     cache: self.edge.cache.clone(),
                     key: key.to_string(),
-                    vary,
-                    request_headers: self.headers.clone(),
+                    destination,
                     object,
                     ticket,
                 })
@@ -180,12 +204,22 @@ impl Exchange {
 pub(super) struct StoreJob {
     cache: Arc<Cache>,
     key: String,
-    vary: Vec<String>,
-    request_headers: HeaderMap,
+    destination: Destination,
     object: CachedObject,
     /// The fetch's ticket: a purge since it began that selects this copy
     /// keeps it from being stored.
     ticket: FetchTicket,
+}
+
+/// Where a stored body goes.
+enum Destination {
+    /// The whole response, under its key or the variant's for `request_headers`.
+    Whole {
+        vary: Vec<String>,
+        request_headers: HeaderMap,
+    },
+    /// A part of the response.
+    Part(PartRange),
 }
 
 /// Streams `body` to the viewer while collecting it for `job`; stores it
@@ -240,14 +274,31 @@ pub(super) fn tee(
         }
         if let Some(store) = job {
             let mut object = store.object;
-            object.body = collected.freeze();
-            store.cache.store(
-                &store.key,
-                &store.vary,
-                &store.request_headers,
-                object,
-                &store.ticket,
-            );
+            let body = collected.freeze();
+            match store.destination {
+                Destination::Whole {
+                    vary,
+                    request_headers,
+                } => {
+                    object.body = body;
+                    let cache = &store.cache;
+                    cache.store(&store.key, &vary, &request_headers, object, &store.ticket);
+                }
+                // A part cut short is not stored.
+                Destination::Part(range) if body.len() as u64 == range.size() => {
+                    let part = Part {
+                        object,
+                        length: range.length,
+                        first: range.first,
+                        body,
+                    };
+                    store
+                        .cache
+                        .store_part(&store.key, part, &store.ticket)
+                        .await;
+                }
+                Destination::Part(_) => {}
+            }
         }
         drop(guard);
     });

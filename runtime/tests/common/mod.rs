@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use headers::HeaderMapExt;
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -30,6 +31,8 @@ pub struct Reply {
     pub body: Bytes,
     /// Wait this long before answering.
     pub delay: Duration,
+    /// Answer a single `Range` with `206` and that part of the body.
+    pub ranges: bool,
 }
 
 impl Reply {
@@ -43,7 +46,14 @@ impl Reply {
                 .collect(),
             body: body.into(),
             delay: Duration::ZERO,
+            ranges: false,
         }
+    }
+
+    /// The same reply, answering a single `Range` with its part.
+    pub fn with_ranges(mut self) -> Self {
+        self.ranges = true;
+        self
     }
 
     /// The same reply after `delay`.
@@ -178,6 +188,18 @@ async fn answer(state: &Mutex<OriginState>, request: Request<Incoming>) -> Respo
         let mut response = Response::new(Full::new(Bytes::new()));
         *response.status_mut() = StatusCode::NOT_MODIFIED;
         response
+    } else if let Some((first, last)) = reply
+        .ranges
+        .then(|| one_range(&request, &reply.body))
+        .flatten()
+    {
+        let part = reply.body.slice(first as usize..=last as usize);
+        let mut response = Response::new(Full::new(part));
+        *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+        response.headers_mut().typed_insert(
+            headers::ContentRange::bytes(first..=last, reply.body.len() as u64).unwrap(),
+        );
+        response
     } else {
         let mut response = Response::new(Full::new(reply.body.clone()));
         *response.status_mut() = StatusCode::from_u16(reply.status).unwrap();
@@ -190,6 +212,24 @@ async fn answer(state: &Mutex<OriginState>, request: Request<Incoming>) -> Respo
         );
     }
     response
+}
+
+/// The one satisfiable range a request asks of `body`, as first and last
+/// byte.
+fn one_range(request: &Request<()>, body: &Bytes) -> Option<(u64, u64)> {
+    let range: headers::Range = request.headers().typed_get()?;
+    let length = body.len() as u64;
+    let mut ranges = range.satisfiable_ranges(length);
+    let (start, end) = ranges.next()?;
+    let first = match start {
+        std::ops::Bound::Included(s) => s,
+        _ => 0,
+    };
+    let last = match end {
+        std::ops::Bound::Included(e) => e.min(length - 1),
+        _ => length - 1,
+    };
+    (ranges.next().is_none() && first <= last).then_some((first, last))
 }
 
 /// A started edge with its configuration file.
