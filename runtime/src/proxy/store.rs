@@ -101,11 +101,16 @@ impl Exchange {
             .and_then(|v| v.parse::<u64>().ok());
         let max = self.edge.cache.max_object_bytes();
         let vary = vary_fields(&parts.headers);
-        let destination = match (part, vary) {
-            (Some(range), Some(vary)) if vary.is_empty() && range.length <= max => {
+        let store_allowed = decision.storable
+            && length.is_none_or(|n| n <= max)
+            && (!self.is_peer_copy(fetched.hop));
+        // Decided (and the request's headers copied) only when storing.
+        let destination = match (store_allowed, part, vary) {
+            (false, _, _) => None,
+            (true, Some(range), Some(vary)) if vary.is_empty() && range.length <= max => {
                 Some(Destination::Part(range))
             }
-            (None, Some(vary)) if parts.status != StatusCode::PARTIAL_CONTENT => {
+            (true, None, Some(vary)) if parts.status != StatusCode::PARTIAL_CONTENT => {
                 Some(Destination::Whole {
                     vary,
                     request_headers: self.headers.clone(),
@@ -113,11 +118,8 @@ impl Exchange {
             }
             _ => None,
         };
-        let store_allowed = decision.storable
-            && length.is_none_or(|n| n <= max)
-            && (!self.is_peer_copy(fetched.hop));
-        let job = match (store_allowed, destination, self.ticket.take()) {
-            (true, Some(destination), Some(ticket)) => {
+        let job = match (destination, self.ticket.take()) {
+            (Some(destination), Some(ticket)) => {
                 let mut object = CachedObject {
                     status: match destination {
                         Destination::Part(_) => StatusCode::OK,
