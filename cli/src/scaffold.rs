@@ -39,7 +39,8 @@ struct MyPlugin {
 }
 
 impl Plugin for MyPlugin {
-    /// Runs at launch (an error refuses the plugin) and once per request.
+    /// Runs once, at launch (an error refuses the plugin); every request
+    /// starts from the value it returns.
     fn new(config: &str) -> Result<Self, String> {
         let config: Config = serde_json::from_str(config).map_err(|e| format!("invalid config: {e}"))?;
         Ok(MyPlugin { greeting: config.greeting })

@@ -2,11 +2,18 @@
 //!
 //! A plugin is a type that implements [`Plugin`], exported with
 //! [`export_plugin!`] and built into a WebAssembly component with
-//! `parapet plugin build`. The edge makes one fresh instance of the plugin for
-//! every request: [`Plugin::new`] runs lazily on the first hook of a request,
-//! and the same value serves the request's later hooks, so a plugin can carry
-//! state from `on_viewer_request` to `on_viewer_response`. Nothing survives to
-//! the next request.
+//! `parapet plugin build`. [`Plugin::new`] runs once, when the edge launches
+//! the plugin with its configuration; the edge then snapshots the instance
+//! (memory and globals, the plugin value included) and starts every request
+//! from that image. So parsing the configuration, compiling regexes and
+//! building tables cost nothing per request. Each request gets a fresh
+//! instance: its hooks share one plugin value, so a plugin can carry state
+//! from `on_viewer_request` to `on_viewer_response`, but nothing a request
+//! changes survives to the next one.
+//!
+//! Because `new` runs at launch, what it reads from the clock, randomness or
+//! the key-value store is read once and shared by every request; read such
+//! values in the hooks when they must be per request.
 //!
 //! ```no_run
 //! use parapet_sdk::{export_plugin, log, Plugin, Request, RequestAction, Response};
@@ -75,8 +82,8 @@ use bindings::parapet::plugin as host;
 pub trait Plugin: Sized + 'static {
     /// Builds the plugin from its JSON configuration (`{}` when none is set).
     ///
-    /// Runs once at launch to validate the configuration (an `Err` refuses the
-    /// plugin with that message) and then once per request, on its first hook.
+    /// Runs once at launch: an `Err` refuses the plugin with that message;
+    /// the value returned is where every request's instance starts.
     fn new(config: &str) -> Result<Self, String>;
 
     /// Before the cache lookup, with the viewer's request.
@@ -221,23 +228,20 @@ macro_rules! export_plugin {
                     const { ::std::cell::RefCell::new(::std::option::Option::None) };
             }
 
-            /// Runs `f` on this instance's plugin value, made on first use.
+            /// Runs `f` on the plugin value `on-launch` made (part of the
+            /// launch image), or, on a host that runs hooks on an instance
+            /// that was not launched, on one made now.
             fn with_plugin<R>(f: impl FnOnce(&mut $plugin) -> R) -> R {
                 PARAPET_PLUGIN.with(|cell| {
                     let mut slot = cell.borrow_mut();
-                    if slot.is_none() {
-                        let config = $crate::config();
-                        match <$plugin as $crate::Plugin>::new(&config) {
-                            Ok(plugin) => *slot = Some(plugin),
-                            // on-launch accepted this configuration, so this
-                            // cannot happen unless `new` is not deterministic.
+                    let plugin = match slot.as_mut() {
+                        Some(plugin) => plugin,
+                        None => match <$plugin as $crate::Plugin>::new(&$crate::config()) {
+                            Ok(plugin) => slot.insert(plugin),
                             Err(message) => panic!("plugin configuration refused: {message}"),
-                        }
-                    }
-                    match slot.as_mut() {
-                        Some(plugin) => f(plugin),
-                        None => unreachable!("plugin value was just made"),
-                    }
+                        },
+                    };
+                    f(plugin)
                 })
             }
 
@@ -245,7 +249,9 @@ macro_rules! export_plugin {
 
             impl $crate::bindings::Guest for ParapetGuest {
                 fn on_launch(config: String) -> Result<(), String> {
-                    <$plugin as $crate::Plugin>::new(&config).map(drop)
+                    let plugin = <$plugin as $crate::Plugin>::new(&config)?;
+                    PARAPET_PLUGIN.with(|cell| *cell.borrow_mut() = Some(plugin));
+                    Ok(())
                 }
 
                 fn on_viewer_request(request: $crate::Request) -> $crate::RequestAction {

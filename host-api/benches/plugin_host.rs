@@ -207,5 +207,60 @@ fn waf_2k(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, noop, chain_of_three, waf_2k);
+/// A configuration with real work at launch: eight regex rules, none of
+/// which matches the request, so every rule is tried.
+fn rewrite_regex_rules(c: &mut Criterion) {
+    let engine = engine(Allocator::Pooling {
+        max_instances: 1000,
+    });
+    let rules: Vec<String> = (0..8)
+        .map(|i| {
+            format!(r#"{{"match":"regex","from":"^/section{i}/(\\d+)/([a-z-]+)\\.html$","to":"/s{i}/$2?id=$1"}}"#)
+        })
+        .collect();
+    let config = format!(r#"{{"rules":[{}]}}"#, rules.join(","));
+    let chain = [load(&engine, "rewrite", &config)];
+    let req = request("/products/shoes", None);
+    c.bench_function(
+        "rewrite, 8 regex rules, instantiate + on-viewer-request",
+        |b| {
+            b.iter(|| {
+                black_box(block_on(
+                    RequestSession::new(context()).on_viewer_request(&chain, req.clone()),
+                ))
+            })
+        },
+    );
+}
+
+/// What loading costs: checks, compilation and `on-launch` (no artifact
+/// cache), for the rewrite plugin with two regex rules.
+fn load_time(c: &mut Criterion) {
+    let engine = engine(Allocator::Pooling {
+        max_instances: 1000,
+    });
+    let bytes = component("rewrite");
+    let config = r#"{"rules":[{"match":"regex","from":"^/blog/(\\d+)/(.*)$","to":"/posts/$2?id=$1"},{"match":"regex","from":"^/(a|b|c)+/x$","to":"/y"}]}"#;
+    let mut group = c.benchmark_group("load");
+    group.sample_size(10);
+    group.bench_function("rewrite with 2 regex rules", |b| {
+        b.iter(|| {
+            let options = PluginOptions {
+                config: config.into(),
+                ..Default::default()
+            };
+            black_box(Plugin::load(&engine, "rewrite", &bytes, options).expect("load"))
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    noop,
+    chain_of_three,
+    waf_2k,
+    rewrite_regex_rules,
+    load_time
+);
 criterion_main!(benches);

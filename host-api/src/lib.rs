@@ -3,11 +3,14 @@
 //! A [`PluginEngine`] holds the shared Wasmtime engine (pooling allocator,
 //! copy-on-write memory images, epoch deadlines) and the linker with the
 //! `parapet:plugin` host interfaces. [`Plugin::load`] checks a component
-//! against the world, compiles it (or loads the cached artifact) and runs its
-//! `on-launch`. For each request, a [`RequestSession`] runs each hook's chain
-//! (a slice of plugins; [`Chains`] holds a behavior's four), making one fresh
-//! instance per plugin that the request's hooks share, applying each plugin's
-//! [`FailurePolicy`], and keeping a [`PluginReceipt`] per plugin.
+//! against the world, runs its `on-launch` once and compiles the snapshot
+//! taken after it (the launch image, made with Wizer; cached on disk per
+//! component, configuration and memory limit), so each request's instance
+//! starts from the launched state. For each request, a [`RequestSession`]
+//! runs each hook's chain (a slice of plugins; [`Chains`] holds a behavior's
+//! four), making one fresh instance per plugin that the request's hooks
+//! share, applying each plugin's [`FailurePolicy`], and keeping a
+//! [`PluginReceipt`] per plugin.
 //!
 //! Hooks are async: the session's methods return `Send` futures that run
 //! the plugin's code on a Wasmtime fiber, on whichever task polls them (on
@@ -19,9 +22,9 @@
 //! slices, not the time it waited to be polled again; a hook past it traps
 //! and gets its plugin's failure policy. Any executor can drive the futures
 //! (outside tokio a yield is a plain wake-up). Host interfaces stay
-//! synchronous: none waits on I/O. `on-launch` runs once per load, on the
-//! loading thread ([`Plugin::load`] blocks), under its launch deadline and
-//! without yielding.
+//! synchronous: none waits on I/O. `on-launch` runs once per launch image,
+//! on the loading thread ([`Plugin::load`] blocks), under its launch
+//! deadline and without yielding.
 //!
 //! Each distribution's plugin run time (instantiations and hooks, yields
 //! excluded) is counted in `parapet_plugin_cpu_microseconds_total`.
@@ -31,6 +34,7 @@ mod budget;
 mod engine;
 mod failure;
 mod geo;
+mod image;
 mod kv;
 mod limits;
 mod load;

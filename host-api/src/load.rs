@@ -1,9 +1,9 @@
 //! Turning bytes into a runnable plugin: format checks, compilation with an
-//! on-disk artifact cache, world and import checks, and `on-launch`.
+//! on-disk artifact cache, and world and import checks.
 
 use std::hash::{Hash, Hasher};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::types::ComponentItem;
@@ -11,6 +11,7 @@ use wasmtime::component::Component;
 
 use crate::bindings::{PluginPre, ALLOWED_IMPORTS, WIT_PACKAGE};
 use crate::engine::PluginEngine;
+use crate::image::check_snapshottable;
 use crate::state::HostState;
 
 /// Why a plugin was refused.
@@ -52,63 +53,104 @@ pub fn content_hash(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// A compiled, world-checked component, ready to instantiate.
-pub(crate) struct Checked {
-    pub(crate) pre: PluginPre<HostState>,
-    pub(crate) digest: String,
-    pub(crate) from_cache: bool,
+/// Refuses bytes that are not a WebAssembly component, naming what they are.
+pub(crate) fn check_format(bytes: &[u8]) -> Result<(), LoadError> {
+    if wasmparser::Parser::is_component(bytes) {
+        Ok(())
+    } else if wasmparser::Parser::is_core_wasm(bytes) {
+        Err(LoadError::CoreModule)
+    } else {
+        Err(LoadError::NotWasm)
+    }
 }
 
-/// Runs every check short of `on-launch`.
-pub(crate) fn check(engine: &PluginEngine, bytes: &[u8]) -> Result<Checked, LoadError> {
-    if !wasmparser::Parser::is_component(bytes) {
-        return Err(if wasmparser::Parser::is_core_wasm(bytes) {
-            LoadError::CoreModule
-        } else {
-            LoadError::NotWasm
-        });
-    }
-    let digest = content_hash(bytes);
-    let artifact = engine
-        .config
-        .cache_dir
-        .as_ref()
-        .map(|dir| dir.join(format!("{digest}-{}.cwasm", engine_key(engine))));
-    let cached = artifact
-        .as_deref()
-        .and_then(|path| load_artifact(engine, path));
-    let from_cache = cached.is_some();
-    let component = match cached {
-        Some(component) => component,
-        None => Component::new(&engine.engine, bytes)
-            .map_err(|e| LoadError::Invalid(format!("{e:#}")))?,
-    };
+/// A compiled component and where its artifact goes once it has passed
+/// every check.
+pub(crate) struct Compiled {
+    pub(crate) component: Component,
+    /// Whether it came from the on-disk artifact cache.
+    pub(crate) from_cache: bool,
+    artifact: Option<PathBuf>,
+}
 
-    let ty = component.component_type();
-    for (name, item) in ty.imports(&engine.engine) {
-        if !ALLOWED_IMPORTS.contains(&name)
-            || !matches!(item.ty, ComponentItem::ComponentInstance(_))
-        {
-            return Err(LoadError::ForbiddenImport(name.to_string()));
+impl Compiled {
+    /// Writes the artifact to the cache (if there is one and it did not come
+    /// from there). Only a component that passed every check is worth
+    /// keeping; a failure to write is logged, not fatal.
+    pub(crate) fn keep(&self) {
+        if let (Some(path), false) = (&self.artifact, self.from_cache) {
+            if let Err(e) = store_artifact(&self.component, path) {
+                tracing::warn!(path = %path.display(), error = %e, "could not cache compiled plugin");
+            }
         }
     }
-    let instance_pre = engine
-        .linker
-        .instantiate_pre(&component)
-        .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
-    let pre = PluginPre::new(instance_pre).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+}
 
-    // Only a component that passed every check is worth keeping.
-    if let (Some(path), false) = (&artifact, from_cache) {
-        if let Err(e) = store_artifact(&component, path) {
-            tracing::warn!(path = %path.display(), error = %e, "could not cache compiled plugin");
+impl PluginEngine {
+    /// Loads the artifact cached under `key` (a content hash of what
+    /// determines the component), or compiles what `source` makes.
+    pub(crate) fn compile_cached<B: AsRef<[u8]>>(
+        &self,
+        key: &str,
+        source: impl FnOnce() -> Result<B, LoadError>,
+    ) -> Result<Compiled, LoadError> {
+        let artifact = self
+            .config
+            .cache_dir
+            .as_ref()
+            .map(|dir| dir.join(format!("{key}-{}.cwasm", engine_key(self))));
+        if let Some(component) = artifact.as_deref().and_then(|p| load_artifact(self, p)) {
+            return Ok(Compiled {
+                component,
+                from_cache: true,
+                artifact,
+            });
         }
+        Ok(Compiled {
+            component: self.compile(source()?.as_ref())?,
+            from_cache: false,
+            artifact,
+        })
     }
-    Ok(Checked {
-        pre,
-        digest,
-        from_cache,
-    })
+
+    /// Compiles `bytes`, without the artifact cache.
+    pub(crate) fn compile(&self, bytes: &[u8]) -> Result<Component, LoadError> {
+        Component::new(&self.engine, bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")))
+    }
+
+    /// Checks a compiled component's imports and exports against the
+    /// `parapet:plugin` world and prepares it for instantiation.
+    pub(crate) fn plugin_pre(
+        &self,
+        component: &Component,
+    ) -> Result<PluginPre<HostState>, LoadError> {
+        let ty = component.component_type();
+        for (name, item) in ty.imports(&self.engine) {
+            if !ALLOWED_IMPORTS.contains(&name)
+                || !matches!(item.ty, ComponentItem::ComponentInstance(_))
+            {
+                return Err(LoadError::ForbiddenImport(name.to_string()));
+            }
+        }
+        let instance_pre = self
+            .linker
+            .instantiate_pre(component)
+            .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+        PluginPre::new(instance_pre).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))
+    }
+
+    /// Checks that `bytes` is a loadable `parapet:plugin` component (the same
+    /// checks as loading, without running `on-launch`); returns its content
+    /// hash.
+    pub fn validate(&self, bytes: &[u8]) -> Result<String, LoadError> {
+        check_format(bytes)?;
+        check_snapshottable(bytes)?;
+        let digest = content_hash(bytes);
+        let compiled = self.compile_cached(&digest, || Ok(bytes))?;
+        self.plugin_pre(&compiled.component)?;
+        compiled.keep();
+        Ok(digest)
+    }
 }
 
 /// A stable digest of the engine's compilation settings, so that an artifact
@@ -161,13 +203,4 @@ fn store_artifact(component: &Component, path: &Path) -> Result<(), String> {
     file.as_file().sync_all().map_err(|e| e.to_string())?;
     file.persist(path).map_err(|e| e.to_string())?;
     Ok(())
-}
-
-impl PluginEngine {
-    /// Checks that `bytes` is a loadable `parapet:plugin` component (the same
-    /// checks as loading, without running `on-launch`); returns its content
-    /// hash.
-    pub fn validate(&self, bytes: &[u8]) -> Result<String, LoadError> {
-        check(self, bytes).map(|c| c.digest)
-    }
 }

@@ -1,19 +1,18 @@
-//! A loaded plugin: one component with one configuration, ready to be
-//! instantiated per request.
+//! A loaded plugin: one component launched with one configuration, its
+//! launch image ready to be instantiated per request.
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use serde::Deserialize;
 use wasmtime::Store;
 
 use crate::bindings::{Hook, PluginPre};
-use crate::budget::{arm, RunBudget, Yielding};
+use crate::budget::RunBudget;
 use crate::engine::PluginEngine;
-use crate::failure::describe_failure;
+use crate::image::launch_image;
 use crate::kv::KvStore;
 use crate::limits::{Limiter, PluginLimits, MAX_CORE_INSTANCES};
-use crate::load::{check, LoadError};
+use crate::load::{check_format, content_hash, LoadError};
 use crate::metrics::PluginMetrics;
 use crate::state::{HostState, PluginIdentity, RequestContext};
 
@@ -47,8 +46,8 @@ pub struct PluginOptions {
     pub distribution: String,
 }
 
-/// A component checked against the world, compiled, and accepted by its
-/// `on-launch`; instantiated afresh for every request.
+/// A component checked against the world and accepted by its `on-launch`;
+/// its launch image is instantiated afresh for every request.
 pub struct Plugin {
     pub(crate) identity: Arc<PluginIdentity>,
     pub(crate) pre: PluginPre<HostState>,
@@ -98,9 +97,37 @@ fn check_limits(engine: &PluginEngine, limits: &PluginLimits) -> Result<(), Load
     Ok(())
 }
 
+/// A fresh store for one instance of the plugin `identity`, under `limits`.
+/// At each epoch tick its [`RunBudget`] decides whether the call under way
+/// yields or traps; arm it with [`arm`](crate::budget::arm) before each call.
+pub(crate) fn new_store(
+    engine: &PluginEngine,
+    identity: Arc<PluginIdentity>,
+    limits: PluginLimits,
+    request: Arc<RequestContext>,
+    hook: Hook,
+) -> Store<HostState> {
+    let state = HostState {
+        plugin: identity,
+        request,
+        hook,
+        host_calls: 0,
+        log_lines: 0,
+        limiter: Limiter::new(limits),
+        budget: RunBudget::new(),
+    };
+    let mut store = Store::new(&engine.engine, state);
+    store.limiter(|s| &mut s.limiter);
+    store.epoch_deadline_callback(|store| Ok(store.data().budget.on_tick()));
+    store
+}
+
 impl Plugin {
-    /// Checks, compiles (or loads from the artifact cache) and launches a
-    /// plugin. `name` identifies it in logs and metrics.
+    /// Checks the component, runs its `on-launch` with the configuration
+    /// and compiles the launch image every request starts from (or loads
+    /// that image from the artifact cache: `on-launch` runs once per plugin
+    /// version, configuration and memory limit). `name` identifies the
+    /// plugin in logs and metrics.
     ///
     /// Blocks the calling thread while it compiles and runs `on-launch`
     /// (which never yields): call it at start-up or from a blocking thread
@@ -119,74 +146,52 @@ impl Plugin {
         serde_json::from_str::<serde::de::IgnoredAny>(&config)
             .map_err(|e| LoadError::ConfigNotJson(e.to_string()))?;
         check_limits(engine, &options.limits)?;
-        let checked = check(engine, bytes)?;
+        check_format(bytes)?;
+        let digest = content_hash(bytes);
         let name: Arc<str> = name.into();
-        let plugin = Plugin {
+        let identity = Arc::new(PluginIdentity {
+            name: name.clone(),
+            config: config.into(),
+            kv: options.kv,
+            metric_names: Default::default(),
+        });
+        let limits = options.limits;
+
+        // The image depends on the component, the configuration and the
+        // memory it was launched in.
+        let image_key = content_hash(
+            format!(
+                "image\n{digest}\n{}\n{}",
+                limits.memory_bytes, identity.config
+            )
+            .as_bytes(),
+        );
+        let compiled = engine.compile_cached(&image_key, || {
+            futures_executor::block_on(launch_image(engine, bytes, &identity, limits))
+        })?;
+        let pre = engine.plugin_pre(&compiled.component)?;
+        compiled.keep();
+        Ok(Plugin {
             metrics: PluginMetrics::register(&name, &options.distribution),
-            identity: Arc::new(PluginIdentity {
-                name,
-                config: config.into(),
-                kv: options.kv,
-                metric_names: Default::default(),
-            }),
-            pre: checked.pre,
-            limits: options.limits,
+            identity,
+            pre,
+            limits,
             policy: options.policy,
             engine: engine.clone(),
-            digest: checked.digest,
-            from_cache: checked.from_cache,
-        };
-        plugin.launch()?;
-        Ok(plugin)
+            digest,
+            from_cache: compiled.from_cache,
+        })
     }
 
-    /// Runs `on-launch` with the configuration on a throw-away instance, on
-    /// this thread, within the launch deadline.
-    fn launch(&self) -> Result<(), LoadError> {
-        futures_executor::block_on(self.launch_async())
-    }
-
-    async fn launch_async(&self) -> Result<(), LoadError> {
-        let context = Arc::new(RequestContext {
-            request_id: "launch".into(),
-            pop_id: "".into(),
-            client_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            geo: None,
-        });
-        let mut store = self.new_store(context, Hook::OnLaunch);
-        arm(&mut store, self.limits.launch_deadline, Yielding::Never);
-        let bindings = self.pre.instantiate_async(&mut store).await.map_err(|e| {
-            LoadError::LaunchFailed(describe_failure(&e, self.limits.launch_deadline).message)
-        })?;
-        match bindings
-            .call_on_launch(&mut store, &self.identity.config)
-            .await
-        {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(message)) => Err(LoadError::Rejected(message)),
-            Err(e) => Err(LoadError::LaunchFailed(
-                describe_failure(&e, self.limits.launch_deadline).message,
-            )),
-        }
-    }
-
-    /// A fresh store for one instance of this plugin. At each epoch tick its
-    /// [`RunBudget`] decides whether the call under way yields or traps; arm
-    /// it with [`arm`] before each call.
+    /// A fresh store for one instance of this plugin (see [`new_store`]).
     pub(crate) fn new_store(&self, request: Arc<RequestContext>, hook: Hook) -> Store<HostState> {
-        let state = HostState {
-            plugin: self.identity.clone(),
+        new_store(
+            &self.engine,
+            self.identity.clone(),
+            self.limits,
             request,
             hook,
-            host_calls: 0,
-            log_lines: 0,
-            limiter: Limiter::new(self.limits),
-            budget: RunBudget::new(),
-        };
-        let mut store = Store::new(&self.engine.engine, state);
-        store.limiter(|s| &mut s.limiter);
-        store.epoch_deadline_callback(|store| Ok(store.data().budget.on_tick()));
-        store
+        )
     }
 
     /// The name given at load.

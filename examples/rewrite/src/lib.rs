@@ -40,7 +40,7 @@
 //! above, a target is not a path (or URL, for redirects) or contains spaces or
 //! control characters, or a field is unknown.
 
-use parapet_sdk::{context, export_plugin, log, Hook, Plugin, Request, RequestAction, Response};
+use parapet_sdk::{export_plugin, Plugin, Request, RequestAction, Response};
 use regex_lite::Regex;
 use serde::Deserialize;
 
@@ -78,12 +78,14 @@ struct Rule {
     /// Answer with this redirect status instead of rewriting.
     #[serde(default)]
     redirect: Option<u16>,
+    /// `from` compiled, for regex rules: made once, at launch.
+    #[serde(skip)]
+    regex: Option<Regex>,
 }
 
 impl Rule {
-    /// Checks the rule. Regexes are compiled (hence checked) only when
-    /// `compile_regex` is set: see [`Rewrite::new`].
-    fn validate(&self, compile_regex: bool) -> Result<(), String> {
+    /// Checks the rule and compiles its regex.
+    fn prepare(&mut self) -> Result<(), String> {
         if let Some(status) = self.redirect {
             if !REDIRECT_STATUSES.contains(&status) {
                 return Err(format!(
@@ -98,9 +100,10 @@ impl Rule {
                     self.from
                 ));
             }
-            MatchKind::Regex if compile_regex => {
-                Regex::new(&self.from)
+            MatchKind::Regex => {
+                let regex = Regex::new(&self.from)
                     .map_err(|e| format!("invalid regex {:?}: {e}", self.from))?;
+                self.regex = Some(regex);
             }
             _ => {}
         }
@@ -137,21 +140,7 @@ impl Rule {
                 at_boundary.then(|| format!("{}{rest}", self.to))
             }
             MatchKind::Regex => {
-                // Compiled here, when a request first reaches this rule: the
-                // rules run in one hook, so each is compiled at most once per
-                // request, and rules after the matching one never are.
-                let regex = match Regex::new(&self.from) {
-                    Ok(regex) => regex,
-                    Err(e) => {
-                        // Cannot happen: on-launch compiled the same string.
-                        log::error(&format!(
-                            "skipping rule with invalid regex {:?}: {e}",
-                            self.from
-                        ));
-                        return None;
-                    }
-                };
-                let captures = regex.captures(path)?;
+                let captures = self.regex.as_ref()?.captures(path)?;
                 let mut target = String::new();
                 captures.expand(&self.to, &mut target);
                 Some(target)
@@ -233,19 +222,15 @@ impl Plugin for Rewrite {
             .as_deref()
             .map(validate_host)
             .transpose()?;
-        // `new` runs at launch and again on every request. Compiling every
-        // regex is by far its dearest part, and a string that compiled at
-        // launch compiles on every later request, so regexes are compiled
-        // (validated) here only in on-launch; requests compile just the
-        // rules they reach, in `Rule::apply`.
-        let launching = matches!(context::current_hook(), Hook::OnLaunch);
-        for (index, rule) in config.rules.iter().enumerate() {
-            rule.validate(launching)
-                .map_err(|e| format!("rules[{index}]: {e}"))?;
+        // `new` runs once, at launch: the compiled regexes are part of the
+        // launch image every request starts from.
+        let mut rules = config.rules;
+        for (index, rule) in rules.iter_mut().enumerate() {
+            rule.prepare().map_err(|e| format!("rules[{index}]: {e}"))?;
         }
         Ok(Rewrite {
             canonical_host,
-            rules: config.rules,
+            rules,
         })
     }
 

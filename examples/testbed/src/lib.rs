@@ -10,10 +10,14 @@
 //!   `on-origin-response`, a cache override that must not take effect);
 //! - `bad-path`: returns a request line that would smuggle a header;
 //! - `cache`: overrides the TTL to 123 s in `on-origin-response`;
+//! - `marker`: reports in `x-marker-seen` the marker an earlier request left
+//!   in a global, in the plugin value and on the heap (`g|f|h`, all empty on
+//!   a fresh instance), then leaves the request's path in all three;
 //! - `probe` (default): reports what the host interfaces return, in
 //!   `x-probe-*` request headers, and counts calls in a global.
 
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
 
 use parapet_sdk::{
     client, context, export_plugin, kv, log, metrics, random, CacheOverride, Plugin, Request,
@@ -23,6 +27,11 @@ use serde::Deserialize;
 
 /// Hooks run on this instance so far: must be 1 on every request's first hook.
 static CALLS: AtomicU32 = AtomicU32::new(0);
+
+/// `marker` mode: the marker left in a global.
+static MARKER: Mutex<String> = Mutex::new(String::new());
+/// `marker` mode: the marker left on the heap, reached through a leaked box.
+static LEAKED: Mutex<Option<&'static str>> = Mutex::new(None);
 
 #[derive(Deserialize)]
 struct Config {
@@ -37,6 +46,8 @@ fn probe() -> String {
 struct Testbed {
     mode: String,
     seen_path: Option<String>,
+    /// `marker` mode: the marker left in the plugin value.
+    marker: String,
 }
 
 /// Recursion whose frames live on the wasm stack (no shadow-stack locals),
@@ -59,6 +70,7 @@ impl Plugin for Testbed {
         Ok(Testbed {
             mode: config.mode,
             seen_path: None,
+            marker: String::new(),
         })
     }
 
@@ -85,6 +97,15 @@ impl Plugin for Testbed {
             "panic" => panic!("testbed asked to panic"),
             "bad-header" => request.set_header("x-bad", "a\r\nset-cookie: injected=1"),
             "bad-path" => request.path = "/a HTTP/1.1\r\nHost: evil".into(),
+            "marker" => {
+                let mut global = MARKER.lock().unwrap_or_else(|e| e.into_inner());
+                let mut leaked = LEAKED.lock().unwrap_or_else(|e| e.into_inner());
+                let seen = format!("{}|{}|{}", global, self.marker, leaked.unwrap_or(""));
+                request.set_header("x-marker-seen", &seen);
+                global.clone_from(&request.path);
+                self.marker.clone_from(&request.path);
+                *leaked = Some(Box::leak(request.path.clone().into_boxed_str()));
+            }
             _ => {
                 log::info("probe running");
                 metrics::counter_add("probes", 1);
