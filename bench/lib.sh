@@ -245,6 +245,11 @@ token = "$1"
 [upstream]
 allow_networks = ["127.0.0.0/8"]
 
+# The whole instance pool for the one distribution: h2 runs hold hundreds
+# of requests in flight, each with up to three plugin instances.
+[shares]
+plugin_instances = 1000
+
 [[distribution]]
 id = "$1"
 customer = "$1"

@@ -19,6 +19,8 @@ struct CargoMessage {
     target: Option<CargoTarget>,
     #[serde(default)]
     filenames: Vec<PathBuf>,
+    #[serde(default)]
+    manifest_path: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -29,6 +31,10 @@ struct CargoTarget {
 
 /// A built and validated plugin component.
 pub struct Built {
+    /// The plugin's name (its crate's, with `-` for `_`).
+    pub name: String,
+    /// The plugin crate's directory.
+    pub crate_dir: PathBuf,
     /// Where the component was written.
     pub path: PathBuf,
     /// Its size in bytes.
@@ -79,7 +85,12 @@ pub fn build(dir: &Path, out: &Path) -> Result<Vec<Built>> {
             .into_iter()
             .find(|f| f.extension().is_some_and(|e| e == "wasm"))
         {
-            cores.push((target.name.replace('_', "-"), wasm));
+            let crate_dir = msg
+                .manifest_path
+                .as_deref()
+                .and_then(Path::parent)
+                .map_or_else(|| dir.clone(), Path::to_path_buf);
+            cores.push((target.name.replace('_', "-"), wasm, crate_dir));
         }
     }
     let status = child.wait().context("waiting for cargo")?;
@@ -93,7 +104,7 @@ pub fn build(dir: &Path, out: &Path) -> Result<Vec<Built>> {
     let engine = PluginEngine::validator()?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let mut built = Vec::new();
-    for (name, core) in cores {
+    for (name, core, crate_dir) in cores {
         let module = std::fs::read(&core).with_context(|| format!("reading {}", core.display()))?;
         let component =
             componentize(&module).with_context(|| format!("encoding {name} as a component"))?;
@@ -103,6 +114,8 @@ pub fn build(dir: &Path, out: &Path) -> Result<Vec<Built>> {
         let path = out.join(format!("{name}.wasm"));
         std::fs::write(&path, &component).with_context(|| format!("writing {}", path.display()))?;
         built.push(Built {
+            name,
+            crate_dir,
             path,
             size: component.len(),
             digest,

@@ -3,11 +3,13 @@
 
 mod build;
 mod client;
+mod fixtures;
 mod manage;
 mod scaffold;
+mod sdk;
 mod toolchain;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -96,12 +98,31 @@ enum PluginCommand {
         #[arg(long, short)]
         out: Option<PathBuf>,
     },
-    /// Create a new plugin crate that builds as it is.
+    /// Create a new plugin crate that builds as it is, with a first
+    /// fixtures.toml for `parapet plugin test`.
+    ///
+    /// The crate depends on the plugin SDK this binary carries, written to
+    /// $PARAPET_DATA_DIR (else $XDG_DATA_HOME/parapet, else
+    /// ~/.local/share/parapet) under `sdk/<version>`.
     New {
         /// Crate name (a-z, 0-9, -, _).
         name: String,
         /// Directory to create it in.
         #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Build a plugin crate (or workspace) and run each plugin's hooks
+    /// against the cases of its `fixtures.toml`, on the edge's own plugin
+    /// host, without an edge. Exits non-zero when a case fails.
+    ///
+    /// A case names a hook (viewer-request by default), a request (and, for
+    /// response hooks, a response) and what to expect: the action
+    /// (continue or respond), status, path, query, headers, absent headers,
+    /// body, and for origin-response the cache override. `parapet plugin
+    /// new` writes a first fixtures.toml.
+    Test {
+        /// The plugin crate or workspace.
+        #[arg(default_value = ".")]
         dir: PathBuf,
     },
     /// Check that a `.wasm` file is a loadable `parapet:plugin` component.
@@ -137,7 +158,10 @@ fn main() -> ExitCode {
     let json = cli.json;
     let outcome = match cli.command {
         Command::Plugin(
-            PluginCommand::Build { .. } | PluginCommand::New { .. } | PluginCommand::Check { .. },
+            PluginCommand::Build { .. }
+            | PluginCommand::New { .. }
+            | PluginCommand::Test { .. }
+            | PluginCommand::Check { .. },
         ) => local(cli.command).map_err(CliError::from),
         command => manage(command, json),
     };
@@ -420,6 +444,41 @@ const DEPLOYMENT: &[&str] = &[
     "state",
 ];
 
+/// `parapet plugin test`: builds the plugins under `dir` and runs the
+/// fixtures of each one that has them.
+fn test_plugins(dir: &Path) -> anyhow::Result<()> {
+    let (mut passed, mut failed, mut tested) = (0, 0, 0);
+    for plugin in build::build(dir, &dir.join("target/plugins"))? {
+        let fixtures = plugin.crate_dir.join(fixtures::FIXTURES);
+        if !fixtures.exists() {
+            println!(
+                "{}: no {} (nothing to test)",
+                plugin.name,
+                fixtures::FIXTURES
+            );
+            continue;
+        }
+        let bytes = std::fs::read(&plugin.path)
+            .map_err(|e| anyhow::anyhow!("reading {}: {e}", plugin.path.display()))?;
+        let outcome = fixtures::run(&plugin.name, &bytes, &fixtures)?;
+        passed += outcome.passed;
+        failed += outcome.failed;
+        tested += 1;
+    }
+    if tested == 0 {
+        anyhow::bail!(
+            "no plugin under {} has a {}: write one next to the plugin's Cargo.toml (`parapet plugin new` makes a first one)",
+            dir.display(),
+            fixtures::FIXTURES
+        );
+    }
+    println!("{passed} passed, {failed} failed, in {tested} plugins");
+    if failed > 0 {
+        anyhow::bail!("{failed} fixture cases failed");
+    }
+    Ok(())
+}
+
 /// The verbs that work without a controller.
 fn local(command: Command) -> anyhow::Result<()> {
     match command {
@@ -435,6 +494,7 @@ fn local(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Plugin(PluginCommand::Test { dir }) => test_plugins(&dir),
         Command::Plugin(PluginCommand::New { name, dir }) => {
             let path = scaffold::new_plugin(&name, &dir)?;
             println!(

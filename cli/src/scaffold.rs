@@ -4,21 +4,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-/// Where this CLI was built from finds the SDK; elsewhere, crates.io.
-fn sdk_dependency() -> String {
-    let local = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk");
-    match local.canonicalize() {
-        Ok(path) => format!(
-            "parapet-sdk = {{ path = {:?} }}",
-            path.display().to_string()
-        ),
-        Err(_) => format!("parapet-sdk = \"{}\"", env!("CARGO_PKG_VERSION")),
-    }
-}
-
 const LIB_RS: &str = r#"//! A Parapet plugin. Build it with `parapet plugin build`.
 
-use parapet_sdk::{export_plugin, log, Plugin, Request, RequestAction, Response, ResponseAction};
+use parapet_sdk::{
+    export_plugin, hooks, log, Plugin, Request, RequestAction, Response, ResponseAction,
+};
 use serde::Deserialize;
 
 /// The plugin's settings, e.g. `{"greeting": "hi there"}`.
@@ -38,6 +28,8 @@ struct MyPlugin {
     greeting: String,
 }
 
+/// `#[hooks]`: the edge calls only the hooks defined in this block.
+#[hooks]
 impl Plugin for MyPlugin {
     /// Runs once, at launch (an error refuses the plugin); every request
     /// starts from the value it returns.
@@ -63,7 +55,36 @@ impl Plugin for MyPlugin {
 export_plugin!(MyPlugin);
 "#;
 
-/// Creates `parent/name` with a working plugin crate; returns its path.
+/// The first fixtures of a new plugin, run by `parapet plugin test`.
+const FIXTURES_TOML: &str = r#"# Cases for `parapet plugin test`: each runs one hook of the plugin on a
+# request (and, for response hooks, a response) and checks what it returns.
+# Unset `expect` fields are not checked.
+
+# The plugin's configuration (a TOML table, given to the plugin as JSON).
+# A case may set its own `config`.
+config = { greeting = "hi there" }
+
+[[case]]
+name = "answers /hello itself"
+hook = "viewer-request"            # viewer-request (default), origin-request,
+                                   # origin-response or viewer-response
+request = { path = "/hello" }      # GET https://example.com/ unless set
+expect = { action = "respond", status = 200, body = "hi there" }
+
+[[case]]
+name = "lets other requests through"
+request = { path = "/shop", query = "page=2", headers = { accept = "text/html" } }
+expect = { action = "continue", path = "/shop", query = "page=2" }
+
+[[case]]
+name = "marks responses"
+hook = "viewer-response"
+response = { status = 200, headers = { "content-type" = "text/html" } }
+expect = { action = "continue", status = 200, headers = { "x-plugin" = "NAME" } }
+"#;
+
+/// Creates `parent/name` with a working plugin crate and its first
+/// fixtures; returns its path.
 pub fn new_plugin(name: &str, parent: &Path) -> Result<PathBuf> {
     let valid = !name.is_empty()
         && name
@@ -79,6 +100,7 @@ pub fn new_plugin(name: &str, parent: &Path) -> Result<PathBuf> {
     }
     std::fs::create_dir_all(dir.join("src"))
         .with_context(|| format!("creating {}", dir.display()))?;
+    let sdk = crate::sdk::install()?.display().to_string();
     let manifest = format!(
         r#"[package]
 name = "{name}"
@@ -89,7 +111,7 @@ edition = "2021"
 crate-type = ["cdylib"]
 
 [dependencies]
-{sdk}
+parapet-sdk = {{ path = {sdk:?} }}
 serde = {{ version = "1", features = ["derive"] }}
 serde_json = "1"
 
@@ -103,10 +125,13 @@ strip = true
 # A plugin is its own workspace.
 [workspace]
 "#,
-        sdk = sdk_dependency()
     );
     std::fs::write(dir.join("Cargo.toml"), manifest)?;
     std::fs::write(dir.join("src/lib.rs"), LIB_RS.replace("NAME", name))?;
+    std::fs::write(
+        dir.join(crate::fixtures::FIXTURES),
+        FIXTURES_TOML.replace("NAME", name),
+    )?;
     std::fs::write(dir.join(".gitignore"), "/target\n")?;
     Ok(dir)
 }

@@ -21,10 +21,24 @@ fn text(bytes: &[u8]) -> String {
 fn scaffold_build_check(toolchain: &str) {
     let dir = tempfile::tempdir().unwrap();
     let parent = dir.path().to_str().unwrap();
-    let new = parapet(&["plugin", "new", "hello-edge", "--dir", parent], &[]);
+    // The SDK comes from the binary, written under the data directory, not
+    // from the source checkout.
+    let data = dir.path().join("data");
+    let data_env = [("PARAPET_DATA_DIR", data.to_str().unwrap())];
+    let new = parapet(&["plugin", "new", "hello-edge", "--dir", parent], &data_env);
     assert!(new.status.success(), "{}", text(&new.stderr));
 
     let crate_dir = dir.path().join("hello-edge");
+    let manifest = std::fs::read_to_string(crate_dir.join("Cargo.toml")).unwrap();
+    let sdk = data.join("sdk").join(env!("CARGO_PKG_VERSION"));
+    assert!(
+        manifest.contains(&format!(
+            "parapet-sdk = {{ path = {:?} }}",
+            sdk.to_str().unwrap()
+        )),
+        "{manifest}"
+    );
+    assert!(sdk.join("wit/plugin.wit").exists() && sdk.join("macros/src/lib.rs").exists());
     let out = dir.path().join("out");
     let build = parapet(
         &[
@@ -58,6 +72,43 @@ fn scaffold_build_check(toolchain: &str) {
     let check = parapet(&["plugin", "check", component.to_str().unwrap()], &[]);
     assert!(check.status.success(), "{}", text(&check.stderr));
     assert!(text(&check.stdout).contains("a valid parapet:plugin@0.1.0 component"));
+
+    // The scaffold's own fixtures pass; a wrong expectation fails, named.
+    let env = [("PARAPET_WASM_TOOLCHAIN", toolchain)];
+    let test = parapet(&["plugin", "test", crate_dir.to_str().unwrap()], &env);
+    let stdout = text(&test.stdout);
+    assert!(test.status.success(), "{stdout}{}", text(&test.stderr));
+    assert!(
+        stdout.contains("3 passed, 0 failed, in 1 plugins"),
+        "{stdout}"
+    );
+    let fixtures = crate_dir.join("fixtures.toml");
+    let edited = std::fs::read_to_string(&fixtures)
+        .unwrap()
+        .replace(r#"body = "hi there""#, r#"body = "bye""#);
+    std::fs::write(&fixtures, edited).unwrap();
+    let test = parapet(&["plugin", "test", crate_dir.to_str().unwrap()], &env);
+    let stdout = text(&test.stdout);
+    assert!(!test.status.success(), "{stdout}");
+    assert!(
+        stdout
+            .contains(r#"FAIL  answers /hello itself: expected body "bye", got Some("hi there")"#),
+        "{stdout}"
+    );
+    assert!(stdout.contains("2 passed, 1 failed"), "{stdout}");
+}
+
+/// The example plugins' fixtures pass (`parapet plugin test examples`).
+#[test]
+fn example_fixtures_pass() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let test = parapet(&["plugin", "test", examples.to_str().unwrap()], &[]);
+    let stdout = text(&test.stdout);
+    assert!(test.status.success(), "{stdout}{}", text(&test.stderr));
+    for plugin in ["waf: 5 cases", "header-filter: 4 cases", "rewrite: 4 cases"] {
+        assert!(stdout.contains(plugin), "{stdout}");
+    }
+    assert!(!stdout.contains("FAIL"), "{stdout}");
 }
 
 #[test]

@@ -34,6 +34,7 @@ mod budget;
 mod engine;
 mod failure;
 mod geo;
+mod hooks;
 mod image;
 mod kv;
 mod limits;

@@ -11,6 +11,7 @@ use wasmtime::component::Component;
 
 use crate::bindings::{PluginPre, ALLOWED_IMPORTS, WIT_PACKAGE};
 use crate::engine::PluginEngine;
+use crate::hooks::HookSet;
 use crate::image::check_snapshottable;
 use crate::state::HostState;
 
@@ -144,6 +145,7 @@ impl PluginEngine {
     /// hash.
     pub fn validate(&self, bytes: &[u8]) -> Result<String, LoadError> {
         check_format(bytes)?;
+        HookSet::of(bytes)?;
         check_snapshottable(bytes)?;
         let digest = content_hash(bytes);
         let compiled = self.compile_cached(&digest, || Ok(bytes))?;

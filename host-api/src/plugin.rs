@@ -9,6 +9,7 @@ use wasmtime::Store;
 use crate::bindings::{Hook, PluginPre};
 use crate::budget::RunBudget;
 use crate::engine::PluginEngine;
+use crate::hooks::HookSet;
 use crate::image::launch_image;
 use crate::kv::KvStore;
 use crate::limits::{Limiter, PluginLimits, MAX_CORE_INSTANCES};
@@ -55,6 +56,8 @@ pub struct Plugin {
     pub(crate) policy: FailurePolicy,
     pub(crate) engine: Arc<PluginEngine>,
     pub(crate) metrics: PluginMetrics,
+    /// The hooks the plugin implements: the others are never called.
+    pub(crate) hooks: HookSet,
     digest: String,
     from_cache: bool,
 }
@@ -147,6 +150,7 @@ impl Plugin {
             .map_err(|e| LoadError::ConfigNotJson(e.to_string()))?;
         check_limits(engine, &options.limits)?;
         check_format(bytes)?;
+        let hooks = HookSet::of(bytes)?;
         let digest = content_hash(bytes);
         let name: Arc<str> = name.into();
         let identity = Arc::new(PluginIdentity {
@@ -178,6 +182,7 @@ impl Plugin {
             limits,
             policy: options.policy,
             engine: engine.clone(),
+            hooks,
             digest,
             from_cache: compiled.from_cache,
         })
@@ -207,6 +212,13 @@ impl Plugin {
     /// Whether the compiled code came from the on-disk artifact cache.
     pub fn loaded_from_cache(&self) -> bool {
         self.from_cache
+    }
+
+    /// Whether the plugin implements `hook`. Components built with the SDK's
+    /// `#[hooks]` attribute say which hooks they define; others implement
+    /// them all.
+    pub fn implements(&self, hook: Hook) -> bool {
+        self.hooks.contains(hook)
     }
 
     /// The plugin's limits.

@@ -291,7 +291,7 @@ impl RequestSession {
             cacheable: None,
             ttl_seconds: None,
         };
-        for plugin in chain {
+        for plugin in chain.iter().filter(|p| p.implements(hook)) {
             let withheld = match message.body() {
                 Some(body) if body.len() > plugin.limits.max_body_bytes => message.body().take(),
                 _ => None,

@@ -13,12 +13,21 @@ use parapet_host::{
     PluginEngine, PluginLimits, PluginOptions, RequestSession,
 };
 
+/// The testbed in `mode`. Only `loop` keeps the default 50 ms hook
+/// deadline (it is what stops it); the other modes get the relaxed one, so
+/// that on a loaded machine what stops them is their own misbehaviour.
 fn testbed(mode: &str, policy: FailurePolicy) -> Arc<Plugin> {
+    let limits = if mode == "loop" {
+        PluginLimits::default()
+    } else {
+        common::relaxed_limits()
+    };
     load_with(
         "testbed",
         PluginOptions {
             config: format!(r#"{{"mode":"{mode}"}}"#),
             policy,
+            limits,
             ..Default::default()
         },
     )
@@ -322,6 +331,47 @@ fn nothing_a_request_leaves_reaches_a_later_one() {
             Some(format!("{path}|{path}|{path}").as_str())
         );
     }
+}
+
+/// A plugin built with `#[hooks]` is neither called nor instantiated for a
+/// hook it does not define; one without the attribute is called at every
+/// hook.
+#[test]
+fn hooks_a_plugin_does_not_define_are_not_called() {
+    let filter = load("header-filter", r#"{"response":{"strip":["server"]}}"#);
+    assert!(filter.implements(Hook::OnViewerResponse));
+    assert!(!filter.implements(Hook::OnOriginRequest));
+    let noop = load("noop", "{}");
+    assert!(noop.implements(Hook::OnOriginRequest));
+
+    let mut s = session();
+    let request = get("/x", &[]);
+    let flow = s
+        .on_origin_request(std::slice::from_ref(&filter), request.clone())
+        .block();
+    assert_eq!(flow, Flow::Continue(request.clone()));
+    assert!(s.receipts().is_empty(), "no instance was made");
+
+    let flow = s
+        .on_origin_request(&[filter.clone(), noop], request.clone())
+        .block();
+    assert_eq!(flow, Flow::Continue(request.clone()));
+    let receipts = s.receipts();
+    assert_eq!(receipts.len(), 1, "only noop ran: {receipts:?}");
+    assert_eq!(receipts[0].plugin.as_ref(), "noop");
+
+    // The hook it defines runs as before.
+    let Flow::Continue(resp) = s
+        .on_viewer_response(
+            std::slice::from_ref(&filter),
+            &request,
+            response(200, &[("server", "origin")]),
+        )
+        .block()
+    else {
+        panic!("answered")
+    };
+    assert_eq!(header(&resp.headers, "server"), None);
 }
 
 #[test]
@@ -672,6 +722,17 @@ fn non_plugins_are_refused_with_precise_messages() {
     let mut truncated = common::component("noop");
     truncated.truncate(truncated.len() / 2);
     assert!(matches!(load_bytes(&truncated), LoadError::Invalid(_)));
+
+    // A `parapet:hooks` section that is not one byte of hook bits.
+    let mut bad_hooks = common::component("noop");
+    let name = b"parapet:hooks";
+    let payload = [&[name.len() as u8][..], name, &[0xff]].concat();
+    bad_hooks.extend([0, payload.len() as u8]);
+    bad_hooks.extend(payload);
+    assert_eq!(
+        load_bytes(&bad_hooks),
+        LoadError::Invalid("the parapet:hooks section must be one byte below 16, got [255]".into())
+    );
     assert_next_request_works();
 }
 

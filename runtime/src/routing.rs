@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use parapet_host::{Chains, KvStore, Plugin, PluginEngine, PluginOptions};
+use parapet_host::{Chains, Hook, KvStore, Plugin, PluginEngine, PluginOptions};
 
 use parapet_config::domains::host_name;
 use parapet_config::pattern::PathPattern;
@@ -249,11 +249,14 @@ impl Distribution {
             })?;
             plugins.insert(plugin.name.as_str(), Arc::new(loaded));
         }
-        let chain = |names: &[String]| -> Vec<Arc<Plugin>> {
+        // Only the plugins that implement the hook: a chain of plugins that
+        // would only pass the message on is empty, and costs nothing.
+        let chain = |names: &[String], hook: Hook| -> Vec<Arc<Plugin>> {
             // `validate` has checked that every name is defined.
             names
                 .iter()
                 .filter_map(|n| plugins.get(n.as_str()).cloned())
+                .filter(|p| p.implements(hook))
                 .collect()
         };
         let mut behaviors = Vec::new();
@@ -263,10 +266,10 @@ impl Distribution {
             behaviors.push(Behavior {
                 pattern,
                 chains: Chains {
-                    on_viewer_request: chain(&behavior.viewer_request),
-                    on_origin_request: chain(&behavior.origin_request),
-                    on_origin_response: chain(&behavior.origin_response),
-                    on_viewer_response: chain(&behavior.viewer_response),
+                    on_viewer_request: chain(&behavior.viewer_request, Hook::OnViewerRequest),
+                    on_origin_request: chain(&behavior.origin_request, Hook::OnOriginRequest),
+                    on_origin_response: chain(&behavior.origin_response, Hook::OnOriginResponse),
+                    on_viewer_response: chain(&behavior.viewer_response, Hook::OnViewerResponse),
                 },
                 config: behavior.clone(),
             });

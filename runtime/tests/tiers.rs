@@ -18,13 +18,19 @@ fn in_tier(text: String) -> String {
     )
 }
 
-/// A loopback port free right now.
+/// A loopback port free right now, below Linux's ephemeral range (32768
+/// and up): the edge binds it a moment later, and a port from that range
+/// could meanwhile become the local end of another test's connection.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let seed = std::process::id().wrapping_mul(7919);
+    (0..1000)
+        .map(|_| {
+            20_000 + (seed.wrapping_add(NEXT.fetch_add(101, Ordering::Relaxed)) % 12_000) as u16
+        })
+        .find(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok())
+        .expect("a free port between 20000 and 32000")
 }
 
 #[tokio::test]

@@ -220,6 +220,7 @@ impl AbTest {
     }
 }
 
+#[parapet_sdk::hooks]
 impl Plugin for AbTest {
     fn new(config: &str) -> Result<Self, String> {
         let config: Config = serde_json::from_str(config)

@@ -337,6 +337,7 @@ impl Auth {
     }
 }
 
+#[parapet_sdk::hooks]
 impl Plugin for Auth {
     fn new(config: &str) -> Result<Self, String> {
         let config: Config =

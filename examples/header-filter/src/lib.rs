@@ -131,6 +131,7 @@ impl HeaderFilter {
     }
 }
 
+#[parapet_sdk::hooks]
 impl Plugin for HeaderFilter {
     fn new(config: &str) -> Result<Self, String> {
         let Config { request, response } = serde_json::from_str(config)

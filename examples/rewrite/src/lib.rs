@@ -213,6 +213,7 @@ fn split_target(target: String, query: Option<String>) -> (String, Option<String
     }
 }
 
+#[parapet_sdk::hooks]
 impl Plugin for Rewrite {
     fn new(config: &str) -> Result<Self, String> {
         let config: Config = serde_json::from_str(config)

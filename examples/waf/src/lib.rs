@@ -423,6 +423,7 @@ fn forbidden(status: u16, rule: &str) -> Response {
         .with_body(body)
 }
 
+#[parapet_sdk::hooks]
 impl Plugin for Waf {
     fn new(config: &str) -> Result<Self, String> {
         let config: Config =
