@@ -134,6 +134,53 @@ fn noop(c: &mut Criterion) {
     group.finish();
 }
 
+/// The three bench plugins at the hooks they have, for `live` requests in
+/// flight at once (as an edge holds them: 32 connections each with a
+/// request): per request, the time to run `live` requests' viewer hooks
+/// with all their instances alive, then drop them.
+fn requests_in_flight(c: &mut Criterion) {
+    let engine = engine(Allocator::Pooling {
+        max_instances: 1000,
+    });
+    let chains = Chains {
+        on_viewer_request: CHAIN[..2]
+            .iter()
+            .map(|(name, config)| load(&engine, name, config))
+            .collect(),
+        on_viewer_response: vec![load(&engine, CHAIN[2].0, CHAIN[2].1)],
+        ..Chains::default()
+    };
+    let req = request("/products/shoes", None);
+    let mut group = c.benchmark_group("edge chain per request, requests in flight");
+    for live in [1usize, 32] {
+        group.bench_function(live.to_string(), |b| {
+            b.iter_custom(|iters| {
+                let started = std::time::Instant::now();
+                for _ in 0..iters {
+                    let mut sessions: Vec<RequestSession> = Vec::with_capacity(live);
+                    for _ in 0..live {
+                        let mut session = RequestSession::new(context());
+                        let Flow::Continue(req) =
+                            block_on(session.on_viewer_request(&chains.on_viewer_request, req.clone()))
+                        else {
+                            panic!("answered")
+                        };
+                        black_box(block_on(session.on_viewer_response(
+                            &chains.on_viewer_response,
+                            &req,
+                            response(),
+                        )));
+                        sessions.push(session);
+                    }
+                    drop(sessions);
+                }
+                started.elapsed() / live as u32
+            })
+        });
+    }
+    group.finish();
+}
+
 /// The same plugins at every hook.
 fn at_every_hook(plugins: Vec<Arc<Plugin>>) -> Chains {
     Chains {
@@ -261,6 +308,7 @@ criterion_group!(
     chain_of_three,
     waf_2k,
     rewrite_regex_rules,
+    requests_in_flight,
     load_time
 );
 criterion_main!(benches);
