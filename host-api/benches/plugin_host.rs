@@ -160,9 +160,9 @@ fn requests_in_flight(c: &mut Criterion) {
                     let mut sessions: Vec<RequestSession> = Vec::with_capacity(live);
                     for _ in 0..live {
                         let mut session = RequestSession::new(context());
-                        let Flow::Continue(req) =
-                            block_on(session.on_viewer_request(&chains.on_viewer_request, req.clone()))
-                        else {
+                        let Flow::Continue(req) = block_on(
+                            session.on_viewer_request(&chains.on_viewer_request, req.clone()),
+                        ) else {
                             panic!("answered")
                         };
                         black_box(block_on(session.on_viewer_response(
