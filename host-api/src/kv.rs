@@ -54,6 +54,21 @@ impl KvStore {
         Ok(Self::from_entries(map))
     }
 
+    /// A content hash of the entries, in key order: a launch image made
+    /// with this store depends on it.
+    pub(crate) fn digest(&self) -> String {
+        let mut entries: Vec<_> = self.entries.iter().collect();
+        entries.sort();
+        let mut bytes = Vec::new();
+        for (key, value) in entries {
+            for part in [key.as_bytes(), value.as_slice()] {
+                bytes.extend((part.len() as u64).to_le_bytes());
+                bytes.extend(part);
+            }
+        }
+        crate::load::content_hash(&bytes)
+    }
+
     /// The value under `key`.
     pub fn get(&self, key: &str) -> Option<&[u8]> {
         self.entries.get(key).map(Vec::as_slice)

@@ -5,7 +5,8 @@
 //! `parapet:plugin` host interfaces. [`Plugin::load`] checks a component
 //! against the world, runs its `on-launch` once and compiles the snapshot
 //! taken after it (the launch image, made with Wizer; cached on disk per
-//! component, configuration and memory limit), so each request's instance
+//! component, distribution, configuration, KV contents and memory limit),
+//! so each request's instance
 //! starts from the launched state. For each request, a [`RequestSession`]
 //! runs each hook's chain (a slice of plugins; [`Chains`] holds a behavior's
 //! four), making one fresh instance per plugin that the request's hooks

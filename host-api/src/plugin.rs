@@ -129,8 +129,8 @@ impl Plugin {
     /// Checks the component, runs its `on-launch` with the configuration
     /// and compiles the launch image every request starts from (or loads
     /// that image from the artifact cache: `on-launch` runs once per plugin
-    /// version, configuration and memory limit). `name` identifies the
-    /// plugin in logs and metrics.
+    /// version, distribution, configuration, KV contents and memory limit).
+    /// `name` identifies the plugin in logs and metrics.
     ///
     /// Blocks the calling thread while it compiles and runs `on-launch`
     /// (which never yields): call it at start-up or from a blocking thread
@@ -161,12 +161,17 @@ impl Plugin {
         });
         let limits = options.limits;
 
-        // The image depends on the component, the configuration and the
-        // memory it was launched in.
+        // The image depends on the component, the configuration, the KV
+        // entries `on-launch` may read and the memory it ran in. It is never
+        // shared across distributions: what a launch drew from the clock or
+        // randomness stays with the distribution that launched it.
         let image_key = content_hash(
             format!(
-                "image\n{digest}\n{}\n{}",
-                limits.memory_bytes, identity.config
+                "image\n{digest}\n{}\n{}\n{}\n{}",
+                options.distribution,
+                identity.kv.digest(),
+                limits.memory_bytes,
+                identity.config
             )
             .as_bytes(),
         );

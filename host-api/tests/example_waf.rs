@@ -454,26 +454,20 @@ fn blocking_counts_waf_blocked() {
 
 #[test]
 fn detect_mode_logs_and_lets_attacks_through() {
+    let logs = LogCapture::install();
     let waf = common::load("waf", r#"{"mode": "detect"}"#);
-    let logs = Arc::new(Mutex::new(Vec::new()));
     let attack = common::get(
         "/search?q=1+UNION+SELECT+password+FROM+users",
         &[("user-agent", "curl/8.0")],
     );
-    let ((), detected) = plugin_counter("waf_detected", || {
-        tracing::subscriber::with_default(LogCapture(logs.clone()), || {
-            // Another test thread may have cached the plugin-log callsite's
-            // interest while no subscriber wanted it: ask again.
-            tracing::callsite::rebuild_interest_cache();
-            assert_passes(&waf, attack)
-        });
-    });
+    let ((), detected) = plugin_counter("waf_detected", || assert_passes(&waf, attack));
     assert_eq!(detected, Some(1));
+    let me = std::thread::current().id();
     let logs = logs.lock().expect("logs");
     assert!(
-        logs.iter()
-            .any(|(level, line)| *level == tracing::Level::WARN
-                && line.contains("sqli-union-select")),
+        logs.iter().any(|(thread, level, line)| *thread == me
+            && *level == tracing::Level::WARN
+            && line.contains("sqli-union-select")),
         "no warn log naming the rule: {logs:?}"
     );
 }
@@ -691,8 +685,29 @@ fn invalid_configurations_are_refused_precisely() {
     common::load("waf", "{}");
 }
 
-/// A tracing subscriber that keeps the plugins' log lines.
-struct LogCapture(Arc<Mutex<Vec<(tracing::Level, String)>>>);
+/// The plugins' log lines: thread, level, message.
+type Lines = Arc<Mutex<Vec<(std::thread::ThreadId, tracing::Level, String)>>>;
+
+/// A tracing subscriber that keeps the plugins' log lines, with the thread
+/// that wrote them. Installed as the global default (a thread-local one can
+/// miss events when other test threads register the same callsites at the
+/// same time).
+struct LogCapture(Lines);
+
+impl LogCapture {
+    /// Installs the capture once per test binary; returns its lines.
+    fn install() -> Lines {
+        static LINES: std::sync::OnceLock<Lines> = std::sync::OnceLock::new();
+        LINES
+            .get_or_init(|| {
+                let lines = Lines::default();
+                tracing::subscriber::set_global_default(LogCapture(lines.clone()))
+                    .expect("no other global subscriber in this test binary");
+                lines
+            })
+            .clone()
+    }
+}
 
 /// Pulls the `message` field out of an event.
 struct MessageField(String);
@@ -722,10 +737,11 @@ impl tracing::Subscriber for LogCapture {
         if event.metadata().target() == "plugin" {
             let mut message = MessageField(String::new());
             event.record(&mut message);
-            self.0
-                .lock()
-                .expect("log capture")
-                .push((*event.metadata().level(), message.0));
+            self.0.lock().expect("log capture").push((
+                std::thread::current().id(),
+                *event.metadata().level(),
+                message.0,
+            ));
         }
     }
 

@@ -802,6 +802,51 @@ fn compiled_plugins_are_cached_on_disk() {
     );
 }
 
+/// A cached launch image is reused only by the distribution, KV contents
+/// and configuration that made it: another customer's load of the same
+/// component and configuration launches its own, and never sees what the
+/// first one's `on-launch` read.
+#[test]
+fn launch_images_are_not_shared_across_distributions_or_kv() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Arc::new(
+        PluginEngine::new(EngineConfig {
+            cache_dir: Some(dir.path().to_path_buf()),
+            allocator: Allocator::OnDemand,
+            ..Default::default()
+        })
+        .unwrap(),
+    );
+    let bytes = common::component("testbed");
+    let launched = |distribution: &str, greeting: &str| {
+        let options = PluginOptions {
+            distribution: distribution.into(),
+            kv: Arc::new(KvStore::from_entries([("greeting", greeting)])),
+            ..Default::default()
+        };
+        let plugin = Arc::new(Plugin::load(&engine, "t", &bytes, options).unwrap());
+        let Flow::Continue(req) = session()
+            .on_viewer_request(std::slice::from_ref(&plugin), get("/", &[]))
+            .block()
+        else {
+            panic!("answered")
+        };
+        let seen = header(&req.headers, "x-probe-launch-kv").map(str::to_string);
+        (seen, plugin.loaded_from_cache())
+    };
+    assert_eq!(
+        launched("a", "secret-of-a"),
+        (Some("secret-of-a".into()), false)
+    );
+    assert_eq!(launched("b", "hello-b"), (Some("hello-b".into()), false));
+    assert_eq!(launched("a", "rotated"), (Some("rotated".into()), false));
+    // The same distribution, KV and configuration again: the cached image.
+    assert_eq!(
+        launched("a", "secret-of-a"),
+        (Some("secret-of-a".into()), true)
+    );
+}
+
 #[test]
 fn receipts_become_metrics() {
     let recorder = metrics_util::debugging::DebuggingRecorder::new();

@@ -14,7 +14,8 @@
 //!   in a global, in the plugin value and on the heap (`g|f|h`, all empty on
 //!   a fresh instance), then leaves the request's path in all three;
 //! - `probe` (default): reports what the host interfaces return, in
-//!   `x-probe-*` request headers, and counts calls in a global.
+//!   `x-probe-*` request headers (`x-probe-launch-kv`: the KV `greeting` as
+//!   read at launch), and counts calls in a global.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
@@ -48,6 +49,8 @@ struct Testbed {
     seen_path: Option<String>,
     /// `marker` mode: the marker left in the plugin value.
     marker: String,
+    /// The KV store's `greeting` as `new` read it, at launch.
+    launch_greeting: String,
 }
 
 /// Recursion whose frames live on the wasm stack (no shadow-stack locals),
@@ -71,6 +74,8 @@ impl Plugin for Testbed {
             mode: config.mode,
             seen_path: None,
             marker: String::new(),
+            launch_greeting: kv::get("greeting")
+                .map_or_else(|| "-".into(), |v| String::from_utf8_lossy(&v).into_owned()),
         })
     }
 
@@ -128,6 +133,7 @@ impl Plugin for Testbed {
                 );
                 let kv = kv::get("greeting").map(|v| String::from_utf8_lossy(&v).into_owned());
                 request.set_header("x-probe-kv", kv.as_deref().unwrap_or("-"));
+                request.set_header("x-probe-launch-kv", &self.launch_greeting);
                 request.set_header("x-probe-random-len", &random::bytes(16).len().to_string());
                 request.set_header("x-probe-now", &parapet_sdk::now_millis().to_string());
                 request.set_header(
