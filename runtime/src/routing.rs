@@ -256,7 +256,17 @@ impl Distribution {
             names
                 .iter()
                 .filter_map(|n| plugins.get(n.as_str()).cloned())
-                .filter(|p| p.implements(hook))
+                .filter(|p| {
+                    let implements = p.implements(hook);
+                    if !implements {
+                        tracing::info!(
+                            plugin = p.name(),
+                            hook = hook.name(),
+                            "the plugin does not implement this hook; it is skipped there"
+                        );
+                    }
+                    implements
+                })
                 .collect()
         };
         let mut behaviors = Vec::new();
