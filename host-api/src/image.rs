@@ -29,13 +29,18 @@ fn wizer() -> Wizer {
     wizer
 }
 
+/// Wizer could not instrument or rewrite the component.
+fn not_imageable(e: wasmtime::Error) -> LoadError {
+    LoadError::Invalid(format!("cannot make a launch image: {e:#}"))
+}
+
 /// Checks that a component can be snapshotted after launch (Wizer supports
 /// it), without running anything.
 pub(crate) fn check_snapshottable(bytes: &[u8]) -> Result<(), LoadError> {
     wizer()
         .instrument_component(bytes)
         .map(drop)
-        .map_err(|e| LoadError::Invalid(format!("cannot make a launch image: {e:#}")))
+        .map_err(not_imageable)
 }
 
 /// Runs `on-launch` with the plugin's configuration and returns the
@@ -49,9 +54,7 @@ pub(crate) async fn launch_image(
     limits: PluginLimits,
 ) -> Result<Vec<u8>, LoadError> {
     let wizer = wizer();
-    let (context, instrumented) = wizer
-        .instrument_component(bytes)
-        .map_err(|e| LoadError::Invalid(format!("cannot make a launch image: {e:#}")))?;
+    let (context, instrumented) = wizer.instrument_component(bytes).map_err(not_imageable)?;
     let component = engine.compile(&instrumented)?;
     // Checked before anything runs: a component with forbidden imports is
     // refused here, never launched.
@@ -94,7 +97,7 @@ pub(crate) async fn launch_image(
     let image = wizer
         .snapshot_component(&context, &mut launched)
         .await
-        .map_err(|e| LoadError::Invalid(format!("cannot make a launch image: {e:#}")))?;
+        .map_err(not_imageable)?;
     match launched.error {
         Some(e) => Err(launch_failed(e)),
         None => Ok(image),

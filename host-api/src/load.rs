@@ -72,16 +72,44 @@ pub(crate) struct Compiled {
     /// Whether it came from the on-disk artifact cache.
     pub(crate) from_cache: bool,
     artifact: Option<PathBuf>,
+    /// The file-name prefix of the artifacts this one replaces.
+    slot: Option<String>,
 }
 
 impl Compiled {
     /// Writes the artifact to the cache (if there is one and it did not come
     /// from there). Only a component that passed every check is worth
     /// keeping; a failure to write is logged, not fatal.
+    /// An artifact with a slot replaces the others of that slot, so the
+    /// cache holds one per slot however often its inputs change.
     pub(crate) fn keep(&self) {
-        if let (Some(path), false) = (&self.artifact, self.from_cache) {
-            if let Err(e) = store_artifact(&self.component, path) {
-                tracing::warn!(path = %path.display(), error = %e, "could not cache compiled plugin");
+        let (Some(path), false) = (&self.artifact, self.from_cache) else {
+            return;
+        };
+        if let Err(e) = store_artifact(&self.component, path) {
+            tracing::warn!(path = %path.display(), error = %e, "could not cache compiled plugin");
+            return;
+        }
+        if let (Some(slot), Some(dir)) = (&self.slot, path.parent()) {
+            remove_others(dir, slot, path);
+        }
+    }
+}
+
+/// Removes the artifacts in `dir` whose names start with `slot` but are not
+/// `kept`.
+fn remove_others(dir: &Path, slot: &str, kept: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for path in entries.flatten().map(|e| e.path()) {
+        let in_slot = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(slot));
+        if in_slot && path != kept {
+            if let Err(e) = std::fs::remove_file(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "could not remove a replaced plugin artifact");
             }
         }
     }
@@ -89,28 +117,30 @@ impl Compiled {
 
 impl PluginEngine {
     /// Loads the artifact cached under `key` (a content hash of what
-    /// determines the component), or compiles what `source` makes.
+    /// determines the component), or compiles what `source` makes. With a
+    /// `slot`, the artifact, once kept, replaces the slot's others.
     pub(crate) fn compile_cached<B: AsRef<[u8]>>(
         &self,
         key: &str,
+        slot: Option<String>,
         source: impl FnOnce() -> Result<B, LoadError>,
     ) -> Result<Compiled, LoadError> {
-        let artifact = self
-            .config
-            .cache_dir
-            .as_ref()
-            .map(|dir| dir.join(format!("{key}-{}.cwasm", engine_key(self))));
-        if let Some(component) = artifact.as_deref().and_then(|p| load_artifact(self, p)) {
-            return Ok(Compiled {
-                component,
-                from_cache: true,
-                artifact,
-            });
-        }
+        let name = match &slot {
+            Some(slot) => format!("{slot}{key}-{}.cwasm", engine_key(self)),
+            None => format!("{key}-{}.cwasm", engine_key(self)),
+        };
+        let artifact = self.config.cache_dir.as_ref().map(|dir| dir.join(name));
+        let cached = artifact.as_deref().and_then(|p| load_artifact(self, p));
+        let from_cache = cached.is_some();
+        let component = match cached {
+            Some(component) => component,
+            None => self.compile(source()?.as_ref())?,
+        };
         Ok(Compiled {
-            component: self.compile(source()?.as_ref())?,
-            from_cache: false,
+            component,
+            from_cache,
             artifact,
+            slot,
         })
     }
 
@@ -148,7 +178,7 @@ impl PluginEngine {
         HookSet::of(bytes)?;
         check_snapshottable(bytes)?;
         let digest = content_hash(bytes);
-        let compiled = self.compile_cached(&digest, || Ok(bytes))?;
+        let compiled = self.compile_cached(&digest, None, || Ok(bytes))?;
         self.plugin_pre(&compiled.component)?;
         compiled.keep();
         Ok(digest)

@@ -175,7 +175,11 @@ impl Plugin {
             )
             .as_bytes(),
         );
-        let compiled = engine.compile_cached(&image_key, || {
+        // One image per plugin name on disk: a new configuration or KV
+        // replaces the old image instead of adding to it, so a customer who
+        // changes them often cannot fill the operator's disk.
+        let slot = format!("image-{}.", &content_hash(name.as_bytes())[..16]);
+        let compiled = engine.compile_cached(&image_key, Some(slot), || {
             futures_executor::block_on(launch_image(engine, bytes, &identity, limits))
         })?;
         let pre = engine.plugin_pre(&compiled.component)?;

@@ -33,6 +33,17 @@ fn testbed(mode: &str, policy: FailurePolicy) -> Arc<Plugin> {
     )
 }
 
+/// An engine whose pool has two instance slots.
+fn two_slot_engine() -> Arc<PluginEngine> {
+    Arc::new(
+        PluginEngine::new(EngineConfig {
+            allocator: Allocator::Pooling { max_instances: 2 },
+            ..Default::default()
+        })
+        .unwrap(),
+    )
+}
+
 /// A probe request through a fresh session must still work.
 fn assert_next_request_works() {
     let probe = load("testbed", "{}");
@@ -190,13 +201,7 @@ fn cache_overrides_apply_only_from_valid_responses() {
 
 #[test]
 fn an_exhausted_instance_pool_fails_closed_even_for_fail_open_plugins() {
-    let engine = Arc::new(
-        PluginEngine::new(EngineConfig {
-            allocator: Allocator::Pooling { max_instances: 2 },
-            ..Default::default()
-        })
-        .unwrap(),
-    );
+    let engine = two_slot_engine();
     let bytes = common::component("testbed");
     let open = || {
         let options = PluginOptions {
@@ -286,13 +291,7 @@ fn every_request_gets_a_fresh_instance_shared_by_its_hooks() {
 /// seen by a later request: every instance starts from the launch image.
 #[test]
 fn nothing_a_request_leaves_reaches_a_later_one() {
-    let engine = Arc::new(
-        PluginEngine::new(EngineConfig {
-            allocator: Allocator::Pooling { max_instances: 2 },
-            ..Default::default()
-        })
-        .unwrap(),
-    );
+    let engine = two_slot_engine();
     let marker = Arc::new(
         Plugin::load(
             &engine,
@@ -824,7 +823,9 @@ fn launch_images_are_not_shared_across_distributions_or_kv() {
             kv: Arc::new(KvStore::from_entries([("greeting", greeting)])),
             ..Default::default()
         };
-        let plugin = Arc::new(Plugin::load(&engine, "t", &bytes, options).unwrap());
+        // Named as the edge names plugins: distribution/plugin.
+        let name = format!("{distribution}/t");
+        let plugin = Arc::new(Plugin::load(&engine, &name, &bytes, options).unwrap());
         let Flow::Continue(req) = session()
             .on_viewer_request(std::slice::from_ref(&plugin), get("/", &[]))
             .block()
@@ -839,12 +840,16 @@ fn launch_images_are_not_shared_across_distributions_or_kv() {
         (Some("secret-of-a".into()), false)
     );
     assert_eq!(launched("b", "hello-b"), (Some("hello-b".into()), false));
-    assert_eq!(launched("a", "rotated"), (Some("rotated".into()), false));
     // The same distribution, KV and configuration again: the cached image.
     assert_eq!(
         launched("a", "secret-of-a"),
         (Some("secret-of-a".into()), true)
     );
+    assert_eq!(launched("a", "rotated"), (Some("rotated".into()), false));
+    // The rotated image replaced a's old one: one image per plugin on disk,
+    // however often a customer changes its KV or configuration.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+    assert!(!launched("a", "secret-of-a").1, "replaced, launched anew");
 }
 
 #[test]
