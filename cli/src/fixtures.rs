@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use parapet_host::{
-    Allocator, EngineConfig, Flow, KvStore, Plugin, PluginEngine, PluginOptions, Request,
-    RequestContext, RequestSession, Response,
+    Allocator, BodyAccess, EngineConfig, Flow, KvStore, Plugin, PluginEngine, PluginOptions,
+    Request, RequestContext, RequestSession, Response,
 };
 use serde::Deserialize;
 
@@ -29,6 +29,26 @@ struct Fixtures {
     kv: BTreeMap<String, String>,
     #[serde(rename = "case", default)]
     cases: Vec<Case>,
+}
+
+impl Fixtures {
+    /// Refuses a file that cannot mean what it says.
+    fn check(&self) -> Result<()> {
+        if self.cases.is_empty() {
+            bail!("no [[case]]");
+        }
+        if let Some(case) = self.cases.iter().find(|c| {
+            c.response
+                .as_ref()
+                .is_some_and(|r| r.withheld && r.body.is_some())
+        }) {
+            bail!(
+                "case `{}` sets both `withheld` and `body` on its response: a withheld body is not given to the plugin",
+                case.name
+            );
+        }
+        Ok(())
+    }
 }
 
 /// One hook call and what it must return.
@@ -97,6 +117,10 @@ struct ResponseSpec {
     headers: BTreeMap<String, String>,
     #[serde(default)]
     body: Option<String>,
+    /// The response has a body the plugin does not get (larger than its
+    /// limit, or streamed): `body` must be unset.
+    #[serde(default)]
+    withheld: bool,
 }
 
 fn ok() -> u16 {
@@ -140,6 +164,18 @@ pub struct Outcome {
     pub failed: usize,
 }
 
+/// The `config` of the `fixtures.toml` in `crate_dir`, if it has one.
+pub fn config_of(crate_dir: &Path) -> Result<Option<toml::Table>> {
+    let path = crate_dir.join(FIXTURES);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let file: Fixtures = toml::from_str(&text).with_context(|| format!("in {}", path.display()))?;
+    Ok(file.config)
+}
+
 /// Runs the cases of `fixtures` (a `fixtures.toml`) against the component
 /// `bytes`, printing one line per case.
 pub fn run(name: &str, bytes: &[u8], fixtures: &Path) -> Result<Outcome> {
@@ -147,9 +183,8 @@ pub fn run(name: &str, bytes: &[u8], fixtures: &Path) -> Result<Outcome> {
         .with_context(|| format!("reading {}", fixtures.display()))?;
     let file: Fixtures =
         toml::from_str(&text).with_context(|| format!("in {}", fixtures.display()))?;
-    if file.cases.is_empty() {
-        bail!("{} has no [[case]]", fixtures.display());
-    }
+    file.check()
+        .with_context(|| format!("in {}", fixtures.display()))?;
     let engine = Arc::new(PluginEngine::new(EngineConfig {
         allocator: Allocator::OnDemand,
         ..EngineConfig::default()
@@ -210,9 +245,14 @@ fn run_case(plugin: &Arc<Plugin>, case: &Case, index: usize) -> (Result<(), Stri
         pop_id: "local".into(),
         client_ip: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
         geo: None,
+        request_body: BodyAccess::Held,
     });
     let chain = std::slice::from_ref(plugin);
     let request = request(&case.request);
+    let access = match &case.response {
+        Some(spec) if spec.withheld => BodyAccess::Streamed,
+        _ => BodyAccess::Held,
+    };
     let response = || {
         let spec = case.response.as_ref();
         Response {
@@ -231,7 +271,7 @@ fn run_case(plugin: &Arc<Plugin>, case: &Case, index: usize) -> (Result<(), Stri
             }
             HookName::OriginResponse => {
                 let flow = session
-                    .on_origin_response(chain, &request, response())
+                    .on_origin_response(chain, &request, response(), access)
                     .await;
                 Ran::Response(
                     flow.flow,
@@ -240,7 +280,7 @@ fn run_case(plugin: &Arc<Plugin>, case: &Case, index: usize) -> (Result<(), Stri
             }
             HookName::ViewerResponse => Ran::Response(
                 session
-                    .on_viewer_response(chain, &request, response())
+                    .on_viewer_response(chain, &request, response(), access)
                     .await,
                 None,
             ),
@@ -369,4 +409,28 @@ fn check(expect: &Expect, ran: &Ran) -> Result<(), String> {
         return mismatch("cacheable", &expect.cacheable, &cacheable);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Fixtures;
+
+    fn check(text: &str) -> String {
+        let file: Fixtures = toml::from_str(text).expect("parses");
+        file.check()
+            .map_or_else(|e| e.to_string(), |()| "ok".into())
+    }
+
+    #[test]
+    fn a_withheld_response_cannot_have_a_body() {
+        let case = |response: &str| {
+            format!("[[case]]\nname = \"c\"\nhook = \"origin-response\"\nresponse = {response}\nexpect = {{}}\n")
+        };
+        assert_eq!(check(&case("{ withheld = true }")), "ok");
+        assert_eq!(
+            check(&case(r#"{ withheld = true, body = "x" }"#)),
+            "case `c` sets both `withheld` and `body` on its response: a withheld body is not given to the plugin"
+        );
+        assert_eq!(check("config = {}"), "no [[case]]");
+    }
 }

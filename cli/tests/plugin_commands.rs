@@ -71,7 +71,7 @@ fn scaffold_build_check(toolchain: &str) {
     );
     let check = parapet(&["plugin", "check", component.to_str().unwrap()], &[]);
     assert!(check.status.success(), "{}", text(&check.stderr));
-    assert!(text(&check.stdout).contains("a valid parapet:plugin@0.1.0 component"));
+    assert!(text(&check.stdout).contains("a valid parapet:plugin@0.1.1 component"));
 
     // The scaffold's own fixtures pass; a wrong expectation fails, named.
     let env = [("PARAPET_WASM_TOOLCHAIN", toolchain)];
@@ -105,7 +105,12 @@ fn example_fixtures_pass() {
     let test = parapet(&["plugin", "test", examples.to_str().unwrap()], &[]);
     let stdout = text(&test.stdout);
     assert!(test.status.success(), "{stdout}{}", text(&test.stderr));
-    for plugin in ["waf: 5 cases", "header-filter: 4 cases", "rewrite: 4 cases"] {
+    for plugin in [
+        "waf: 5 cases",
+        "header-filter: 4 cases",
+        "rewrite: 4 cases",
+        "html-inject: 6 cases",
+    ] {
         assert!(stdout.contains(plugin), "{stdout}");
     }
     assert!(!stdout.contains("FAIL"), "{stdout}");

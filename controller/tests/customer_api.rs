@@ -290,7 +290,7 @@ async fn plugins_are_validated_versioned_and_deleted_when_unused() {
     assert_eq!(status, 400, "{body}");
     let error = body["error"].as_str().expect("error");
     assert!(
-        error.starts_with("not a valid plugin: not a parapet:plugin@0.1.0 plugin: ")
+        error.starts_with("not a valid plugin: not a parapet:plugin@0.1.1 plugin: ")
             && error.contains("on-launch"),
         "{body}"
     );

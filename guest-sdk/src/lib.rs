@@ -140,6 +140,10 @@ pub trait Plugin: Sized + 'static {
 
     /// When the upstream answered, before the response is stored. Set fields
     /// of `cache` to override how the edge caches this response.
+    ///
+    /// The response carries its body when it fits the plugin's body limit
+    /// (else [`context::body_withheld`] is true). A body set here is what the
+    /// cache stores and every hit serves: a transform runs once per fill.
     fn on_origin_response(
         &mut self,
         request: &Request,
@@ -150,7 +154,8 @@ pub trait Plugin: Sized + 'static {
         ResponseAction::Continue(response)
     }
 
-    /// Before the response goes to the viewer, cache hits included.
+    /// Before the response goes to the viewer, cache hits and misses alike,
+    /// with its body under the same rule as `on_origin_response`.
     fn on_viewer_response(&mut self, request: &Request, response: Response) -> ResponseAction {
         let _ = request;
         ResponseAction::Continue(response)
@@ -226,6 +231,14 @@ pub mod context {
     /// The hook being run.
     pub fn current_hook() -> Hook {
         super::host::context::current_hook()
+    }
+    /// Whether the message this hook got (the request in request hooks, the
+    /// response in response hooks) has a body that was not passed in:
+    /// larger than the plugin's body limit, or streamed by the edge. Its
+    /// `body` is then `None`; leave it `None` to keep the body, or set it to
+    /// replace the body.
+    pub fn body_withheld() -> bool {
+        super::host::context::body_withheld()
     }
 }
 

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, Criterion};
 use futures_executor::block_on;
 use parapet_host::{
-    Allocator, Chains, EngineConfig, Flow, Plugin, PluginEngine, PluginOptions, Request,
-    RequestContext, RequestSession, Response,
+    Allocator, BodyAccess, Chains, EngineConfig, Flow, Plugin, PluginEngine, PluginOptions,
+    Request, RequestContext, RequestSession, Response,
 };
 
 fn component(name: &str) -> Vec<u8> {
@@ -44,6 +44,7 @@ fn context() -> RequestContext {
         pop_id: "bench-pop".into(),
         client_ip: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
         geo: None,
+        request_body: BodyAccess::Held,
     }
 }
 
@@ -96,14 +97,19 @@ fn full_request(chains: &Chains, req: &Request) {
             panic!("answered")
         };
         let origin = session
-            .on_origin_response(&chains.on_origin_response, &req, response())
+            .on_origin_response(
+                &chains.on_origin_response,
+                &req,
+                response(),
+                BodyAccess::Held,
+            )
             .await;
         let Flow::Continue(resp) = origin.flow else {
             panic!("answered")
         };
         black_box(
             session
-                .on_viewer_response(&chains.on_viewer_response, &req, resp)
+                .on_viewer_response(&chains.on_viewer_response, &req, resp, BodyAccess::Held)
                 .await,
         );
     })
@@ -169,6 +175,7 @@ fn requests_in_flight(c: &mut Criterion) {
                             &chains.on_viewer_response,
                             &req,
                             response(),
+                            BodyAccess::Held,
                         )));
                         sessions.push(session);
                     }
@@ -280,6 +287,45 @@ fn rewrite_regex_rules(c: &mut Criterion) {
     );
 }
 
+/// The body-aware `html-inject` example on a fill: `on-origin-response`
+/// with a 16 KiB page, rewritten with `lol_html` (once per fill; hits serve
+/// the stored rewrite), against the same page passed on by a no-op.
+fn html_inject(c: &mut Criterion) {
+    let engine = engine(Allocator::Pooling {
+        max_instances: 1000,
+    });
+    let inject = [load(
+        &engine,
+        "html-inject",
+        r#"{"snippet":"<script src=\"/rum.js\" defer></script>"}"#,
+    )];
+    let noop = [load(&engine, "noop", "{}")];
+    let paragraph = "<p>Parapet serves this page from the edge, rewritten once per fill.</p>\n";
+    let page = format!(
+        "<!doctype html><html><head><title>Shop</title><link rel=\"stylesheet\" href=\"/s.css\"></head><body>{}</body></html>",
+        paragraph.repeat(16 * 1024 / paragraph.len())
+    );
+    let req = request("/shop", None);
+    let mut resp = response();
+    resp.body = Some(page.into_bytes());
+    let mut group = c.benchmark_group("on-origin-response, 16 KiB page");
+    for (name, chain) in [("html-inject", &inject), ("noop", &noop)] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let outcome = block_on(RequestSession::new(context()).on_origin_response(
+                    chain,
+                    &req,
+                    resp.clone(),
+                    BodyAccess::Held,
+                ));
+                assert!(matches!(outcome.flow, Flow::Continue(_)), "answered");
+                black_box(outcome)
+            })
+        });
+    }
+    group.finish();
+}
+
 /// What loading costs: checks, compilation and `on-launch` (no artifact
 /// cache), for the rewrite plugin with two regex rules.
 fn load_time(c: &mut Criterion) {
@@ -309,6 +355,7 @@ criterion_group!(
     waf_2k,
     rewrite_regex_rules,
     requests_in_flight,
+    html_inject,
     load_time
 );
 criterion_main!(benches);

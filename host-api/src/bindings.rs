@@ -19,20 +19,30 @@ pub use parapet::plugin::log::Level;
 pub use parapet::plugin::types::{CacheOverride, Hook};
 
 /// The WIT package and version this host implements.
-pub const WIT_PACKAGE: &str = "parapet:plugin@0.1.0";
+pub const WIT_PACKAGE: &str = "parapet:plugin@0.1.1";
 
-/// Interfaces a plugin may import, as component import names.
-pub const ALLOWED_IMPORTS: [&str; 9] = [
-    "parapet:plugin/types@0.1.0",
-    "parapet:plugin/log@0.1.0",
-    "parapet:plugin/config@0.1.0",
-    "parapet:plugin/kv@0.1.0",
-    "parapet:plugin/client@0.1.0",
-    "parapet:plugin/context@0.1.0",
-    "parapet:plugin/clock@0.1.0",
-    "parapet:plugin/random@0.1.0",
-    "parapet:plugin/metrics@0.1.0",
+/// The interfaces of the package, by name.
+const INTERFACES: [&str; 9] = [
+    "types", "log", "config", "kv", "client", "context", "clock", "random", "metrics",
 ];
+
+/// Package versions whose components this host runs: every release of the
+/// 0.1 line up to its own (later ones are additive, so Wasmtime's
+/// semver-aware linker gives a 0.1.0 import the 0.1.1 definitions).
+const COMPATIBLE_VERSIONS: [&str; 2] = ["0.1.0", "0.1.1"];
+
+/// Whether a plugin may import `name` (a component import name such as
+/// `parapet:plugin/log@0.1.0`): only this package's interfaces, at a
+/// version this host runs.
+pub(crate) fn allowed_import(name: &str) -> bool {
+    let Some((interface, version)) = name
+        .strip_prefix("parapet:plugin/")
+        .and_then(|rest| rest.split_once('@'))
+    else {
+        return false;
+    };
+    INTERFACES.contains(&interface) && COMPATIBLE_VERSIONS.contains(&version)
+}
 
 impl Hook {
     /// The hook's name as written in WIT (`on-viewer-request`, ...).
@@ -44,5 +54,21 @@ impl Hook {
             Hook::OnOriginResponse => "on-origin-response",
             Hook::OnViewerResponse => "on-viewer-response",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::allowed_import;
+
+    #[test]
+    fn imports_of_this_package_at_compatible_versions_only() {
+        assert!(allowed_import("parapet:plugin/log@0.1.0"));
+        assert!(allowed_import("parapet:plugin/context@0.1.1"));
+        assert!(!allowed_import("parapet:plugin/context@0.2.0"));
+        assert!(!allowed_import("parapet:plugin/context@0.1.2"));
+        assert!(!allowed_import("parapet:plugin/context"));
+        assert!(!allowed_import("parapet:plugin/sockets@0.1.0"));
+        assert!(!allowed_import("wasi:cli/environment@0.2.0"));
     }
 }

@@ -19,6 +19,7 @@ use crate::failure::describe_failure;
 use crate::limits::PluginLimits;
 use crate::load::LoadError;
 use crate::plugin::new_store;
+use crate::session::BodyAccess;
 use crate::state::{HostState, PluginIdentity, RequestContext};
 
 /// The Wizer settings for plugins: `on-launch` is called by the host (it
@@ -68,6 +69,7 @@ pub(crate) async fn launch_image(
         pop_id: "".into(),
         client_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         geo: None,
+        request_body: BodyAccess::Held,
     });
     let mut store = new_store(engine, identity.clone(), limits, request, Hook::OnLaunch);
     arm(&mut store, limits.launch_deadline, Yielding::Never);

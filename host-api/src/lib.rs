@@ -48,8 +48,7 @@ mod session;
 mod state;
 
 pub use bindings::{
-    CacheOverride, Geo, Hook, Request, RequestAction, Response, ResponseAction, ALLOWED_IMPORTS,
-    WIT_PACKAGE,
+    CacheOverride, Geo, Hook, Request, RequestAction, Response, ResponseAction, WIT_PACKAGE,
 };
 pub use engine::{Allocator, EngineConfig, EngineError, PluginEngine};
 pub use geo::{GeoDb, GeoError};
@@ -58,5 +57,5 @@ pub use limits::{LimitExceeded, PluginLimits, MAX_CORE_INSTANCES, MAX_MEMORIES, 
 pub use load::{content_hash, LoadError};
 pub use plugin::{FailurePolicy, Plugin, PluginOptions};
 pub use receipt::PluginReceipt;
-pub use session::{Chains, Flow, OriginResponseFlow, RequestSession};
+pub use session::{BodyAccess, Chains, Flow, OriginResponseFlow, RequestSession};
 pub use state::RequestContext;

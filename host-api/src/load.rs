@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::Component;
 
-use crate::bindings::{PluginPre, ALLOWED_IMPORTS, WIT_PACKAGE};
+use crate::bindings::{allowed_import, PluginPre, WIT_PACKAGE};
 use crate::engine::PluginEngine;
 use crate::hooks::HookSet;
 use crate::image::check_snapshottable;
@@ -157,9 +157,7 @@ impl PluginEngine {
     ) -> Result<PluginPre<HostState>, LoadError> {
         let ty = component.component_type();
         for (name, item) in ty.imports(&self.engine) {
-            if !ALLOWED_IMPORTS.contains(&name)
-                || !matches!(item.ty, ComponentItem::ComponentInstance(_))
-            {
+            if !allowed_import(name) || !matches!(item.ty, ComponentItem::ComponentInstance(_)) {
                 return Err(LoadError::ForbiddenImport(name.to_string()));
             }
         }

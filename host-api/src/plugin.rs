@@ -114,6 +114,7 @@ pub(crate) fn new_store(
         plugin: identity,
         request,
         hook,
+        body_withheld: false,
         host_calls: 0,
         log_lines: 0,
         limiter: Limiter::new(limits),

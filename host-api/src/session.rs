@@ -48,6 +48,33 @@ impl Chains {
         }
         seen.len()
     }
+
+    /// The largest body a plugin of the response chains takes (0 when none
+    /// runs): the edge reads responses up to this size whole, to show them
+    /// to those plugins.
+    pub fn response_body_limit(&self) -> usize {
+        let origin =
+            (self.on_origin_response.iter()).filter(|p| p.implements(Hook::OnOriginResponse));
+        let viewer =
+            (self.on_viewer_response.iter()).filter(|p| p.implements(Hook::OnViewerResponse));
+        origin
+            .chain(viewer)
+            .map(|p| p.limits.max_body_bytes)
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// Whether the edge holds a message's body, to show it to plugins.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BodyAccess {
+    /// The message carries its whole body in `body` (or has none).
+    #[default]
+    Held,
+    /// The message has a body that streams past the plugins: they get
+    /// `none`, `context.body-withheld` is true, and a body a plugin returns
+    /// replaces the stream.
+    Streamed,
 }
 
 /// How a chain ended.
@@ -214,55 +241,62 @@ impl RequestSession {
         self.entries.iter().map(Entry::receipt).collect()
     }
 
-    /// Runs the `on-viewer-request` chain.
+    /// Runs the `on-viewer-request` chain. The request's body is held or
+    /// streamed as [`RequestContext::request_body`] says.
     pub async fn on_viewer_request(
         &mut self,
         chain: &[Arc<Plugin>],
         request: Request,
     ) -> Flow<Request> {
-        self.run_chain(chain, Hook::OnViewerRequest, request)
+        let access = self.context.request_body;
+        self.run_chain(chain, Hook::OnViewerRequest, request, access)
             .await
             .0
     }
 
-    /// Runs the `on-origin-request` chain.
+    /// Runs the `on-origin-request` chain, like `on_viewer_request`.
     pub async fn on_origin_request(
         &mut self,
         chain: &[Arc<Plugin>],
         request: Request,
     ) -> Flow<Request> {
-        self.run_chain(chain, Hook::OnOriginRequest, request)
+        let access = self.context.request_body;
+        self.run_chain(chain, Hook::OnOriginRequest, request, access)
             .await
             .0
     }
 
-    /// Runs the `on-origin-response` chain. Plugins see `request` without its
+    /// Runs the `on-origin-response` chain on `response`, whose body is
+    /// held or streamed as `access` says. Plugins see `request` without its
     /// body.
     pub async fn on_origin_response(
         &mut self,
         chain: &[Arc<Plugin>],
         request: &Request,
         response: Response,
+        access: BodyAccess,
     ) -> OriginResponseFlow {
         let request = without_body(request);
         let answer = Answer {
             request: &request,
             response,
         };
-        let (flow, cache) = self.run_chain(chain, Hook::OnOriginResponse, answer).await;
+        let (flow, cache) = self
+            .run_chain(chain, Hook::OnOriginResponse, answer, access)
+            .await;
         OriginResponseFlow {
             flow: response_flow(flow),
             cache,
         }
     }
 
-    /// Runs the `on-viewer-response` chain. Plugins see `request` without its
-    /// body.
+    /// Runs the `on-viewer-response` chain, like `on_origin_response`.
     pub async fn on_viewer_response(
         &mut self,
         chain: &[Arc<Plugin>],
         request: &Request,
         response: Response,
+        access: BodyAccess,
     ) -> Flow<Response> {
         let request = without_body(request);
         let answer = Answer {
@@ -270,7 +304,7 @@ impl RequestSession {
             response,
         };
         response_flow(
-            self.run_chain(chain, Hook::OnViewerResponse, answer)
+            self.run_chain(chain, Hook::OnViewerResponse, answer, access)
                 .await
                 .0,
         )
@@ -279,13 +313,16 @@ impl RequestSession {
     /// Passes `message` through `chain`, one hook call per plugin, until one
     /// answers; returns how it ended and the cache overrides of the plugins
     /// that let it through (later plugins win field by field). A body over
-    /// a plugin's limit is withheld from it and put back afterwards; a body
-    /// the plugin returns as `none` is kept.
+    /// a plugin's limit, or streamed, is withheld from it (and the plugin is
+    /// told) and put back afterwards; a body the plugin returns as `none` is
+    /// kept, one it returns as `some` replaces the original (a streamed one
+    /// included).
     async fn run_chain<T: Message>(
         &mut self,
         chain: &[Arc<Plugin>],
         hook: Hook,
         mut message: T,
+        mut access: BodyAccess,
     ) -> (Flow<T>, CacheOverride) {
         let mut cache = CacheOverride {
             cacheable: None,
@@ -296,10 +333,13 @@ impl RequestSession {
                 Some(body) if body.len() > plugin.limits.max_body_bytes => message.body().take(),
                 _ => None,
             };
-            match self.run(plugin, hook, &message).await {
+            let body_withheld = withheld.is_some() || access == BodyAccess::Streamed;
+            match self.run(plugin, hook, &message, body_withheld).await {
                 Ok((Flow::Continue(mut next), overrides)) => {
                     if next.body().is_none() {
                         *next.body() = withheld.or_else(|| message.body().take());
+                    } else {
+                        access = BodyAccess::Held;
                     }
                     if let Some(overrides) = overrides {
                         cache.cacheable = overrides.cacheable.or(cache.cacheable);
@@ -325,12 +365,14 @@ impl RequestSession {
     /// of it, making the instance on first use. The hook yields its thread
     /// at each epoch tick and fails once it has run for its deadline. A
     /// failure poisons the instance for the rest of the request; the error
-    /// is the policy to apply.
+    /// is the policy to apply. `body_withheld` is what the plugin is told
+    /// about the message's body.
     async fn run<T: Message>(
         &mut self,
         plugin: &Arc<Plugin>,
         hook: Hook,
         message: &T,
+        body_withheld: bool,
     ) -> Result<(Flow<T>, Option<CacheOverride>), FailurePolicy> {
         let index = match self
             .entries
@@ -350,7 +392,9 @@ impl RequestSession {
             Slot::Failed => return Err(plugin.policy),
             Slot::NoInstance => return Err(FailurePolicy::FailClosed),
         };
-        store.data_mut().hook = hook;
+        let state = store.data_mut();
+        state.hook = hook;
+        state.body_withheld = body_withheld;
         arm(store, plugin.limits.hook_deadline, Yielding::EachTick);
         let result = message
             .call(hook, bindings, store, plugin.limits.max_body_bytes)

@@ -13,6 +13,7 @@ use crate::budget::RunBudget;
 use crate::geo::GeoDb;
 use crate::kv::KvStore;
 use crate::limits::Limiter;
+use crate::session::BodyAccess;
 
 /// Longest log line a plugin may write; longer ones are cut.
 const MAX_LOG_BYTES: usize = 4096;
@@ -35,6 +36,9 @@ pub struct RequestContext {
     pub client_ip: IpAddr,
     /// GeoIP database for `client.geo`, when the edge has one.
     pub geo: Option<Arc<GeoDb>>,
+    /// Whether the request's body is in the request the plugins get or
+    /// streams past them.
+    pub request_body: BodyAccess,
 }
 
 /// What a store knows of its plugin.
@@ -72,6 +76,8 @@ pub(crate) struct HostState {
     pub(crate) plugin: Arc<PluginIdentity>,
     pub(crate) request: Arc<RequestContext>,
     pub(crate) hook: Hook,
+    /// Whether the hook under way got its message without a body it has.
+    pub(crate) body_withheld: bool,
     pub(crate) host_calls: u64,
     pub(crate) log_lines: u32,
     pub(crate) limiter: Limiter,
@@ -169,6 +175,11 @@ impl context::Host for HostState {
     fn current_hook(&mut self) -> Hook {
         self.host_calls += 1;
         self.hook
+    }
+
+    fn body_withheld(&mut self) -> bool {
+        self.host_calls += 1;
+        self.body_withheld
     }
 }
 

@@ -5,7 +5,7 @@ mod common;
 use std::sync::Arc;
 
 use common::Blocking;
-use parapet_host::{Flow, Plugin, Request, RequestSession, Response};
+use parapet_host::{BodyAccess, Flow, Plugin, Request, RequestSession, Response};
 
 /// The configuration from the plugin's documentation.
 const CONFIG: &str = r#"{
@@ -54,14 +54,19 @@ fn run(plugin: &Arc<Plugin>, request: Request) -> Run {
         panic!("on-origin-request answered");
     };
     let Flow::Continue(stored) = session
-        .on_origin_response(&chain, &origin, common::response(200, &[]))
+        .on_origin_response(
+            &chain,
+            &origin,
+            common::response(200, &[]),
+            BodyAccess::Held,
+        )
         .block()
         .flow
     else {
         panic!("on-origin-response answered");
     };
     let Flow::Continue(answer) = session
-        .on_viewer_response(&chain, &viewer, stored.clone())
+        .on_viewer_response(&chain, &viewer, stored.clone(), BodyAccess::Held)
         .block()
     else {
         panic!("on-viewer-response answered");
@@ -161,7 +166,7 @@ fn responses_vary_on_the_variant_header() {
     };
     let origin = common::response(200, &[("vary", "Accept-Encoding, X-AB-Variant")]);
     let Flow::Continue(stored) = session
-        .on_origin_response(&chain, &request, origin)
+        .on_origin_response(&chain, &request, origin, BodyAccess::Held)
         .block()
         .flow
     else {

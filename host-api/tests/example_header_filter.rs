@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 
 use common::Blocking;
-use parapet_host::{Flow, Plugin, Request, Response};
+use parapet_host::{BodyAccess, Flow, Plugin, Request, Response};
 
 /// Runs `on-viewer-request` of `plugin` on `request`; the request must pass.
 fn filter_request(plugin: &Arc<Plugin>, request: Request) -> Request {
@@ -23,7 +23,12 @@ fn filter_request(plugin: &Arc<Plugin>, request: Request) -> Request {
 /// Runs `on-viewer-response` of `plugin` on `response` to `request`.
 fn filter_response(plugin: &Arc<Plugin>, request: &Request, response: Response) -> Response {
     match common::session()
-        .on_viewer_response(std::slice::from_ref(plugin), request, response)
+        .on_viewer_response(
+            std::slice::from_ref(plugin),
+            request,
+            response,
+            BodyAccess::Held,
+        )
         .block()
     {
         Flow::Continue(response) => response,

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use common::{get, header, load, load_with, response, session, Blocking};
 use metrics_util::debugging::DebugValue;
 use parapet_host::{
-    Allocator, EngineConfig, FailurePolicy, Flow, GeoDb, Hook, KvStore, LoadError, Plugin,
-    PluginEngine, PluginLimits, PluginOptions, RequestSession,
+    Allocator, BodyAccess, EngineConfig, FailurePolicy, Flow, GeoDb, Hook, KvStore, LoadError,
+    Plugin, PluginEngine, PluginLimits, PluginOptions, RequestSession,
 };
 
 /// The testbed in `mode`. Only `loop` keeps the default 50 ms hook
@@ -176,7 +176,12 @@ fn cache_overrides_apply_only_from_valid_responses() {
     let cache = load("testbed", r#"{"mode":"cache"}"#);
     let probe = load("testbed", "{}");
     let out = session()
-        .on_origin_response(&[cache, probe], &request, response(200, &[]))
+        .on_origin_response(
+            &[cache, probe],
+            &request,
+            response(200, &[]),
+            BodyAccess::Held,
+        )
         .block();
     assert_eq!(
         out.cache.ttl_seconds,
@@ -187,7 +192,12 @@ fn cache_overrides_apply_only_from_valid_responses() {
 
     let bad = testbed("bad-header", FailurePolicy::FailOpen);
     let out = session()
-        .on_origin_response(&[bad], &request, response(200, &[("etag", "\"1\"")]))
+        .on_origin_response(
+            &[bad],
+            &request,
+            response(200, &[("etag", "\"1\"")]),
+            BodyAccess::Held,
+        )
         .block();
     assert_eq!(
         out.cache.ttl_seconds, None,
@@ -271,7 +281,7 @@ fn every_request_gets_a_fresh_instance_shared_by_its_hooks() {
         // A global counter in the guest starts from zero on every request.
         assert_eq!(header(&req.headers, "x-probe-calls"), Some("1"));
         let Flow::Continue(resp) = s
-            .on_viewer_response(&chain, &req, response(200, &[]))
+            .on_viewer_response(&chain, &req, response(200, &[]), BodyAccess::Held)
             .block()
         else {
             panic!("answered")
@@ -365,6 +375,7 @@ fn hooks_a_plugin_does_not_define_are_not_called() {
             std::slice::from_ref(&filter),
             &request,
             response(200, &[("server", "origin")]),
+            BodyAccess::Held,
         )
         .block()
     else {
@@ -411,9 +422,9 @@ fn host_interfaces_answer_what_the_edge_knows() {
     let receipt = &s.receipts()[0];
     assert_eq!(receipt.hooks.len(), 1);
     assert_eq!(receipt.hooks[0].0, Hook::OnViewerRequest);
-    // log, metric, location, 3 context, ip, kv, random, clock (`new` and its
+    // log, metric, location, 4 context, ip, kv, random, clock (`new` and its
     // config read ran at launch, not in this request).
-    assert_eq!(receipt.host_calls, 10, "{receipt:?}");
+    assert_eq!(receipt.host_calls, 11, "{receipt:?}");
     assert!(receipt.peak_memory_bytes > 0, "{receipt:?}");
     assert!(receipt.trap.is_none());
 }
@@ -474,6 +485,7 @@ fn bodies_over_the_limit_are_withheld_and_kept() {
         panic!()
     };
     assert_eq!(header(&out.headers, "x-probe-body-len"), Some("5"));
+    assert_eq!(header(&out.headers, "x-probe-body-withheld"), Some("false"));
     assert_eq!(out.body.as_deref(), Some(&b"small"[..]));
 
     let mut request = get("/", &[]);
@@ -483,10 +495,68 @@ fn bodies_over_the_limit_are_withheld_and_kept() {
     };
     assert_eq!(header(&out.headers, "x-probe-body-len"), Some("none"));
     assert_eq!(
+        header(&out.headers, "x-probe-body-withheld"),
+        Some("true"),
+        "the plugin is told the body was withheld"
+    );
+    assert_eq!(
         out.body,
         Some(vec![7; 1000]),
         "the withheld body reaches the origin"
     );
+}
+
+#[test]
+fn response_hooks_get_the_body_or_are_told_it_was_withheld() {
+    let limits = PluginLimits {
+        max_body_bytes: 8,
+        ..Default::default()
+    };
+    let plugin = load_with(
+        "testbed",
+        PluginOptions {
+            limits,
+            ..Default::default()
+        },
+    );
+    let chain = std::slice::from_ref(&plugin);
+    let request = get("/", &[]);
+    // (body given, how the edge holds it) -> what the hooks report
+    let cases: [(Option<&[u8]>, BodyAccess, &str); 4] = [
+        (Some(b"small"), BodyAccess::Held, "5"),
+        (Some(&[7; 1000]), BodyAccess::Held, "withheld"),
+        (None, BodyAccess::Streamed, "withheld"),
+        (None, BodyAccess::Held, "none"),
+    ];
+    for (body, access, seen) in cases {
+        let mut given = response(200, &[]);
+        given.body = body.map(<[u8]>::to_vec);
+        let mut s = session();
+        let origin = s
+            .on_origin_response(chain, &request, given.clone(), access)
+            .block();
+        let Flow::Continue(stored) = origin.flow else {
+            panic!("answered")
+        };
+        assert_eq!(
+            header(&stored.headers, "x-probe-origin-body"),
+            Some(seen),
+            "on-origin-response, {body:?} {access:?}"
+        );
+        assert_eq!(
+            stored.body, given.body,
+            "a body the plugin did not touch is kept"
+        );
+        let Flow::Continue(out) = s.on_viewer_response(chain, &request, given, access).block()
+        else {
+            panic!("answered")
+        };
+        assert_eq!(
+            header(&out.headers, "x-probe-viewer-body"),
+            Some(seen),
+            "on-viewer-response, {body:?} {access:?}"
+        );
+    }
 }
 
 #[test]
@@ -522,7 +592,7 @@ fn a_failed_fail_open_plugin_is_skipped_for_the_rest_of_the_request() {
         "later plugins still ran"
     );
     let Flow::Continue(_) = s
-        .on_viewer_response(&chain, &req, response(200, &[]))
+        .on_viewer_response(&chain, &req, response(200, &[]), BodyAccess::Held)
         .block()
     else {
         panic!()

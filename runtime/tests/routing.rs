@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use parapet_config::EdgeConfig;
 use parapet_edge::routing::Routes;
-use parapet_host::{EngineConfig, Flow, PluginEngine, Request, RequestContext, RequestSession};
+use parapet_host::{
+    BodyAccess, EngineConfig, Flow, PluginEngine, Request, RequestContext, RequestSession,
+};
 
 fn examples() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples")
@@ -91,6 +93,7 @@ async fn the_default_behavior_runs_the_example_chain() {
         pop_id: "demo1".into(),
         client_ip: "198.51.100.7".parse().unwrap(),
         geo: None,
+        request_body: BodyAccess::Held,
     };
     let mut session = RequestSession::new(context.clone());
     match session

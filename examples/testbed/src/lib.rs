@@ -15,7 +15,10 @@
 //!   a fresh instance), then leaves the request's path in all three;
 //! - `probe` (default): reports what the host interfaces return, in
 //!   `x-probe-*` request headers (`x-probe-launch-kv`: the KV `greeting` as
-//!   read at launch), and counts calls in a global.
+//!   read at launch; `x-probe-body-withheld`: whether the request's body
+//!   was withheld), and counts calls in a global. Response hooks report
+//!   what they got of the body in `x-probe-origin-body` and
+//!   `x-probe-viewer-body`: its length, `withheld` or `none`.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
@@ -143,6 +146,10 @@ impl Plugin for Testbed {
                         .as_ref()
                         .map_or("none".into(), |b| b.len().to_string()),
                 );
+                request.set_header(
+                    "x-probe-body-withheld",
+                    &context::body_withheld().to_string(),
+                );
                 if request.path == "/answer" {
                     return RequestAction::Respond(Response::new(418).with_body("short-circuit"));
                 }
@@ -163,7 +170,7 @@ impl Plugin for Testbed {
                 cache.ttl_seconds = Some(999);
                 response.set_header("x-bad", "a\r\nb");
             }
-            _ => {}
+            _ => response.set_header("x-probe-origin-body", &body_seen(&response)),
         }
         ResponseAction::Continue(response)
     }
@@ -178,7 +185,18 @@ impl Plugin for Testbed {
             "x-probe-calls",
             &(CALLS.load(Ordering::Relaxed)).to_string(),
         );
+        response.set_header("x-probe-viewer-body", &body_seen(&response));
         ResponseAction::Continue(response)
+    }
+}
+
+/// What a response hook got of the body: its length, `withheld` (too large
+/// for the body limit, or streamed), or `none`.
+fn body_seen(response: &Response) -> String {
+    match (&response.body, context::body_withheld()) {
+        (Some(body), _) => body.len().to_string(),
+        (None, true) => "withheld".into(),
+        (None, false) => "none".into(),
     }
 }
 

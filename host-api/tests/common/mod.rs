@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use parapet_host::{
-    EngineConfig, Flow, Plugin, PluginEngine, PluginLimits, PluginOptions, Request, RequestContext,
-    RequestSession, Response,
+    BodyAccess, EngineConfig, Flow, Plugin, PluginEngine, PluginLimits, PluginOptions, Request,
+    RequestContext, RequestSession, Response,
 };
 
 /// Runs a session's hook chain (a future) to completion on this thread.
@@ -85,6 +85,7 @@ pub fn context_for(ip: &str) -> RequestContext {
         pop_id: "test-pop".into(),
         client_ip: ip.parse::<IpAddr>().expect("ip"),
         geo: None,
+        request_body: BodyAccess::Held,
     }
 }
 

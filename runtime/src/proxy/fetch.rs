@@ -302,7 +302,7 @@ impl Exchange {
                 }
                 headers::strip_hop_by_hop(&mut parts.headers);
                 let read_timeout = self.read_timeout();
-                let body = tee(body, None, None, read_timeout, false);
+                let body = tee(Bytes::new(), body, None, None, read_timeout, false);
                 self.finish(parts.status, parts.headers, body, None, CacheStatus::Bypass)
                     .await
             }

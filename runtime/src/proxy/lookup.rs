@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use http::{header, HeaderMap, Method, StatusCode};
 use http_body_util::BodyExt;
 use parapet_config::RangeFetch;
-use parapet_host::{RequestContext, RequestSession};
+use parapet_host::{BodyAccess, RequestContext, RequestSession};
 
 use super::exchange::Exchange;
 use super::fetch::Want;
@@ -157,6 +157,7 @@ impl Exchange {
                 pop_id: self.edge.pop_id.clone(),
                 client_ip: self.connection.client.ip(),
                 geo: self.edge.geo.clone(),
+                request_body: BodyAccess::Held,
             })
         });
         let mut refresh = Exchange {

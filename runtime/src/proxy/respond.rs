@@ -6,8 +6,8 @@
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
-use parapet_host::Flow;
+use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
+use parapet_host::{BodyAccess, Flow};
 
 use super::exchange::Exchange;
 use super::viewer_request::plugin_answer;
@@ -16,9 +16,6 @@ use crate::cache::object::CachedObject;
 use crate::cache::respond;
 use crate::headers::{self, from_plugin, to_plugin};
 use crate::upstream::{full, Body};
-
-/// Largest cached body handed to the viewer-response plugins.
-const PLUGIN_RESPONSE_BODY_LIMIT: usize = 1 << 20;
 
 /// A plain-text error answer.
 pub fn error_response(status: StatusCode, message: &str) -> Response<Body> {
@@ -53,8 +50,9 @@ impl Exchange {
         answer: respond::StoredAnswer,
         status: CacheStatus,
     ) -> Served {
-        let plugin_body =
-            (answer.body.len() <= PLUGIN_RESPONSE_BODY_LIMIT).then(|| answer.body.clone());
+        let limit = self.behavior().chains.response_body_limit();
+        let shown = self.method() != Method::HEAD && answer.body.len() <= limit;
+        let plugin_body = shown.then(|| answer.body.clone());
         self.finish(
             answer.status,
             answer.headers,
@@ -66,7 +64,9 @@ impl Exchange {
     }
 
     /// Finishes a response: `X-Cache` and `Via`, then the viewer-response
-    /// chain, then framing.
+    /// chain, then framing. The plugins get `body_bytes` as the body; when
+    /// it is `None` and the response has a body, they are told it was
+    /// withheld (it streams), and a body they return replaces it.
     pub(super) async fn finish(
         &mut self,
         status: StatusCode,
@@ -88,12 +88,19 @@ impl Exchange {
             [self.behavior_index]
             .chains
             .on_viewer_response;
+        let bodiless = self.method() == Method::HEAD
+            || status.is_informational()
+            || matches!(status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED);
         let (Some(session), false) = (&mut self.session, chain.is_empty() || self.background)
         else {
             let mut response = Response::new(body);
             *response.status_mut() = status;
             *response.headers_mut() = headers;
             return Served::new(response, Some(cache));
+        };
+        let access = match (&body_bytes, bodiless) {
+            (None, false) => BodyAccess::Streamed,
+            _ => BodyAccess::Held,
         };
         let given = parapet_host::Response {
             status: status.as_u16(),
@@ -102,7 +109,7 @@ impl Exchange {
         };
         let had_body = given.body.clone();
         match session
-            .on_viewer_response(chain, &self.request, given)
+            .on_viewer_response(chain, &self.request, given, access)
             .await
         {
             Flow::Respond(answer) => Served::new(plugin_answer(answer), Some(cache)),

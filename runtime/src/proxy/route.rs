@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{header, StatusCode};
-use parapet_host::{Request as PluginRequest, RequestContext, RequestSession};
+use parapet_host::{BodyAccess, Request as PluginRequest, RequestContext, RequestSession};
 
 use super::exchange::{Exchange, PathAsReceived};
 use super::viewer_request::read_body;
@@ -186,6 +186,11 @@ pub(super) async fn admit(
             pop_id: edge.pop_id.clone(),
             client_ip: client,
             geo: edge.geo.clone(),
+            request_body: if streamed.is_some() {
+                BodyAccess::Streamed
+            } else {
+                BodyAccess::Held
+            },
         })
     });
     Ok(Exchange {

@@ -1,7 +1,9 @@
 //! Phase 5, storing: the `on-origin-response` chain, RFC 9111
 //! storability and freshness (`cache::freshness`), and the body stored as
 //! it streams to the viewer (stored when complete, even if the viewer
-//! left; dropped past the size limit while streaming goes on).
+//! left; dropped past the size limit while streaming goes on). A body
+//! within the response plugins' body limit is read whole first, so that
+//! they see it and may replace it: the cache stores what they return.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -10,10 +12,10 @@ use bytes::{Bytes, BytesMut};
 use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use parapet_host::Flow;
+use parapet_host::{BodyAccess, Chains, Flow};
 
 use super::exchange::Exchange;
-use super::fetch::Fetched;
+use super::fetch::{FetchError, Fetched};
 use super::viewer_request::plugin_answer;
 use super::{CacheStatus, Served};
 use crate::cache::flights::FlightGuard;
@@ -22,7 +24,7 @@ use crate::cache::object::{millis, vary_fields, CachedObject, PurgeMeta};
 use crate::cache::parts::{Part, PartRange};
 use crate::cache::{Cache, FetchTicket};
 use crate::headers::{self, from_plugin, to_plugin};
-use crate::upstream::{empty, Body, BoxError};
+use crate::upstream::{empty, full, Body, BoxError, UpstreamError};
 
 impl Exchange {
     /// Runs the origin-response chain on a fetched response, stores it when
@@ -43,14 +45,26 @@ impl Exchange {
         let snapshot = self.snapshot.clone();
         let behavior =
             &snapshot.routes.distribution_at(self.dist_index).behaviors[self.behavior_index];
+        let mut body = match self.plugin_read_limit(&parts, &behavior.chains, fetched.part) {
+            Some(limit) => match read_within(body, limit, self.read_timeout()).await {
+                Ok(body) => body,
+                Err(error) => return self.upstream_failure(FetchError::Upstream(error)),
+            },
+            None => FetchedBody::Streaming(Bytes::new(), body),
+        };
         if let Some(session) = &mut self.session {
+            let (given, access) = match &body {
+                FetchedBody::Held(bytes) => (Some(bytes.to_vec()), BodyAccess::Held),
+                FetchedBody::Streaming(..) => (None, BodyAccess::Streamed),
+            };
             let response = parapet_host::Response {
                 status: parts.status.as_u16(),
                 headers: to_plugin(&parts.headers),
-                body: None,
+                body: given,
             };
+            let chain = &behavior.chains.on_origin_response;
             let outcome = session
-                .on_origin_response(&behavior.chains.on_origin_response, &self.request, response)
+                .on_origin_response(chain, &self.request, response, access)
                 .await;
             match outcome.flow {
                 Flow::Respond(answer) => return Served::new(plugin_answer(answer), None),
@@ -60,8 +74,19 @@ impl Exchange {
                     }
                     let length = parts.headers.get(header::CONTENT_LENGTH).cloned();
                     parts.headers = from_plugin(&changed.headers);
-                    if let Some(length) = length {
-                        parts.headers.insert(header::CONTENT_LENGTH, length);
+                    match changed.body {
+                        // Held, or a streamed body a plugin replaced.
+                        Some(replaced) => {
+                            parts
+                                .headers
+                                .insert(header::CONTENT_LENGTH, replaced.len().into());
+                            body = FetchedBody::Held(replaced.into());
+                        }
+                        None => {
+                            if let Some(length) = length {
+                                parts.headers.insert(header::CONTENT_LENGTH, length);
+                            }
+                        }
                     }
                     plugin_override = Override {
                         cacheable: outcome.cache.cacheable,
@@ -166,11 +191,61 @@ impl Exchange {
             }
             (_, guard) => guard,
         };
-        let streamed = tee(body, job, guard, self.read_timeout(), self.background);
-        let head = self.method() == Method::HEAD;
-        let body = if head { empty() } else { streamed };
-        self.finish(parts.status, parts.headers, body, None, status_label)
-            .await
+        let (viewer_body, plugin_body) = match body {
+            FetchedBody::Held(bytes) => {
+                if let Some(job) = job {
+                    job.complete(bytes.clone()).await;
+                }
+                drop(guard);
+                (full(bytes.clone()), Some(bytes))
+            }
+            FetchedBody::Streaming(read, rest) => {
+                let timeout = self.read_timeout();
+                (tee(read, rest, job, guard, timeout, self.background), None)
+            }
+        };
+        let (viewer_body, plugin_body) = match self.method() == Method::HEAD {
+            true => (empty(), None),
+            false => (viewer_body, plugin_body),
+        };
+        self.finish(
+            parts.status,
+            parts.headers,
+            viewer_body,
+            plugin_body,
+            status_label,
+        )
+        .await
+    }
+
+    /// Up to what size an origin response's body is read whole, when a
+    /// plugin of the response chains will run and takes bodies of its
+    /// size; `None` when the body is to stream (no such plugin, a part, a
+    /// length over the limit, or no body).
+    fn plugin_read_limit(
+        &self,
+        parts: &http::response::Parts,
+        chains: &Chains,
+        part: bool,
+    ) -> Option<usize> {
+        let limit = chains.response_body_limit();
+        let length = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let bodiless = parts.status.is_informational()
+            || matches!(
+                parts.status,
+                StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED | StatusCode::PARTIAL_CONTENT
+            );
+        let read = self.session.is_some()
+            && !self.background
+            && limit > 0
+            && !part
+            && !bodiless
+            && length.is_none_or(|n| n <= limit as u64);
+        read.then_some(limit)
     }
 
     /// The request as the RFC 9111 policy records it.
@@ -202,6 +277,49 @@ impl Exchange {
     }
 }
 
+/// An origin response's body as the edge has it.
+enum FetchedBody {
+    /// Read whole, for the response plugins.
+    Held(Bytes),
+    /// To stream: what was read before it proved too large, and the rest.
+    Streaming(Bytes, Incoming),
+}
+
+/// Reads `body` whole if it is at most `limit` bytes long; else what was
+/// read so far and the rest. A body that stalls for `read_timeout` or
+/// breaks is the upstream's failure (nothing has reached the viewer yet).
+async fn read_within(
+    mut body: Incoming,
+    limit: usize,
+    read_timeout: Duration,
+) -> Result<FetchedBody, UpstreamError> {
+    let mut read = BytesMut::new();
+    loop {
+        let frame = match tokio::time::timeout(read_timeout, body.frame()).await {
+            Err(_) => {
+                return Err(UpstreamError::Timeout {
+                    target: "the upstream body".into(),
+                    timeout: read_timeout,
+                })
+            }
+            Ok(None) => return Ok(FetchedBody::Held(read.freeze())),
+            Ok(Some(Err(e))) => {
+                return Err(UpstreamError::Failed {
+                    target: "the upstream body".into(),
+                    reason: e.to_string(),
+                })
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        if let Ok(data) = frame.into_data() {
+            read.extend_from_slice(&data);
+            if read.len() > limit {
+                return Ok(FetchedBody::Streaming(read.freeze(), body));
+            }
+        }
+    }
+}
+
 /// A body being stored as it streams.
 pub(super) struct StoreJob {
     cache: Arc<Cache>,
@@ -224,11 +342,40 @@ enum Destination {
     Part(PartRange),
 }
 
-/// Streams `body` to the viewer while collecting it for `job`; stores it
-/// when complete and within the size limit, then releases the followers.
-/// The fetch completes even if the viewer goes away, so the object is
-/// stored for the next request.
+impl StoreJob {
+    /// Stores the complete `body` where the job says; a part cut short is
+    /// not stored.
+    async fn complete(self, body: Bytes) {
+        let mut object = self.object;
+        match self.destination {
+            Destination::Whole {
+                vary,
+                request_headers,
+            } => {
+                object.body = body;
+                let cache = &self.cache;
+                cache.store(&self.key, &vary, &request_headers, object, &self.ticket);
+            }
+            Destination::Part(range) if body.len() as u64 == range.size() => {
+                let part = Part {
+                    object,
+                    length: range.length,
+                    first: range.first,
+                    body,
+                };
+                self.cache.store_part(&self.key, part, &self.ticket).await;
+            }
+            Destination::Part(_) => {}
+        }
+    }
+}
+
+/// Streams `read` (the body's start, already read) and then `body` to the
+/// viewer while collecting it for `job`; stores it when complete and within
+/// the size limit, then releases the followers. The fetch completes even if
+/// the viewer goes away, so the object is stored for the next request.
 pub(super) fn tee(
+    read: Bytes,
     mut body: Incoming,
     job: Option<StoreJob>,
     guard: Option<FlightGuard>,
@@ -241,7 +388,18 @@ pub(super) fn tee(
         let mut job = job;
         let mut collected = BytesMut::new();
         let mut viewer = (!background).then_some(());
+        let mut first = (!read.is_empty()).then_some(read);
         loop {
+            if let Some(data) = first.take() {
+                // What was read before streaming began goes first.
+                if !keep(&mut job, &mut guard, &mut collected, &data) {
+                    collected = BytesMut::new();
+                }
+                if viewer.is_some() && sender.send_data(data).await.is_err() {
+                    viewer = None;
+                }
+                continue;
+            }
             let frame = match tokio::time::timeout(read_timeout, body.frame()).await {
                 Err(_) => {
                     let reason = format!("the upstream body stalled for {read_timeout:?}");
@@ -258,14 +416,8 @@ pub(super) fn tee(
             let Ok(data) = frame.into_data() else {
                 continue; // trailers are not forwarded
             };
-            if let Some(store) = &job {
-                if (collected.len() + data.len()) as u64 > store.cache.max_object_bytes() {
-                    job = None;
-                    guard = None; // too large to store: release the followers
-                    collected = BytesMut::new();
-                } else {
-                    collected.extend_from_slice(&data);
-                }
+            if !keep(&mut job, &mut guard, &mut collected, &data) {
+                collected = BytesMut::new();
             }
             if viewer.is_some() && sender.send_data(data).await.is_err() {
                 viewer = None;
@@ -275,36 +427,32 @@ pub(super) fn tee(
             }
         }
         if let Some(store) = job {
-            let mut object = store.object;
-            let body = collected.freeze();
-            match store.destination {
-                Destination::Whole {
-                    vary,
-                    request_headers,
-                } => {
-                    object.body = body;
-                    let cache = &store.cache;
-                    cache.store(&store.key, &vary, &request_headers, object, &store.ticket);
-                }
-                // A part cut short is not stored.
-                Destination::Part(range) if body.len() as u64 == range.size() => {
-                    let part = Part {
-                        object,
-                        length: range.length,
-                        first: range.first,
-                        body,
-                    };
-                    store
-                        .cache
-                        .store_part(&store.key, part, &store.ticket)
-                        .await;
-                }
-                Destination::Part(_) => {}
-            }
+            store.complete(collected.freeze()).await;
         }
         drop(guard);
     });
     channel.boxed()
+}
+
+/// Adds `data` to what `job` collects; past the cache's object size limit
+/// the job is dropped and the followers released (returns `false`: the
+/// caller drops what was collected).
+fn keep(
+    job: &mut Option<StoreJob>,
+    guard: &mut Option<FlightGuard>,
+    collected: &mut BytesMut,
+    data: &Bytes,
+) -> bool {
+    let Some(store) = job else {
+        return true;
+    };
+    if (collected.len() + data.len()) as u64 > store.cache.max_object_bytes() {
+        *job = None;
+        *guard = None;
+        return false;
+    }
+    collected.extend_from_slice(data);
+    true
 }
 
 pub(super) fn apply_freshness(object: &mut CachedObject, decision: &Freshness, now: SystemTime) {

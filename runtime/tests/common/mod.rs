@@ -13,7 +13,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use headers::HeaderMapExt;
 use http::{HeaderMap, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -33,6 +35,8 @@ pub struct Reply {
     pub delay: Duration,
     /// Answer a single `Range` with `206` and that part of the body.
     pub ranges: bool,
+    /// Send the body in two chunks without a `Content-Length`.
+    pub chunked: bool,
 }
 
 impl Reply {
@@ -47,7 +51,14 @@ impl Reply {
             body: body.into(),
             delay: Duration::ZERO,
             ranges: false,
+            chunked: false,
         }
+    }
+
+    /// The same reply, its body chunked (no `Content-Length`).
+    pub fn chunked(mut self) -> Self {
+        self.chunked = true;
+        self
     }
 
     /// The same reply, answering a single `Range` with its part.
@@ -146,7 +157,14 @@ impl Origin {
     }
 }
 
-async fn answer(state: &Mutex<OriginState>, request: Request<Incoming>) -> Response<Full<Bytes>> {
+/// What the test origin sends as a body.
+type OriginBody = BoxBody<Bytes, Infallible>;
+
+fn full_body(bytes: impl Into<Bytes>) -> OriginBody {
+    Full::new(bytes.into()).boxed()
+}
+
+async fn answer(state: &Mutex<OriginState>, request: Request<Incoming>) -> Response<OriginBody> {
     // The body is read first, so tests can see what reached the origin.
     let path = request
         .uri()
@@ -170,7 +188,7 @@ async fn answer(state: &Mutex<OriginState>, request: Request<Incoming>) -> Respo
         state.replies.get(&path).cloned()
     };
     let Some(reply) = reply else {
-        let mut response = Response::new(Full::new(Bytes::from_static(b"not found")));
+        let mut response = Response::new(full_body(Bytes::from_static(b"not found")));
         *response.status_mut() = StatusCode::NOT_FOUND;
         return response;
     };
@@ -185,7 +203,7 @@ async fn answer(state: &Mutex<OriginState>, request: Request<Incoming>) -> Respo
         .get("if-none-match")
         .and_then(|v| v.to_str().ok());
     let mut response = if etag.is_some() && if_none_match == etag.as_deref() {
-        let mut response = Response::new(Full::new(Bytes::new()));
+        let mut response = Response::new(full_body(Bytes::new()));
         *response.status_mut() = StatusCode::NOT_MODIFIED;
         response
     } else if let Some((first, last)) = reply
@@ -194,14 +212,22 @@ async fn answer(state: &Mutex<OriginState>, request: Request<Incoming>) -> Respo
         .flatten()
     {
         let part = reply.body.slice(first as usize..=last as usize);
-        let mut response = Response::new(Full::new(part));
+        let mut response = Response::new(full_body(part));
         *response.status_mut() = StatusCode::PARTIAL_CONTENT;
         response.headers_mut().typed_insert(
             headers::ContentRange::bytes(first..=last, reply.body.len() as u64).unwrap(),
         );
         response
+    } else if reply.chunked {
+        let half = reply.body.len() / 2;
+        let chunks = [reply.body.slice(..half), reply.body.slice(half..)]
+            .map(|chunk| Ok::<_, Infallible>(Frame::data(chunk)));
+        let body = StreamBody::new(futures_util::stream::iter(chunks)).boxed();
+        let mut response = Response::new(body);
+        *response.status_mut() = StatusCode::from_u16(reply.status).unwrap();
+        response
     } else {
-        let mut response = Response::new(Full::new(reply.body.clone()));
+        let mut response = Response::new(full_body(reply.body.clone()));
         *response.status_mut() = StatusCode::from_u16(reply.status).unwrap();
         response
     };
