@@ -7,6 +7,7 @@ mod fixtures;
 mod manage;
 mod scaffold;
 mod sdk;
+mod serve;
 mod toolchain;
 
 use std::path::{Path, PathBuf};
@@ -125,6 +126,31 @@ enum PluginCommand {
         #[arg(default_value = ".")]
         dir: PathBuf,
     },
+    /// Build a plugin crate (or workspace) and serve it on a local edge in
+    /// front of an origin, rebuilding and reloading when its sources change.
+    ///
+    /// Every plugin is listed at every hook (the edge calls only the hooks a
+    /// plugin implements), in build order. Each request prints its access
+    /// line and, per plugin, a receipt: instantiation, each hook's time,
+    /// peak memory and host calls; the plugins' own log lines show too.
+    /// RUST_LOG changes what is printed. A build that fails, or does not
+    /// load, leaves the last good one serving. The cache is emptied at each
+    /// reload.
+    Serve {
+        /// The plugin crate or workspace.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// The origin behind the edge, e.g. http://127.0.0.1:3000.
+        #[arg(long)]
+        origin: String,
+        /// Where the edge listens (port 0: any free port, printed).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// The plugins' configuration, as JSON [default: the `config` of
+        /// each plugin's fixtures.toml, else {}].
+        #[arg(long)]
+        config: Option<String>,
+    },
     /// Check that a `.wasm` file is a loadable `parapet:plugin` component.
     Check {
         /// The component.
@@ -161,6 +187,7 @@ fn main() -> ExitCode {
             PluginCommand::Build { .. }
             | PluginCommand::New { .. }
             | PluginCommand::Test { .. }
+            | PluginCommand::Serve { .. }
             | PluginCommand::Check { .. },
         ) => local(cli.command).map_err(CliError::from),
         command => manage(command, json),
@@ -495,6 +522,17 @@ fn local(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Plugin(PluginCommand::Test { dir }) => test_plugins(&dir),
+        Command::Plugin(PluginCommand::Serve {
+            dir,
+            origin,
+            listen,
+            config,
+        }) => serve::serve(serve::ServeOptions {
+            dir,
+            origin,
+            listen,
+            config,
+        }),
         Command::Plugin(PluginCommand::New { name, dir }) => {
             let path = scaffold::new_plugin(&name, &dir)?;
             println!(
