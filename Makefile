@@ -7,7 +7,7 @@ TESTDATA   := target/testdata
 VENV       := target/venv-test
 PARAPET    := $(CARGO) run -q --release -p parapet-cli --
 
-.PHONY: test lint plugins toolchain toolchain-fallback testdata bench bench-edge bench-soak bench-dns bench-controller demo edge dns servers
+.PHONY: test lint plugins toolchain toolchain-fallback testdata bench bench-edge bench-edge-tls bench-soak bench-dns bench-controller demo edge dns servers
 
 ## Every test of the project: unit, integration, example plugins through the host.
 test: plugins testdata toolchain-fallback
@@ -88,6 +88,12 @@ bench: plugins
 ## origin; results in bench/edge/results-latest.md.
 bench-edge: plugins edge
 	bash bench/edge/run.sh
+
+## The same cache hits over TLS, parapet-edge against nginx (same ECDSA
+## P-256 certificate): h1 and h2 with keep-alive, and a new handshake per
+## request; results in bench/edge/results-tls-latest.md.
+bench-edge-tls: edge
+	bash bench/edge/tls.sh
 
 ## parapet-edge's resident memory under 90 s of steady 1 KiB hits, with and
 ## without a /metrics scrape each second, and nginx's; results in

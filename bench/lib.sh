@@ -130,6 +130,59 @@ wrk_errors() {
        END {print n + 0}' "$1"
 }
 
+# to_ms DURATION: wrk's and h2load's durations (512.00us 1.23ms 1.02s 2.00m) in ms.
+to_ms() {
+  awk -v v="$1" 'BEGIN {
+    if (v ~ /us$/) { sub(/us$/, "", v); printf "%.3f", v / 1000 }
+    else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.3f", v }
+    else if (v ~ /m$/) { sub(/m$/, "", v); printf "%.3f", v * 60000 }
+    else if (v ~ /s$/) { sub(/s$/, "", v); printf "%.3f", v * 1000 }
+    else printf "nan" }'
+}
+
+# record_wrk OUT KEY...: appends the KEY columns and wrk's req/s, p50, p99 (ms) and errors, from wrk --latency output OUT, as one tab-separated line to $RAW; 1 if OUT does not parse.
+record_wrk() {
+  local out=$1 rps p50 p99; shift
+  rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")
+  p50=$(awk '$1 == "50%" {print $2}' "$out")
+  p99=$(awk '$1 == "99%" {print $2}' "$out")
+  [[ -n $rps && -n $p50 && -n $p99 ]] || return 1
+  printf '%s\t' "$@" >> "$RAW"
+  printf '%s\t%s\t%s\t%s\n' "$rps" "$(to_ms "$p50")" "$(to_ms "$p99")" "$(wrk_errors "$out")" >> "$RAW"
+}
+
+# record_h2load OUT KEY...: as record_wrk, from h2load output OUT (its mean time per request in the p50 column, no p99).
+record_h2load() {
+  local out=$1 rps mean errs; shift
+  rps=$(awk '/^finished in/ {for (i = 1; i <= NF; i++) if ($(i + 1) == "req/s,") print $i}' "$out")
+  mean=$(awk '/^time for request:/ {print $6}' "$out")
+  # "failed" includes errored and timed-out requests; non-2xx may not be in it
+  errs=$(awk '/^requests:/ {for (i = 1; i < NF; i++) if ($(i + 1) ~ /^failed,?$/) f = $i}
+              /^status codes:/ {for (i = 1; i < NF; i++) if ($(i + 1) ~ /^[345]xx,?$/) s += $i}
+              END {print (f > s ? f : s) + 0}' "$out")
+  [[ -n $rps && -n $mean ]] || return 1
+  printf '%s\t' "$@" >> "$RAW"
+  printf '%s\t%s\t%s\t%s\n' "$rps" "$(to_ms "$mean")" "nan" "$errs" >> "$RAW"
+}
+
+# medians RAW: per (column 1, 2, 3) of RAW's "c1 c2 c3 round rps p50 p99 errors" lines, the median req/s, p50 and p99 over rounds, errors summed, and the number of rounds, in first-seen order.
+medians() {
+  awk -F'\t' '
+    function median(s,   a, n, t, i, j) {
+      n = split(s, a, " "); if (n == 0) return "nan"
+      for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] + 0 > t + 0; j--) a[j + 1] = a[j]; a[j + 1] = t }
+      return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+    }
+    { k = $1 "\t" $2 "\t" $3; if (!(k in rps)) order[++m] = k
+      rps[k] = rps[k] " " $5; p50[k] = p50[k] " " $6; p99[k] = p99[k] " " $7; err[k] += $8; n[k]++ }
+    END { for (i = 1; i <= m; i++) { k = order[i]
+            printf "%s\t%s\t%s\t%s\t%s\t%d\n", k, median(rps[k]), median(p50[k]), (p99[k] ~ /nan/ ? "nan" : median(p99[k])), err[k], n[k] } }
+  ' "$1"
+}
+
+# fmt_ms MS: "512 µs", "1.23 ms", or "—" for nan.
+fmt_ms() { [[ $1 == nan ]] && echo "—" || awk -v v="$1" 'BEGIN { if (v < 1) printf "%.0f µs", v * 1000; else printf "%.2f ms", v }'; }
+
 # nginx_conf PREFIX WORKERS HTTP_BODY: a self-contained nginx.conf (no /var writes).
 nginx_conf() {
   local prefix=$1 workers=$2 body=$3 user=""

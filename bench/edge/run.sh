@@ -23,7 +23,7 @@ PROTOCOLS=${PROTOCOLS:-h1 h2}
 CONNS=${CONNS:-32}
 H2_STREAMS=${H2_STREAMS:-10}
 BASE_PORT=${BASE_PORT:-28080}
-PARAPET_EDGE=${PARAPET_EDGE:-target/release/parapet-edge}
+PARAPET_EDGE=${PARAPET_EDGE:-${CARGO_TARGET_DIR:-target}/release/parapet-edge}
 PLUGIN_DIR=${PLUGIN_DIR:-$REPO/target/plugins}
 RESULTS_MD=${RESULTS_MD:-$SCRIPT_DIR/results-latest.md}
 PLUGINS_HOST=bench.local
@@ -193,15 +193,6 @@ fi
 RAW=$TMP/raw.tsv   # size proto system round rps p50_ms p99_ms errors
 : > "$RAW"
 
-to_ms() {  # wrk/h2load durations: 512.00us 1.23ms 1.02s 2.00m
-  awk -v v="$1" 'BEGIN {
-    if (v ~ /us$/) { sub(/us$/, "", v); printf "%.3f", v / 1000 }
-    else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.3f", v }
-    else if (v ~ /m$/) { sub(/m$/, "", v); printf "%.3f", v * 60000 }
-    else if (v ~ /s$/) { sub(/s$/, "", v); printf "%.3f", v * 1000 }
-    else printf "nan" }'
-}
-
 n_active=${#ACTIVE[@]}
 for ((round = 1; round <= ROUNDS; round++)); do
   for size in $SIZES; do
@@ -218,13 +209,8 @@ for ((round = 1; round <= ROUNDS; round++)); do
               "http://127.0.0.1:${PORT[$sys]}/$size.bin"; then
             warn "wrk failed for $sys $size: $(tail -2 "$out" | paste -sd' ' -)"; continue
           fi
-          rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")
-          p50=$(awk '$1 == "50%" {print $2}' "$out")
-          p99=$(awk '$1 == "99%" {print $2}' "$out")
-          errs=$(wrk_errors "$out")
-          [[ -n $rps && -n $p50 && -n $p99 ]] || { warn "could not parse wrk output for $sys $size"; continue; }
-          printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$size" h1 "$sys" "$round" "$rps" \
-            "$(to_ms "$p50")" "$(to_ms "$p99")" "$errs" >> "$RAW"
+          record_wrk "$out" "$size" h1 "$sys" "$round" \
+            || { warn "could not parse wrk output for $sys $size"; continue; }
         else
           [[ -n ${H2OK[$sys]:-} ]] || continue
           log "round $round/$ROUNDS: $sys $size h2 (h2load -c$CONNS -m$H2_STREAMS -D $DURATION)"
@@ -234,15 +220,8 @@ for ((round = 1; round <= ROUNDS; round++)); do
               "http://127.0.0.1:${H2PORT[$sys]}/$size.bin"; then
             warn "h2load failed for $sys $size: $(tail -2 "$out" | paste -sd' ' -)"; continue
           fi
-          rps=$(awk '/^finished in/ {for (i = 1; i <= NF; i++) if ($(i + 1) == "req/s,") print $i}' "$out")
-          mean=$(awk '/^time for request:/ {print $6}' "$out")
-          # "failed" includes errored and timed-out requests; non-2xx may not be in it
-          errs=$(awk '/^requests:/ {for (i = 1; i < NF; i++) if ($(i + 1) ~ /^failed,?$/) f = $i}
-                      /^status codes:/ {for (i = 1; i < NF; i++) if ($(i + 1) ~ /^[345]xx,?$/) s += $i}
-                      END {print (f > s ? f : s) + 0}' "$out")
-          [[ -n $rps && -n $mean ]] || { warn "could not parse h2load output for $sys $size"; continue; }
-          printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$size" h2 "$sys" "$round" "$rps" \
-            "$(to_ms "$mean")" "nan" "$errs" >> "$RAW"
+          record_h2load "$out" "$size" h2 "$sys" "$round" \
+            || { warn "could not parse h2load output for $sys $size"; continue; }
         fi
         [[ $(tail -1 "$RAW" | cut -f8) == 0 ]] || warn "$sys $size $proto: $(tail -1 "$RAW" | cut -f8) errors/non-2xx"
         sleep 1
@@ -254,19 +233,7 @@ done
 # ---------------------------------------------------------------- report
 # median across rounds of each metric, per (size, proto, system)
 MED=$TMP/median.tsv
-awk -F'\t' '
-  function median(s,   a, n, t, i, j) {
-    n = split(s, a, " "); if (n == 0) return "nan"
-    for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] + 0 > t + 0; j--) a[j + 1] = a[j]; a[j + 1] = t }
-    return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-  }
-  { k = $1 "\t" $2 "\t" $3; if (!(k in rps)) order[++m] = k
-    rps[k] = rps[k] " " $5; p50[k] = p50[k] " " $6; p99[k] = p99[k] " " $7; err[k] += $8; n[k]++ }
-  END { for (i = 1; i <= m; i++) { k = order[i]
-          printf "%s\t%s\t%s\t%s\t%s\t%d\n", k, median(rps[k]), median(p50[k]), (p99[k] ~ /nan/ ? "nan" : median(p99[k])), err[k], n[k] } }
-' "$RAW" > "$MED"
-
-fmt_ms() { [[ $1 == nan ]] && echo "—" || awk -v v="$1" 'BEGIN { if (v < 1) printf "%.0f µs", v * 1000; else printf "%.2f ms", v }'; }
+medians "$RAW" > "$MED"
 
 {
   echo "# Edge cache-HIT benchmark"
