@@ -100,6 +100,49 @@ async fn a_page_is_rewritten_once_per_fill_and_hits_serve_the_rewritten_page() {
 }
 
 #[tokio::test]
+async fn a_background_refresh_stores_the_rewritten_page_too() {
+    let origin = Origin::start().await;
+    let fresh_for_a_second = |page: &str| {
+        Reply::ok(
+            page.to_string(),
+            &[
+                ("content-type", "text/html"),
+                ("cache-control", "max-age=1, stale-while-revalidate=60"),
+            ],
+        )
+    };
+    origin.set("/page", fresh_for_a_second(PAGE));
+    let edge = inject_edge(&origin, 65536).await;
+    assert_eq!(get(edge.addr(), "/page").await.text(), INJECTED);
+    let changed = PAGE.replace("Hello", "Hello again");
+    origin.set("/page", fresh_for_a_second(&changed));
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let stale = get(edge.addr(), "/page").await;
+    assert_eq!(
+        (stale.cache(), stale.text().as_str()),
+        ("STALE", INJECTED),
+        "the stale rewrite is served while the refresh runs"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let refreshed = loop {
+        let got = get(edge.addr(), "/page").await;
+        if got.text().contains("again") {
+            break got;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the refresh never landed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        refreshed.text(),
+        INJECTED.replace("Hello", "Hello again"),
+        "the refresh stored the rewritten page, not the origin's"
+    );
+}
+
+#[tokio::test]
 async fn pages_over_the_body_limit_stream_past_untouched() {
     let origin = Origin::start().await;
     let large = format!(

@@ -240,7 +240,6 @@ impl Exchange {
                 StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED | StatusCode::PARTIAL_CONTENT
             );
         let read = self.session.is_some()
-            && !self.background
             && limit > 0
             && !part
             && !bodiless
