@@ -248,10 +248,16 @@ start_origin() {
   log "origin nginx on 127.0.0.1:$ORIGIN_PORT (pid $LAST_PID)"
 }
 
-# start_nginx_cache DIR PORT [H2C_PORT]: nginx with proxy_cache in front of the origin, 2 workers; pid in LAST_PID.
+# start_nginx_cache DIR PORT [H2C_PORT [CERT KEY]]: nginx with proxy_cache in front of the origin, 2 workers; with CERT and KEY, PORT speaks TLS (HTTP/1.1 and h2 by ALPN); pid in LAST_PID.
 start_nginx_cache() {
   local dir=$1 listen="    listen 127.0.0.1:$2;"
   [[ -n ${3:-} ]] && listen+=$'\n'"    listen 127.0.0.1:$3 http2;"
+  if [[ -n ${4:-} ]]; then
+    listen="    listen 127.0.0.1:$2 ssl http2;
+    ssl_certificate $4;
+    ssl_certificate_key $5;
+    ssl_protocols TLSv1.2 TLSv1.3;"
+  fi
   mkdir -p "$dir/cache"
   nginx_conf "$dir" 2 "
   proxy_cache_path $dir/cache levels=1:2 keys_zone=edge:16m max_size=1g inactive=60m use_temp_path=off;

@@ -59,29 +59,7 @@ ACTIVE=()
 
 # nginx: TLS and h2 on one port; keepalive_requests (nginx_conf) is raised so
 # that neither h1 nor h2 connections are closed mid-run.
-mkdir -p "$TMP/nginx/cache"
-nginx_conf "$TMP/nginx" 2 "
-  proxy_cache_path $TMP/nginx/cache levels=1:2 keys_zone=edge:16m max_size=1g inactive=60m use_temp_path=off;
-  upstream origin {
-    server 127.0.0.1:$ORIGIN_PORT;
-    keepalive 32;
-  }
-  server {
-    listen 127.0.0.1:$NGINX_PORT ssl http2;
-    ssl_certificate $TMP/cert.pem;
-    ssl_certificate_key $TMP/key.pem;
-    ssl_protocols TLSv1.2 TLSv1.3;
-    location / {
-      proxy_pass http://origin;
-      proxy_http_version 1.1;
-      proxy_set_header Connection \"\";
-      proxy_cache edge;
-      proxy_cache_valid 200 1h;
-      proxy_cache_lock on;
-      add_header X-Cache-Status \$upstream_cache_status;
-    }
-  }"
-start_nginx nginx "$TMP/nginx"
+start_nginx_cache "$TMP/nginx" "$NGINX_PORT" "" "$TMP/cert.pem" "$TMP/key.pem"
 if wait_http nginx "$LAST_PID" "https://$NAME:$NGINX_PORT/1k.bin" -k --resolve "$NAME:$NGINX_PORT:127.0.0.1"; then
   ACTIVE+=(nginx)
   log "nginx proxy_cache with TLS on 127.0.0.1:$NGINX_PORT (pid $LAST_PID)"
