@@ -3,9 +3,9 @@
 
 use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::{JoinHandle, Thread};
 use std::time::Duration;
 
 use wasmtime::component::{HasSelf, Linker};
@@ -74,8 +74,29 @@ pub struct PluginEngine {
     pub(crate) engine: Engine,
     pub(crate) linker: Linker<HostState>,
     pub(crate) config: EngineConfig,
-    stop: Arc<AtomicBool>,
-    ticker: Option<JoinHandle<()>>,
+    ticker: Arc<Ticker>,
+    ticker_thread: Option<JoinHandle<()>>,
+}
+
+/// The epoch ticker's state. It ticks only while plugin code may be running
+/// (a [`Calling`] guard is alive), and sleeps otherwise, so an idle edge, or
+/// one without plugins, does not wake up every tick.
+#[derive(Default)]
+struct Ticker {
+    /// Calls into plugins under way.
+    calls: AtomicUsize,
+    stop: AtomicBool,
+    thread: OnceLock<Thread>,
+}
+
+/// A call into plugin code under way: the epoch ticker runs while one is
+/// alive, so the call's deadline and yields can happen.
+pub(crate) struct Calling(Arc<Ticker>);
+
+impl Drop for Calling {
+    fn drop(&mut self) {
+        self.0.calls.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl PluginEngine {
@@ -118,29 +139,46 @@ impl PluginEngine {
                 .map_err(|e| EngineError(format!("creating cache dir {}: {e}", dir.display())))?;
         }
 
-        let stop = Arc::new(AtomicBool::new(false));
-        let ticker = {
+        let ticker = Arc::new(Ticker::default());
+        let ticker_thread = {
             let engine = engine.clone();
-            let stop = stop.clone();
+            let ticker = ticker.clone();
             let tick = config.epoch_tick;
             std::thread::Builder::new()
                 .name("parapet-epoch".into())
                 .spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
+                    while !ticker.stop.load(Ordering::Acquire) {
+                        if ticker.calls.load(Ordering::Acquire) == 0 {
+                            // `calling` and `drop` unpark it.
+                            std::thread::park();
+                            continue;
+                        }
                         std::thread::sleep(tick);
                         engine.increment_epoch();
                     }
                 })
                 .map_err(|e| EngineError(format!("starting epoch ticker: {e}")))?
         };
+        let _ = ticker.thread.set(ticker_thread.thread().clone());
 
         Ok(PluginEngine {
             engine,
             linker,
             config,
-            stop,
-            ticker: Some(ticker),
+            ticker,
+            ticker_thread: Some(ticker_thread),
         })
+    }
+
+    /// Marks a call into plugin code (instantiation, a hook, a launch) as
+    /// under way until the guard drops; the epoch ticker runs meanwhile.
+    pub(crate) fn calling(&self) -> Calling {
+        if self.ticker.calls.fetch_add(1, Ordering::AcqRel) == 0 {
+            if let Some(thread) = self.ticker.thread.get() {
+                thread.unpark();
+            }
+        }
+        Calling(self.ticker.clone())
     }
 
     /// An engine for checking components only (uploads, builds): on-demand
@@ -155,8 +193,9 @@ impl PluginEngine {
 
 impl Drop for PluginEngine {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.ticker.take() {
+        self.ticker.stop.store(true, Ordering::Release);
+        if let Some(t) = self.ticker_thread.take() {
+            t.thread().unpark();
             let _ = t.join();
         }
     }

@@ -72,6 +72,7 @@ pub(crate) async fn launch_image(
         request_body: BodyAccess::Held,
     });
     let mut store = new_store(engine, identity.clone(), limits, request, Hook::OnLaunch);
+    let _calling = engine.calling();
     arm(&mut store, limits.launch_deadline, Yielding::Never);
     let instance = pre
         .instance_pre()

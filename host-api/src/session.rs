@@ -395,6 +395,7 @@ impl RequestSession {
         let state = store.data_mut();
         state.hook = hook;
         state.body_withheld = body_withheld;
+        let _calling = plugin.engine.calling();
         arm(store, plugin.limits.hook_deadline, Yielding::EachTick);
         let result = message
             .call(hook, bindings, store, plugin.limits.max_body_bytes)
@@ -412,8 +413,10 @@ impl RequestSession {
 
     async fn instantiate(&self, plugin: &Arc<Plugin>, hook: Hook) -> Entry {
         let mut store = plugin.new_store(self.context.clone(), hook);
+        let calling = plugin.engine.calling();
         arm(&mut store, plugin.limits.hook_deadline, Yielding::EachTick);
         let instantiated = plugin.pre.instantiate_async(&mut store).await;
+        drop(calling);
         let budget = &store.data().budget;
         let (elapsed, ran) = (budget.elapsed(), budget.ran());
         let mut entry = Entry {
