@@ -62,8 +62,7 @@ pub fn serve(mut options: ServeOptions) -> Result<()> {
             toml::Value::try_from(value).context("--config cannot be a plugin configuration")
         })
         .transpose()?;
-    let out = options.dir.join("target/plugins");
-    let built = build::build(&options.dir, &out)?;
+    let built = build::build(&options.dir, &plugins_out(&options.dir))?;
     let state = options.dir.join("target/parapet-serve");
     std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
     let config_path = state.join("edge.toml");
@@ -99,9 +98,11 @@ async fn run(
     );
     let mut seen = newest_change(&options.dir);
     let mut ticks = tokio::time::interval(POLL);
+    // One listener for the whole run: a Ctrl-C during a rebuild is kept.
+    let mut stop = std::pin::pin!(tokio::signal::ctrl_c());
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
+            _ = &mut stop => break,
             _ = ticks.tick() => {}
         }
         let now = newest_change(&options.dir);
@@ -111,10 +112,9 @@ async fn run(
         seen = now;
         eprintln!("parapet: sources changed; rebuilding");
         let dir = options.dir.clone();
-        let rebuilt =
-            tokio::task::spawn_blocking(move || build::build(&dir, &dir.join("target/plugins")))
-                .await
-                .context("the build task failed")?;
+        let rebuilt = tokio::task::spawn_blocking(move || build::build(&dir, &plugins_out(&dir)))
+            .await
+            .context("the build task failed")?;
         let built = match rebuilt {
             Ok(built) => built,
             Err(e) => {
@@ -144,6 +144,11 @@ async fn run(
     eprintln!("parapet: stopping");
     running.shutdown().await;
     Ok(())
+}
+
+/// Where the components of the crate at `dir` are written.
+fn plugins_out(dir: &Path) -> PathBuf {
+    dir.join("target/plugins")
 }
 
 /// Refuses an origin the edge could not use, before building anything.

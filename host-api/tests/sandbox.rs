@@ -463,19 +463,23 @@ fn client_location_comes_from_the_geoip_database() {
     );
 }
 
-#[test]
-fn bodies_over_the_limit_are_withheld_and_kept() {
-    let limits = PluginLimits {
-        max_body_bytes: 8,
-        ..Default::default()
-    };
-    let plugin = load_with(
+/// The testbed probe with a body limit of `bytes`.
+fn testbed_taking_bodies_up_to(bytes: usize) -> Arc<Plugin> {
+    load_with(
         "testbed",
         PluginOptions {
-            limits,
+            limits: PluginLimits {
+                max_body_bytes: bytes,
+                ..Default::default()
+            },
             ..Default::default()
         },
-    );
+    )
+}
+
+#[test]
+fn bodies_over_the_limit_are_withheld_and_kept() {
+    let plugin = testbed_taking_bodies_up_to(8);
     let mut request = get("/", &[]);
     request.body = Some(b"small".to_vec());
     let Flow::Continue(out) = session()
@@ -508,17 +512,7 @@ fn bodies_over_the_limit_are_withheld_and_kept() {
 
 #[test]
 fn response_hooks_get_the_body_or_are_told_it_was_withheld() {
-    let limits = PluginLimits {
-        max_body_bytes: 8,
-        ..Default::default()
-    };
-    let plugin = load_with(
-        "testbed",
-        PluginOptions {
-            limits,
-            ..Default::default()
-        },
-    );
+    let plugin = testbed_taking_bodies_up_to(8);
     let chain = std::slice::from_ref(&plugin);
     let request = get("/", &[]);
     // (body given, how the edge holds it) -> what the hooks report

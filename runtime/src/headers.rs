@@ -23,6 +23,23 @@ const HOP_BY_HOP: [&str; 9] = [
 /// response reaches the viewer.
 pub const CACHE_TARGETED: [&str; 3] = ["cdn-cache-control", "surrogate-control", "surrogate-key"];
 
+/// The `Content-Length` of a message, when it has a valid one.
+pub fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
+/// Whether a response with `status` never has a body (1xx, 204, 304).
+pub fn status_has_no_body(status: http::StatusCode) -> bool {
+    status.is_informational()
+        || matches!(
+            status,
+            http::StatusCode::NO_CONTENT | http::StatusCode::NOT_MODIFIED
+        )
+}
+
 /// Removes hop-by-hop fields, including those named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers

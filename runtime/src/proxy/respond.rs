@@ -88,9 +88,7 @@ impl Exchange {
             [self.behavior_index]
             .chains
             .on_viewer_response;
-        let bodiless = self.method() == Method::HEAD
-            || status.is_informational()
-            || matches!(status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED);
+        let bodiless = self.method() == Method::HEAD || headers::status_has_no_body(status);
         let (Some(session), false) = (&mut self.session, chain.is_empty() || self.background)
         else {
             let mut response = Response::new(body);

@@ -119,11 +119,7 @@ impl Exchange {
             plugin_override,
             now,
         );
-        let length = parts
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
+        let length = headers::content_length(&parts.headers);
         let max = self.edge.cache.max_object_bytes();
         let vary = vary_fields(&parts.headers);
         let store_allowed = decision.storable
@@ -229,16 +225,9 @@ impl Exchange {
         part: bool,
     ) -> Option<usize> {
         let limit = chains.response_body_limit();
-        let length = parts
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        let bodiless = parts.status.is_informational()
-            || matches!(
-                parts.status,
-                StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED | StatusCode::PARTIAL_CONTENT
-            );
+        let length = headers::content_length(&parts.headers);
+        let bodiless = headers::status_has_no_body(parts.status)
+            || parts.status == StatusCode::PARTIAL_CONTENT;
         let read = self.session.is_some()
             && limit > 0
             && !part
@@ -387,18 +376,14 @@ pub(super) fn tee(
         let mut job = job;
         let mut collected = BytesMut::new();
         let mut viewer = (!background).then_some(());
-        let mut first = (!read.is_empty()).then_some(read);
-        loop {
-            if let Some(data) = first.take() {
-                // What was read before streaming began goes first.
-                if !keep(&mut job, &mut guard, &mut collected, &data) {
-                    collected = BytesMut::new();
-                }
-                if viewer.is_some() && sender.send_data(data).await.is_err() {
-                    viewer = None;
-                }
-                continue;
+        // What was read before streaming began goes first.
+        if !read.is_empty() {
+            keep(&mut job, &mut guard, &mut collected, &read);
+            if viewer.is_some() && sender.send_data(read).await.is_err() {
+                viewer = None;
             }
+        }
+        loop {
             let frame = match tokio::time::timeout(read_timeout, body.frame()).await {
                 Err(_) => {
                     let reason = format!("the upstream body stalled for {read_timeout:?}");
@@ -415,9 +400,7 @@ pub(super) fn tee(
             let Ok(data) = frame.into_data() else {
                 continue; // trailers are not forwarded
             };
-            if !keep(&mut job, &mut guard, &mut collected, &data) {
-                collected = BytesMut::new();
-            }
+            keep(&mut job, &mut guard, &mut collected, &data);
             if viewer.is_some() && sender.send_data(data).await.is_err() {
                 viewer = None;
             }
@@ -434,24 +417,23 @@ pub(super) fn tee(
 }
 
 /// Adds `data` to what `job` collects; past the cache's object size limit
-/// the job is dropped and the followers released (returns `false`: the
-/// caller drops what was collected).
+/// the job and what it collected are dropped and the followers released.
 fn keep(
     job: &mut Option<StoreJob>,
     guard: &mut Option<FlightGuard>,
     collected: &mut BytesMut,
     data: &Bytes,
-) -> bool {
+) {
     let Some(store) = job else {
-        return true;
+        return;
     };
     if (collected.len() + data.len()) as u64 > store.cache.max_object_bytes() {
         *job = None;
         *guard = None;
-        return false;
+        *collected = BytesMut::new();
+    } else {
+        collected.extend_from_slice(data);
     }
-    collected.extend_from_slice(data);
-    true
 }
 
 pub(super) fn apply_freshness(object: &mut CachedObject, decision: &Freshness, now: SystemTime) {

@@ -26,11 +26,7 @@ pub(super) async fn read_body(
     for_plugins: bool,
     timeout: Duration,
 ) -> Result<(Option<Bytes>, Option<Body>), Served> {
-    let length = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let length = crate::headers::content_length(&parts.headers);
     // HTTP/2 has no Transfer-Encoding: whether a body follows is the
     // stream's business, not the headers'.
     if http_body::Body::is_end_stream(&body) {
