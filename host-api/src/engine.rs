@@ -22,6 +22,11 @@ use crate::state::HostState;
 /// touched.
 const KEEP_RESIDENT_BYTES: usize = 2 << 20;
 
+/// Ticks the epoch ticker keeps ticking after the last call into plugin code
+/// ended, before it parks: a busy edge, whose calls come microseconds apart,
+/// never parks it and so never pays a wake-up per request.
+const LINGER_TICKS: u32 = 50;
+
 /// How instances get their memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Allocator {
@@ -78,9 +83,10 @@ pub struct PluginEngine {
     ticker_thread: Option<JoinHandle<()>>,
 }
 
-/// The epoch ticker's state. It ticks only while plugin code may be running
-/// (a [`Calling`] guard is alive), and sleeps otherwise, so an idle edge, or
-/// one without plugins, does not wake up every tick.
+/// The epoch ticker's state. It ticks while plugin code may be running (a
+/// [`Calling`] guard is alive) and for [`LINGER_TICKS`] after, and sleeps
+/// otherwise, so an idle edge, or one without plugins, does not wake up
+/// every tick.
 #[derive(Default)]
 struct Ticker {
     /// Calls into plugins under way.
@@ -147,11 +153,17 @@ impl PluginEngine {
             std::thread::Builder::new()
                 .name("parapet-epoch".into())
                 .spawn(move || {
+                    let mut idle_ticks = 0;
                     while !ticker.stop.load(Ordering::Acquire) {
-                        if ticker.calls.load(Ordering::Acquire) == 0 {
-                            // `calling` and `drop` unpark it.
+                        if ticker.calls.load(Ordering::Acquire) > 0 {
+                            idle_ticks = 0;
+                        } else if idle_ticks >= LINGER_TICKS {
+                            // `calling` and `drop` unpark it; a wake-up
+                            // with no call under way parks it again.
                             std::thread::park();
                             continue;
+                        } else {
+                            idle_ticks += 1;
                         }
                         std::thread::sleep(tick);
                         engine.increment_epoch();

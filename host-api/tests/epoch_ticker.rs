@@ -10,6 +10,10 @@ use std::time::{Duration, Instant};
 use common::{get, load_with, session, Blocking};
 use parapet_host::{Flow, PluginLimits, PluginOptions};
 
+/// Longer than the ticker keeps ticking after the last call (50 ticks of
+/// 1 ms).
+const LINGER: Duration = Duration::from_millis(100);
+
 /// How often the `parapet-epoch` thread has been switched in and out.
 fn ticker_switches() -> u64 {
     let tasks = std::fs::read_dir("/proc/self/task").expect("/proc/self/task");
@@ -44,6 +48,8 @@ fn the_ticker_sleeps_while_no_plugin_runs_and_ticks_while_one_does() {
             ..Default::default()
         },
     );
+    // Loading launched the plugin: let the ticker's linger after it pass.
+    std::thread::sleep(LINGER);
     let idle_from = ticker_switches();
     std::thread::sleep(Duration::from_millis(300));
     let idle = ticker_switches() - idle_from;
@@ -72,6 +78,7 @@ fn the_ticker_sleeps_while_no_plugin_runs_and_ticks_while_one_does() {
         "the ticker ticked while the hook ran: {busy} switches in {elapsed:?}"
     );
 
+    std::thread::sleep(LINGER);
     let after_from = ticker_switches();
     std::thread::sleep(Duration::from_millis(300));
     let after = ticker_switches() - after_from;
