@@ -263,6 +263,10 @@ pub struct SharesConfig {
     pub plugin_instances: usize,
     /// Fetches one distribution may have in flight to its upstreams at once.
     pub origin_fetches: usize,
+    /// Bytes of response bodies one distribution's requests may hold at
+    /// once to show them to plugins (each body reserves its length, or the
+    /// plugins' body limit when the length is not known in advance).
+    pub plugin_body_bytes: usize,
 }
 
 impl Default for SharesConfig {
@@ -270,6 +274,7 @@ impl Default for SharesConfig {
         SharesConfig {
             plugin_instances: 250,
             origin_fetches: 256,
+            plugin_body_bytes: 32 << 20,
         }
     }
 }

@@ -53,12 +53,22 @@ impl Chains {
     /// runs): the edge reads responses up to this size whole, to show them
     /// to those plugins.
     pub fn response_body_limit(&self) -> usize {
-        let origin =
-            (self.on_origin_response.iter()).filter(|p| p.implements(Hook::OnOriginResponse));
-        let viewer =
-            (self.on_viewer_response.iter()).filter(|p| p.implements(Hook::OnViewerResponse));
-        origin
-            .chain(viewer)
+        self.body_limit(Hook::OnOriginResponse)
+            .max(self.body_limit(Hook::OnViewerResponse))
+    }
+
+    /// The largest body a plugin of `hook`'s chain takes (0 when none
+    /// runs).
+    pub fn body_limit(&self, hook: Hook) -> usize {
+        let chain: &[Arc<Plugin>] = match hook {
+            Hook::OnViewerRequest => &self.on_viewer_request,
+            Hook::OnOriginRequest => &self.on_origin_request,
+            Hook::OnOriginResponse => &self.on_origin_response,
+            Hook::OnViewerResponse => &self.on_viewer_response,
+            Hook::OnLaunch => &[],
+        };
+        (chain.iter())
+            .filter(|p| p.implements(hook))
             .map(|p| p.limits.max_body_bytes)
             .max()
             .unwrap_or(0)

@@ -1,6 +1,6 @@
 //! Each distribution's share of what every distribution on the edge draws
-//! from: plugin instances (of the engine's pool) and fetches in flight to
-//! upstreams. A distribution past its share gets 503 for its own requests;
+//! from: plugin instances (of the engine's pool), fetches in flight to
+//! upstreams and memory for response bodies held for plugins. A distribution past its share gets 503 for its own requests;
 //! the others keep theirs.
 
 use std::collections::HashMap;
@@ -10,7 +10,8 @@ use parapet_config::SharesConfig;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Counter of requests refused because their distribution used up a share,
-/// by distribution and resource (`plugin_instances`, `origin_fetches`).
+/// by distribution and resource (`plugin_instances`, `origin_fetches`,
+/// `plugin_body_bytes`).
 pub const SHARE_EXHAUSTED: &str = "parapet_share_exhausted_total";
 
 /// The shares of every distribution, kept across configuration reloads so
@@ -25,6 +26,7 @@ pub struct Share {
     limits: SharesConfig,
     plugin_instances: Arc<Semaphore>,
     origin_fetches: Arc<Semaphore>,
+    plugin_body_bytes: Arc<Semaphore>,
 }
 
 /// A resource a distribution ran out of: the viewer's 503 says which.
@@ -53,6 +55,9 @@ impl Shares {
             limits,
             plugin_instances: Arc::new(Semaphore::new(limits.plugin_instances)),
             origin_fetches: Arc::new(Semaphore::new(limits.origin_fetches)),
+            plugin_body_bytes: Arc::new(Semaphore::new(
+                limits.plugin_body_bytes.min(Semaphore::MAX_PERMITS),
+            )),
         });
         shares.insert(distribution.to_string(), share.clone());
         share
@@ -103,6 +108,28 @@ impl Share {
             })
     }
 
+    /// `bytes` of memory for a response body held to show it to plugins,
+    /// kept until the request ends.
+    pub fn plugin_body_bytes(
+        &self,
+        distribution: &str,
+        bytes: usize,
+    ) -> Result<OwnedSemaphorePermit, Exhausted> {
+        let refused = || {
+            self.exhausted(
+                distribution,
+                "plugin_body_bytes",
+                "share of body bytes held for plugins",
+                self.limits.plugin_body_bytes,
+            )
+        };
+        let bytes = u32::try_from(bytes).map_err(|_| refused())?;
+        self.plugin_body_bytes
+            .clone()
+            .try_acquire_many_owned(bytes)
+            .map_err(|_| refused())
+    }
+
     fn exhausted(
         &self,
         distribution: &str,
@@ -128,6 +155,7 @@ mod tests {
         SharesConfig {
             plugin_instances,
             origin_fetches,
+            plugin_body_bytes: 1000,
         }
     }
 
@@ -140,6 +168,14 @@ mod tests {
         let fetch = a.origin_fetch("a").expect("1 of 1");
         let refused = a.origin_fetch("a").unwrap_err().to_string();
         assert!(refused.contains("distribution `a` is using all of its share of upstream fetches in flight on this edge (1)"), "{refused}");
+        let body = a.plugin_body_bytes("a", 600).expect("600 of 1000 bytes");
+        let refused = a.plugin_body_bytes("a", 600).unwrap_err().to_string();
+        assert!(refused.contains("distribution `a` is using all of its share of body bytes held for plugins on this edge (1000)"), "{refused}");
+        drop(body);
+        assert!(
+            a.plugin_body_bytes("a", 1000).is_ok(),
+            "returned when dropped"
+        );
         // Another distribution has its own.
         let b = shares.of("b", limits(3, 1));
         assert!(b.plugin_instances("b", 3).is_ok());

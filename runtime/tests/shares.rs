@@ -165,3 +165,122 @@ async fn requests_waiting_on_a_slow_origin_hold_their_own_share_of_plugin_instan
         refused[0]
     );
 }
+
+/// `html-inject` on the origin hooks, taking bodies up to 64 KiB, as
+/// distribution `id` for `domain` in front of `origin` (`site` is the
+/// configuration's own distribution: its plugin and behavior only).
+fn with_inject(id: &str, domain: &str, origin: &str) -> String {
+    let wasm = plugins_dir().join("html-inject.wasm");
+    let plugin = format!(
+        r#"
+[[distribution.plugin]]
+name = "inject"
+wasm = "{}"
+config = {{ snippet = "<!--edge-->" }}
+limits = {{ max_body_bytes = 65536 }}
+"#,
+        wasm.display()
+    );
+    if id == "site" {
+        return plugin;
+    }
+    format!(
+        r#"
+[[distribution]]
+id = "{id}"
+customer = "globex"
+domains = ["{domain}"]
+
+[[distribution.origin]]
+url = "{origin}"
+{plugin}
+[[distribution.behavior]]
+path = "*"
+origin_response = ["inject"]
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_held_for_plugins_use_their_own_distributions_share_of_memory_only() {
+    const PAGE: &str = "<html><head><title>t</title></head><body>page</body></html>";
+    let slow = Origin::start().await;
+    let fast = Origin::start().await;
+    let html = |page: &str| {
+        Reply::ok(
+            page.to_string(),
+            &[
+                ("content-type", "text/html"),
+                ("cache-control", "max-age=60"),
+            ],
+        )
+    };
+    // The attacker's pages arrive in two chunks 1.5 s apart, so each miss
+    // holds a body (of unknown length: the plugin's 64 KiB is reserved).
+    for i in 0..7 {
+        let page = html(PAGE).trickled(Duration::from_millis(1500));
+        slow.set(&format!("/slow/{i}"), page);
+    }
+    fast.set(
+        "/page",
+        Reply::ok(
+            PAGE,
+            &[("content-type", "text/html"), ("cache-control", "no-store")],
+        ),
+    );
+    let top = format!(
+        "[shares]\nplugin_body_bytes = 200000\n{}",
+        with_inject("victim", "victim.test", &fast.url())
+    );
+    let text = config(
+        &slow.url(),
+        &top,
+        "origin_response = [\"inject\"]",
+        &with_inject("site", "", ""),
+    )
+    .replace("read_timeout_ms = 1000", "read_timeout_ms = 5000");
+    let edge = edge(&text).await;
+    let addr = edge.addr();
+
+    let attack = tokio::spawn(at_once(addr, "example.test", 6));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The victim's plugin gets its pages, from its own share, at once.
+    for _ in 0..10 {
+        let started = std::time::Instant::now();
+        let got = request(addr, "GET", "victim.test", "/page", &[]).await;
+        assert_eq!(got.status, 200, "{}", got.text());
+        assert!(got.text().contains("<!--edge--></head>"), "{}", got.text());
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    let answers = attack.await.unwrap();
+    let refused: Vec<&String> = answers
+        .iter()
+        .filter(|(s, _)| *s == 503)
+        .map(|(_, b)| b)
+        .collect();
+    let served: Vec<&String> = answers
+        .iter()
+        .filter(|(s, _)| *s == 200)
+        .map(|(_, b)| b)
+        .collect();
+    // 3 x 64 KiB fit in 200 000 bytes, a fourth does not.
+    assert_eq!((served.len(), refused.len()), (3, 3), "{answers:?}");
+    assert!(
+        served.iter().all(|b| b.contains("<!--edge-->")),
+        "{served:?}"
+    );
+    assert!(
+        refused[0].contains(
+            "distribution `site` is using all of its share of body bytes held for plugins on this edge (200000)"
+        ),
+        "{}",
+        refused[0]
+    );
+    // Once those bodies are stored, the share is back.
+    let got = request(addr, "GET", "example.test", "/slow/6", &[]).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+}

@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
-use http::{HeaderMap, Method};
+use http::{HeaderMap, Method, StatusCode};
 use parapet_host::{Request as PluginRequest, RequestSession};
 
-use super::{Connection, Served};
+use super::{respond, Connection, Served};
 use crate::cache::FetchTicket;
 use crate::cache_key::{cache_key, KeyInput};
 use crate::edge::{Edge, Snapshot};
@@ -54,9 +54,36 @@ pub(super) struct Exchange {
     pub(super) number: u64,
     /// The plugin instances it holds of its distribution's share.
     pub(super) _plugin_share: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// The bytes it holds of its distribution's share of bodies held for
+    /// plugins (see [`Exchange::hold_body_for_plugins`]).
+    pub(super) body_share: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Exchange {
+    /// Takes `bytes` of the distribution's share of bodies held for
+    /// plugins, until the request ends (a request holds one body at a time:
+    /// a later reservation replaces the earlier one); `None` when taken.
+    /// Past the share, the 503 to answer instead: a tenant whose plugins
+    /// take large bodies cannot hold the edge's memory with many slow
+    /// responses.
+    pub(super) fn hold_body_for_plugins(&mut self, bytes: usize) -> Option<Served> {
+        self.body_share = None;
+        let id = &self.distribution().config.id;
+        match (self.edge.shares)
+            .of(id, self.snapshot.config.shares)
+            .plugin_body_bytes(id, bytes)
+        {
+            Ok(permit) => {
+                self.body_share = Some(permit);
+                None
+            }
+            Err(exhausted) => Some(Served::new(
+                respond::error_response(StatusCode::SERVICE_UNAVAILABLE, &exhausted.to_string()),
+                None,
+            )),
+        }
+    }
+
     /// The distribution serving the request.
     pub(super) fn distribution(&self) -> &Distribution {
         self.snapshot.routes.distribution_at(self.dist_index)

@@ -185,6 +185,7 @@ impl Exchange {
             ticket: self.ticket.clone(),
             number,
             _plugin_share: plugin_share,
+            body_share: None,
         };
         let stale = hit.object().clone();
         let storage_key = hit.storage_key.clone();

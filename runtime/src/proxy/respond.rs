@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
-use parapet_host::{BodyAccess, Flow};
+use parapet_host::{BodyAccess, Flow, Hook};
 
 use super::exchange::Exchange;
 use super::viewer_request::plugin_answer;
@@ -50,8 +50,13 @@ impl Exchange {
         answer: respond::StoredAnswer,
         status: CacheStatus,
     ) -> Served {
-        let limit = self.behavior().chains.response_body_limit();
+        let limit = (self.behavior().chains).body_limit(Hook::OnViewerResponse);
         let shown = self.method() != Method::HEAD && answer.body.len() <= limit;
+        if shown {
+            if let Some(refused) = self.hold_body_for_plugins(answer.body.len()) {
+                return refused;
+            }
+        }
         let plugin_body = shown.then(|| answer.body.clone());
         self.finish(
             answer.status,

@@ -212,6 +212,7 @@ pub(super) async fn admit(
         ticket: None,
         number,
         _plugin_share: plugin_share,
+        body_share: None,
     })
 }
 

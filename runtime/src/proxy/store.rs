@@ -46,10 +46,17 @@ impl Exchange {
         let behavior =
             &snapshot.routes.distribution_at(self.dist_index).behaviors[self.behavior_index];
         let mut body = match self.plugin_read_limit(&parts, &behavior.chains, fetched.part) {
-            Some(limit) => match read_within(body, limit, self.read_timeout()).await {
-                Ok(body) => body,
-                Err(error) => return self.upstream_failure(FetchError::Upstream(error)),
-            },
+            Some(limit) => {
+                let reserved =
+                    headers::content_length(&parts.headers).map_or(limit, |length| length as usize);
+                if let Some(refused) = self.hold_body_for_plugins(reserved) {
+                    return refused;
+                }
+                match read_within(body, limit, self.read_timeout()).await {
+                    Ok(body) => body,
+                    Err(error) => return self.upstream_failure(FetchError::Upstream(error)),
+                }
+            }
             None => FetchedBody::Streaming(Bytes::new(), body),
         };
         if let Some(session) = &mut self.session {

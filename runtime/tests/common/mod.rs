@@ -37,6 +37,8 @@ pub struct Reply {
     pub ranges: bool,
     /// Send the body in two chunks without a `Content-Length`.
     pub chunked: bool,
+    /// With `chunked`, wait this long between the two chunks.
+    pub pause: Duration,
 }
 
 impl Reply {
@@ -52,12 +54,20 @@ impl Reply {
             delay: Duration::ZERO,
             ranges: false,
             chunked: false,
+            pause: Duration::ZERO,
         }
     }
 
     /// The same reply, its body chunked (no `Content-Length`).
     pub fn chunked(mut self) -> Self {
         self.chunked = true;
+        self
+    }
+
+    /// The same reply, chunked, with `pause` between its two chunks.
+    pub fn trickled(mut self, pause: Duration) -> Self {
+        self.chunked = true;
+        self.pause = pause;
         self
     }
 
@@ -220,9 +230,16 @@ async fn answer(state: &Mutex<OriginState>, request: Request<Incoming>) -> Respo
         response
     } else if reply.chunked {
         let half = reply.body.len() / 2;
-        let chunks = [reply.body.slice(..half), reply.body.slice(half..)]
-            .map(|chunk| Ok::<_, Infallible>(Frame::data(chunk)));
-        let body = StreamBody::new(futures_util::stream::iter(chunks)).boxed();
+        let (first, second) = (reply.body.slice(..half), reply.body.slice(half..));
+        let chunks = [(first, Duration::ZERO), (second, reply.pause)];
+        let chunks = futures_util::StreamExt::then(
+            futures_util::stream::iter(chunks),
+            |(chunk, pause)| async move {
+                tokio::time::sleep(pause).await;
+                Ok::<_, Infallible>(Frame::data(chunk))
+            },
+        );
+        let body = StreamBody::new(chunks).boxed();
         let mut response = Response::new(body);
         *response.status_mut() = StatusCode::from_u16(reply.status).unwrap();
         response
