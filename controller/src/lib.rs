@@ -133,6 +133,9 @@ pub async fn launch(options: LaunchOptions) -> anyhow::Result<Running> {
         max_plugin_bytes: options.max_plugin_bytes,
         settings: options.settings.clone(),
         compiled_scratch: scratch,
+        changes: governor::RateLimiter::keyed(governor::Quota::per_minute(
+            options.settings.quotas.changes_per_minute_per_customer,
+        )),
         catalog: catalog::Catalog::start(store.clone())
             .await
             .context("reading the distributions")?,

@@ -3,6 +3,7 @@
 //! `[upstream]` and `[plugin_limits]` tables mean what they mean in
 //! parapet-edge's file, so the controller refuses what edges would.
 
+use std::num::NonZeroU32;
 use std::path::Path;
 
 use parapet_config::limits::PluginMaxima;
@@ -40,6 +41,10 @@ pub struct Quotas {
     pub kv_entries_per_distribution: usize,
     /// KV keys and values of one distribution, in bytes.
     pub kv_bytes_per_distribution: usize,
+    /// Changes (any call but GET and HEAD) one customer may make per
+    /// minute, all at once or spread out: each may make every edge
+    /// relaunch that customer's plugins, and the controller check them.
+    pub changes_per_minute_per_customer: NonZeroU32,
 }
 
 impl Default for Quotas {
@@ -51,6 +56,7 @@ impl Default for Quotas {
             distribution_config_bytes: 512 << 10,
             kv_entries_per_distribution: 10_000,
             kv_bytes_per_distribution: 1 << 20,
+            changes_per_minute_per_customer: NonZeroU32::new(120).expect("not zero"),
         }
     }
 }

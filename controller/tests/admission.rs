@@ -248,3 +248,64 @@ async fn purges_and_prewarms_stay_on_the_distributions_domains() {
     let (status, answer) = prewarm(vec!["https://x.cdn.a.test/1".into()]).await;
     assert_eq!(status, 202, "{answer}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customers_stream_of_changes_is_slowed_and_no_one_elses() {
+    let mut settings = loopback_origins();
+    settings.quotas.changes_per_minute_per_customer = std::num::NonZeroU32::new(5).unwrap();
+    let controller = TestController::start_with_settings(settings).await;
+    let acme = controller.customer("acme").await;
+    let globex = controller.customer("globex").await;
+    for version in 0..5 {
+        let (status, body) = apply(
+            &controller,
+            &acme,
+            "a",
+            distribution(&format!("v{version}.acme.test")),
+        )
+        .await;
+        assert_eq!(status, 201, "change {version}: {body}");
+    }
+    // The sixth change in the minute is refused, whatever it is.
+    let response = reqwest::Client::new()
+        .put(controller.url("/v1/distributions/a/kv/k"))
+        .bearer_auth(&acme)
+        .json(&json!({"value": "v"}))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(response.status().as_u16(), 429);
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .expect("seconds");
+    assert!((1..=12).contains(&retry_after), "{retry_after}");
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(
+        error(&body),
+        format!("customer `acme` made more than 5 changes in a minute; retry in {retry_after} s")
+    );
+    // Nothing of it was kept.
+    let (status, _) = controller
+        .call("GET", "/v1/distributions/a/kv/k", Some(&acme), None)
+        .await;
+    assert_eq!(status, 404);
+    // Reads go on; another customer's changes and the operator's too.
+    let (status, body) = controller
+        .call("GET", "/v1/distributions/a", Some(&acme), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    for version in 0..5 {
+        let (status, body) = apply(
+            &controller,
+            &globex,
+            "g",
+            distribution(&format!("v{version}.globex.test")),
+        )
+        .await;
+        assert_eq!(status, 201, "globex change {version}: {body}");
+    }
+    let initech = controller.customer("initech").await;
+    assert!(!initech.is_empty());
+}

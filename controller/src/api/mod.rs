@@ -44,6 +44,9 @@ pub struct AppState {
     /// The temporary directory of compiled plugins (when no other was
     /// given), held so it lives as long as the controller.
     pub compiled_scratch: Option<tempfile::TempDir>,
+    /// Each customer's rate of changes (`[quotas]`
+    /// `changes_per_minute_per_customer`).
+    pub changes: governor::DefaultKeyedRateLimiter<String>,
 }
 
 /// Shared handle on [`AppState`].
@@ -56,6 +59,8 @@ pub struct ApiError {
     pub status: StatusCode,
     /// What went wrong and, where it helps, what to do.
     pub message: String,
+    /// Seconds after which a retry may succeed (`Retry-After`).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -64,6 +69,7 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -93,6 +99,11 @@ impl IntoResponse for ApiError {
                 axum::http::header::CONNECTION,
                 axum::http::HeaderValue::from_static("close"),
             );
+        }
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
         }
         response
     }
@@ -145,9 +156,42 @@ impl FromRequestParts<App> for Principal {
             Principal::Edge(_) => Err(ApiError::forbidden(
                 "edge credentials reach the gRPC API only",
             )),
+            Principal::Customer(customer) if changes(&parts.method) => {
+                count_change(app, &customer)?;
+                Ok(Principal::Customer(customer))
+            }
             principal => Ok(principal),
         }
     }
+}
+
+/// Whether a call with `method` changes something (anything but reads).
+fn changes(method: &axum::http::Method) -> bool {
+    !matches!(
+        *method,
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    )
+}
+
+/// Counts a change of `customer`; 429 with `Retry-After` past its rate, so
+/// one customer's stream of changes cannot keep the controller checking
+/// plugins, and every edge relaunching them, for everyone else.
+fn count_change(app: &App, customer: &str) -> ApiResult<()> {
+    let key = customer.to_string();
+    app.changes.check_key(&key).map_err(|not_until| {
+        use governor::clock::Clock;
+        let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let rate = app.settings.quotas.changes_per_minute_per_customer;
+        tracing::warn!(customer, retry_after_s = seconds, "change refused: over the customer's rate");
+        ApiError {
+            retry_after: Some(seconds),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("customer `{customer}` made more than {rate} changes in a minute; retry in {seconds} s"),
+            )
+        }
+    })
 }
 
 /// Only the operator may call.
