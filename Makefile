@@ -7,11 +7,18 @@ TESTDATA   := target/testdata
 VENV       := target/venv-test
 PARAPET    := $(CARGO) run -q --release -p parapet-cli --
 
-.PHONY: test lint plugins toolchain toolchain-fallback testdata bench bench-edge bench-edge-tls bench-soak bench-dns bench-controller demo edge dns servers
+.PHONY: test lint plugins toolchain toolchain-fallback testdata bench bench-edge bench-edge-tls bench-soak bench-dns bench-controller demo edge dns servers deploy-check
 
 ## Every test of the project: unit, integration, example plugins through the host.
 test: plugins testdata toolchain-fallback
 	$(CARGO) test --workspace --release
+	$(MAKE) deploy-check
+
+## deploy/ checked offline against the binaries just built: systemd units
+## (systemd-analyze), Kubernetes manifests (kubernetes-validate), the compose
+## file (docker-compose config), and every flag and config they carry.
+deploy-check: $(VENV)/installed
+	$(VENV)/bin/python deploy/check.py $${CARGO_TARGET_DIR:-target}/release
 
 ## The local CDN on embedded defaults: demo origin, parapet-edge with the
 ## example plugins, and a curl tour (MISS, HIT, WAF, auth, redirect).
