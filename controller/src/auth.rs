@@ -105,23 +105,33 @@ pub fn bearer(header: Option<&str>) -> Result<&str, AuthError> {
 pub struct Authenticator {
     store: Store,
     operator_hash: String,
-    bootstrap_hash: String,
+    /// `None`: no edge may register.
+    bootstrap_hash: Option<String>,
 }
 
 impl Authenticator {
     /// `operator_token` is `PARAPET_ADMIN_TOKEN`; edges register with
-    /// `bootstrap_token` (the operator token when none is set).
+    /// `bootstrap_token`, and none can without one (it never defaults to
+    /// the operator's token: every edge holds it).
     pub fn new(store: Store, operator_token: &str, bootstrap_token: Option<&str>) -> Self {
         Authenticator {
             store,
             operator_hash: hash_token(operator_token),
-            bootstrap_hash: hash_token(bootstrap_token.unwrap_or(operator_token)),
+            bootstrap_hash: bootstrap_token.filter(|t| !t.is_empty()).map(hash_token),
         }
+    }
+
+    /// Whether edges may register at all (a bootstrap token is set).
+    pub fn takes_new_edges(&self) -> bool {
+        self.bootstrap_hash.is_some()
     }
 
     /// Whether `token` is the edge bootstrap token.
     pub fn is_bootstrap(&self, token: &str) -> bool {
-        !token.is_empty() && constant_time_eq(&hash_token(token), &self.bootstrap_hash)
+        match &self.bootstrap_hash {
+            Some(hash) => !token.is_empty() && constant_time_eq(&hash_token(token), hash),
+            None => false,
+        }
     }
 
     /// Who `token` speaks for.
@@ -195,8 +205,13 @@ mod tests {
         let store = Store::embedded(dir.path()).expect("store");
         let open = Authenticator::new(store.clone(), "admin", Some(""));
         assert!(!open.is_bootstrap(""));
-        let default = Authenticator::new(store, "admin", None);
-        assert!(default.is_bootstrap("admin"));
-        assert!(!default.is_bootstrap("admin "));
+        assert!(!open.takes_new_edges());
+        let none = Authenticator::new(store.clone(), "admin", None);
+        assert!(!none.is_bootstrap("admin"), "never the operator's token");
+        let set = Authenticator::new(store, "admin", Some("edges"));
+        assert!(set.takes_new_edges());
+        assert!(set.is_bootstrap("edges"));
+        assert!(!set.is_bootstrap("admin"));
+        assert!(!set.is_bootstrap("edges "));
     }
 }

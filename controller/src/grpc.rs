@@ -77,6 +77,11 @@ impl EdgeControl for EdgeService {
         request: Request<RegisterRequest>,
     ) -> Result<Response<RegisterResponse>, Status> {
         let body = request.into_inner();
+        if !self.app.auth.takes_new_edges() {
+            return Err(Status::failed_precondition(
+                "this controller takes no new edges: it was started without an edge bootstrap token (--edge-bootstrap-token or PARAPET_EDGE_BOOTSTRAP_TOKEN)",
+            ));
+        }
         if !self.app.auth.is_bootstrap(&body.bootstrap_token) {
             return Err(Status::unauthenticated("invalid bootstrap token"));
         }

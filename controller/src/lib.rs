@@ -101,6 +101,11 @@ pub async fn launch(options: LaunchOptions) -> anyhow::Result<Running> {
     claims::adopt_existing(&store)
         .await
         .context("claiming the stored distributions' domains")?;
+    if options.edge_bootstrap_token.as_deref() == Some(options.admin_token.as_str()) {
+        anyhow::bail!(
+            "the edge bootstrap token must differ from the admin token: every edge holds it"
+        );
+    }
     let auth = Authenticator::new(
         store.clone(),
         &options.admin_token,

@@ -45,7 +45,8 @@ struct Cli {
     /// The operator's token.
     #[arg(long, env = "PARAPET_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
-    /// The token edges register with (default: the admin token).
+    /// The token edges register with; without one, no edge can register
+    /// (`--dev` generates one). Never the admin token.
     #[arg(long, env = "PARAPET_EDGE_BOOTSTRAP_TOKEN", hide_env_values = true)]
     edge_bootstrap_token: Option<String>,
     /// Development mode: without an admin token, generate one and print it.
@@ -104,6 +105,29 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
             "no admin token: set PARAPET_ADMIN_TOKEN (or pass --dev to generate one for a trial run)"
         ),
     };
+    // An empty variable means unset, not a token anyone could send.
+    let edge_bootstrap_token = match (cli.edge_bootstrap_token.filter(|t| !t.is_empty()), cli.dev) {
+        (Some(token), _) => Some(token),
+        (None, true) => {
+            let token = parapet_controller::auth::new_token(
+                parapet_controller::model::TokenKind::Operator,
+                None,
+                None,
+                "dev",
+            )
+            .1;
+            eprintln!(
+                "parapet-controller: --dev: the edge bootstrap token for this run is\n  {token}"
+            );
+            Some(token)
+        }
+        (None, false) => {
+            tracing::warn!(
+                "no edge bootstrap token (PARAPET_EDGE_BOOTSTRAP_TOKEN): edges cannot register"
+            );
+            None
+        }
+    };
     let settings = match &cli.config {
         Some(path) => Settings::from_file(path)?,
         None => Settings::default(),
@@ -121,8 +145,7 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         grpc_listen: cli.grpc_listen,
         store,
         admin_token,
-        // An empty variable means unset, not a token anyone could send.
-        edge_bootstrap_token: cli.edge_bootstrap_token.filter(|t| !t.is_empty()),
+        edge_bootstrap_token,
         heartbeat_interval_ms: cli.heartbeat_interval_ms,
         max_plugin_bytes: cli.max_plugin_mib << 20,
         metrics: cli.metrics,

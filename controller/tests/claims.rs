@@ -179,7 +179,7 @@ async fn an_edge_name_is_not_taken_over_without_its_credential() {
         .await
         .expect("connects");
     let register = |credential: &str| RegisterRequest {
-        bootstrap_token: ADMIN.into(),
+        bootstrap_token: BOOTSTRAP.into(),
         name: "fra-1".into(),
         pop: "fra".into(),
         credential: credential.into(),

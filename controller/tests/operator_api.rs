@@ -151,10 +151,21 @@ async fn edges_register_over_grpc_and_appear_with_their_health() {
         .await
         .expect_err("a wrong bootstrap token");
     assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    // The operator's token is not the bootstrap token.
+    let refused = client
+        .register(RegisterRequest {
+            bootstrap_token: ADMIN.into(),
+            name: "fra-1".into(),
+            pop: "fra".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("the operator's token");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
 
     let registered = client
         .register(RegisterRequest {
-            bootstrap_token: ADMIN.into(),
+            bootstrap_token: BOOTSTRAP.into(),
             name: "fra-1".into(),
             pop: "fra".into(),
             role: "edge".into(),
@@ -266,5 +277,56 @@ async fn openapi_lists_the_routes() {
     assert_eq!(
         openapi["components"]["securitySchemes"]["bearer"]["scheme"],
         "bearer"
+    );
+}
+
+/// Options of a controller on free ports with the embedded store in `dir`.
+fn options(dir: &std::path::Path, bootstrap: Option<&str>) -> parapet_controller::LaunchOptions {
+    parapet_controller::LaunchOptions {
+        listen: "127.0.0.1:0".parse().expect("address"),
+        grpc_listen: "127.0.0.1:0".parse().expect("address"),
+        store: parapet_controller::StoreLocation::Embedded(dir.join("data")),
+        admin_token: ADMIN.into(),
+        edge_bootstrap_token: bootstrap.map(String::from),
+        heartbeat_interval_ms: 1_000,
+        max_plugin_bytes: 1 << 20,
+        metrics: None,
+        settings: Default::default(),
+        compiled_plugins_dir: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_bootstrap_token_no_edge_registers_and_it_is_never_the_operators() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let same = parapet_controller::launch(options(dir.path(), Some(ADMIN))).await;
+    let refused = same.err().expect("refused").to_string();
+    assert!(
+        refused.contains("the edge bootstrap token must differ from the admin token"),
+        "{refused}"
+    );
+
+    let running = parapet_controller::launch(options(dir.path(), None))
+        .await
+        .expect("starts");
+    let mut client = EdgeControlClient::connect(format!("http://{}", running.grpc))
+        .await
+        .expect("gRPC connects");
+    let refused = client
+        .register(RegisterRequest {
+            bootstrap_token: ADMIN.into(),
+            name: "fra-1".into(),
+            pop: "fra".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("no edge registers");
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        refused
+            .message()
+            .contains("started without an edge bootstrap token"),
+        "{}",
+        refused.message()
     );
 }

@@ -15,13 +15,14 @@ use parapet_proto::edge::{HeartbeatRequest, RegisterRequest};
 use tonic::transport::Channel;
 
 const ADMIN: &str = "dns-test-admin";
+const BOOTSTRAP: &str = "dns-test-edge-bootstrap";
 const SHOP: &str = "shop.cdn.example.net.";
 
 /// Registers an edge in `pop`; returns its credential.
 async fn register(client: &mut EdgeControlClient<Channel>, name: &str, pop: &str) -> String {
     client
         .register(RegisterRequest {
-            bootstrap_token: ADMIN.into(),
+            bootstrap_token: BOOTSTRAP.into(),
             name: name.into(),
             pop: pop.into(),
             role: "edge".into(),
@@ -79,7 +80,7 @@ async fn only_pops_with_a_healthy_edge_are_answered() {
         grpc_listen: "127.0.0.1:0".parse().expect("address"),
         store: StoreLocation::Embedded(dir.path().join("data")),
         admin_token: ADMIN.into(),
-        edge_bootstrap_token: None,
+        edge_bootstrap_token: Some(BOOTSTRAP.into()),
         // Heartbeats every 300 ms: an edge silent for 900 ms is unhealthy.
         heartbeat_interval_ms: 300,
         max_plugin_bytes: 1 << 20,

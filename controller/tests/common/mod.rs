@@ -39,6 +39,8 @@ use serde_json::Value;
 
 /// The operator token the tests start controllers with.
 pub const ADMIN: &str = "test-admin-token";
+/// The token edges register with (never the operator's).
+pub const BOOTSTRAP: &str = "test-edge-bootstrap-token";
 
 /// A controller on loopback with an embedded store in a temporary directory.
 pub struct TestController {
@@ -86,7 +88,7 @@ impl TestController {
             grpc_listen: "127.0.0.1:0".parse().expect("address"),
             store,
             admin_token: ADMIN.into(),
-            edge_bootstrap_token: None,
+            edge_bootstrap_token: Some(BOOTSTRAP.into()),
             heartbeat_interval_ms: 1_000,
             max_plugin_bytes: 12 << 20,
             metrics: Some("127.0.0.1:0".parse().expect("address")),
@@ -218,7 +220,7 @@ impl TestEdge {
             .expect("gRPC connects");
         let answer = client
             .register(parapet_proto::edge::RegisterRequest {
-                bootstrap_token: ADMIN.into(),
+                bootstrap_token: BOOTSTRAP.into(),
                 name: name.into(),
                 pop: pop.into(),
                 role: "edge".into(),

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::{bin_dir, binary, call, free_port, wait_for_port, Process, ADMIN};
+use crate::{bin_dir, binary, call, free_port, wait_for_port, Process, ADMIN, BOOTSTRAP};
 
 /// The origin, the controller (restartable on the same data) and the
 /// directory holding their state and logs.
@@ -112,7 +112,10 @@ impl Cluster {
             "controller",
             &binary("parapet-controller"),
             &self.controller_args,
-            &[("PARAPET_ADMIN_TOKEN", ADMIN.to_string())],
+            &[
+                ("PARAPET_ADMIN_TOKEN", ADMIN.to_string()),
+                ("PARAPET_EDGE_BOOTSTRAP_TOKEN", BOOTSTRAP.to_string()),
+            ],
             self.dir.path(),
         );
         self.controller = Some(process);
@@ -180,7 +183,7 @@ impl Cluster {
             &binary("parapet-edge"),
             &args,
             &[
-                ("PARAPET_EDGE_BOOTSTRAP_TOKEN", ADMIN.to_string()),
+                ("PARAPET_EDGE_BOOTSTRAP_TOKEN", BOOTSTRAP.to_string()),
                 ("PARAPET_ACCESS_LOG", "off".to_string()),
             ],
             self.dir.path(),

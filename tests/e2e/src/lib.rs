@@ -16,6 +16,8 @@ use serde_json::Value;
 
 /// The operator token of the controllers started here.
 pub const ADMIN: &str = "e2e-admin-token";
+/// The token edges register with.
+pub const BOOTSTRAP: &str = "e2e-edge-bootstrap-token";
 
 /// The directory of the binaries built with these tests
 /// (`target/<profile>`).
