@@ -87,20 +87,23 @@ fn main() -> ExitCode {
     }
 }
 
+/// A token generated for a `--dev` run, printed as `what`.
+fn dev_token(what: &str) -> String {
+    let token = parapet_controller::auth::new_token(
+        parapet_controller::model::TokenKind::Operator,
+        None,
+        None,
+        "dev",
+    )
+    .1;
+    eprintln!("parapet-controller: --dev: the {what} for this run is\n  {token}");
+    token
+}
+
 async fn serve(cli: Cli) -> anyhow::Result<()> {
     let admin_token = match (cli.admin_token, cli.dev) {
         (Some(token), _) if !token.is_empty() => token,
-        (_, true) => {
-            let token = parapet_controller::auth::new_token(
-                parapet_controller::model::TokenKind::Operator,
-                None,
-                None,
-                "dev",
-            )
-            .1;
-            eprintln!("parapet-controller: --dev: the admin token for this run is\n  {token}");
-            token
-        }
+        (_, true) => dev_token("admin token"),
         _ => anyhow::bail!(
             "no admin token: set PARAPET_ADMIN_TOKEN (or pass --dev to generate one for a trial run)"
         ),
@@ -108,19 +111,7 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
     // An empty variable means unset, not a token anyone could send.
     let edge_bootstrap_token = match (cli.edge_bootstrap_token.filter(|t| !t.is_empty()), cli.dev) {
         (Some(token), _) => Some(token),
-        (None, true) => {
-            let token = parapet_controller::auth::new_token(
-                parapet_controller::model::TokenKind::Operator,
-                None,
-                None,
-                "dev",
-            )
-            .1;
-            eprintln!(
-                "parapet-controller: --dev: the edge bootstrap token for this run is\n  {token}"
-            );
-            Some(token)
-        }
+        (None, true) => Some(dev_token("edge bootstrap token")),
         (None, false) => {
             tracing::warn!(
                 "no edge bootstrap token (PARAPET_EDGE_BOOTSTRAP_TOKEN): edges cannot register"
