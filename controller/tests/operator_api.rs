@@ -141,24 +141,12 @@ async fn edges_register_over_grpc_and_appear_with_their_health() {
     let mut client = EdgeControlClient::connect(format!("http://{}", controller.grpc()))
         .await
         .expect("gRPC connects");
-    let refused = client
-        .register(RegisterRequest {
-            bootstrap_token: "wrong".into(),
-            name: "fra-1".into(),
-            pop: "fra".into(),
-            ..Default::default()
-        })
+    let refused = register_fra(&mut client, "wrong")
         .await
         .expect_err("a wrong bootstrap token");
     assert_eq!(refused.code(), tonic::Code::Unauthenticated);
     // The operator's token is not the bootstrap token.
-    let refused = client
-        .register(RegisterRequest {
-            bootstrap_token: ADMIN.into(),
-            name: "fra-1".into(),
-            pop: "fra".into(),
-            ..Default::default()
-        })
+    let refused = register_fra(&mut client, ADMIN)
         .await
         .expect_err("the operator's token");
     assert_eq!(refused.code(), tonic::Code::Unauthenticated);
@@ -280,20 +268,31 @@ async fn openapi_lists_the_routes() {
     );
 }
 
-/// Options of a controller on free ports with the embedded store in `dir`.
+/// Options of a controller with the embedded store in `dir` and edge
+/// bootstrap token `bootstrap`.
 fn options(dir: &std::path::Path, bootstrap: Option<&str>) -> parapet_controller::LaunchOptions {
     parapet_controller::LaunchOptions {
-        listen: "127.0.0.1:0".parse().expect("address"),
-        grpc_listen: "127.0.0.1:0".parse().expect("address"),
-        store: parapet_controller::StoreLocation::Embedded(dir.join("data")),
-        admin_token: ADMIN.into(),
         edge_bootstrap_token: bootstrap.map(String::from),
-        heartbeat_interval_ms: 1_000,
-        max_plugin_bytes: 1 << 20,
-        metrics: None,
-        settings: Default::default(),
-        compiled_plugins_dir: None,
+        ..launch_options(
+            parapet_controller::StoreLocation::Embedded(dir.join("data")),
+            Default::default(),
+        )
     }
+}
+
+/// Registers edge `fra-1` of PoP `fra` with `token`.
+async fn register_fra(
+    client: &mut EdgeControlClient<tonic::transport::Channel>,
+    token: &str,
+) -> Result<tonic::Response<parapet_proto::edge::RegisterResponse>, tonic::Status> {
+    client
+        .register(RegisterRequest {
+            bootstrap_token: token.into(),
+            name: "fra-1".into(),
+            pop: "fra".into(),
+            ..Default::default()
+        })
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -312,13 +311,7 @@ async fn without_a_bootstrap_token_no_edge_registers_and_it_is_never_the_operato
     let mut client = EdgeControlClient::connect(format!("http://{}", running.grpc))
         .await
         .expect("gRPC connects");
-    let refused = client
-        .register(RegisterRequest {
-            bootstrap_token: ADMIN.into(),
-            name: "fra-1".into(),
-            pop: "fra".into(),
-            ..Default::default()
-        })
+    let refused = register_fra(&mut client, ADMIN)
         .await
         .expect_err("no edge registers");
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition);

@@ -9,9 +9,28 @@ use std::time::Duration;
 
 use common::{config, edge, plugins_dir, request, Origin, Reply};
 
-/// `victim` for `victim.test` on `origin`, with the noop plugin.
-fn victim(origin: &str) -> String {
-    let noop = plugins_dir().join("noop.wasm");
+/// A `[[distribution.plugin]]` table: `name` from `<wasm>.wasm`, with
+/// `settings` lines (config, limits).
+fn plugin(name: &str, wasm: &str, settings: &str) -> String {
+    let wasm = plugins_dir().join(format!("{wasm}.wasm"));
+    format!(
+        "\n[[distribution.plugin]]\nname = \"{name}\"\nwasm = \"{}\"\n{settings}\n",
+        wasm.display()
+    )
+}
+
+/// `html-inject` taking bodies up to 64 KiB, as plugin `inject`.
+fn inject_plugin() -> String {
+    plugin(
+        "inject",
+        "html-inject",
+        "config = { snippet = \"<!--edge-->\" }\nlimits = { max_body_bytes = 65536 }",
+    )
+}
+
+/// Distribution `victim` of customer globex for `victim.test` on `origin`,
+/// with `plugin` and the one behavior `hook`.
+fn victim_with(origin: &str, plugin: &str, hook: &str) -> String {
     format!(
         r#"
 [[distribution]]
@@ -21,16 +40,20 @@ domains = ["victim.test"]
 
 [[distribution.origin]]
 url = "{origin}"
-
-[[distribution.plugin]]
-name = "noop"
-wasm = "{}"
-
+{plugin}
 [[distribution.behavior]]
 path = "*"
-viewer_request = ["noop"]
-"#,
-        noop.display()
+{hook}
+"#
+    )
+}
+
+/// `victim` on `origin`, with the noop plugin.
+fn victim(origin: &str) -> String {
+    victim_with(
+        origin,
+        &plugin("noop", "noop", ""),
+        "viewer_request = [\"noop\"]",
     )
 }
 
@@ -132,11 +155,7 @@ async fn a_slow_origin_uses_up_its_own_share_of_fetches_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_waiting_on_a_slow_origin_hold_their_own_share_of_plugin_instances() {
     let (slow, fast) = slow_and_fast_origins(6).await;
-    let noop = plugins_dir().join("noop.wasm");
-    let attacker_plugin = format!(
-        "[[distribution.plugin]]\nname = \"noop\"\nwasm = \"{}\"\n",
-        noop.display()
-    );
+    let attacker_plugin = plugin("noop", "noop", "");
     let top = format!("[shares]\nplugin_instances = 2\n{}", victim(&fast.url()));
     let text = config(
         &slow.url(),
@@ -176,41 +195,6 @@ async fn requests_waiting_on_a_slow_origin_hold_their_own_share_of_plugin_instan
     );
 }
 
-/// `html-inject` on the origin hooks, taking bodies up to 64 KiB, as
-/// distribution `id` for `domain` in front of `origin` (`site` is the
-/// configuration's own distribution: its plugin and behavior only).
-fn with_inject(id: &str, domain: &str, origin: &str) -> String {
-    let wasm = plugins_dir().join("html-inject.wasm");
-    let plugin = format!(
-        r#"
-[[distribution.plugin]]
-name = "inject"
-wasm = "{}"
-config = {{ snippet = "<!--edge-->" }}
-limits = {{ max_body_bytes = 65536 }}
-"#,
-        wasm.display()
-    );
-    if id == "site" {
-        return plugin;
-    }
-    format!(
-        r#"
-[[distribution]]
-id = "{id}"
-customer = "globex"
-domains = ["{domain}"]
-
-[[distribution.origin]]
-url = "{origin}"
-{plugin}
-[[distribution.behavior]]
-path = "*"
-origin_response = ["inject"]
-"#
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_held_for_plugins_use_their_own_distributions_share_of_memory_only() {
     const PAGE: &str = "<html><head><title>t</title></head><body>page</body></html>";
@@ -240,13 +224,17 @@ async fn bodies_held_for_plugins_use_their_own_distributions_share_of_memory_onl
     );
     let top = format!(
         "[shares]\nplugin_body_bytes = 200000\n{}",
-        with_inject("victim", "victim.test", &fast.url())
+        victim_with(
+            &fast.url(),
+            &inject_plugin(),
+            "origin_response = [\"inject\"]"
+        )
     );
     let text = config(
         &slow.url(),
         &top,
         "origin_response = [\"inject\"]",
-        &with_inject("site", "", ""),
+        &inject_plugin(),
     )
     .replace("read_timeout_ms = 1000", "read_timeout_ms = 5000");
     let edge = edge(&text).await;

@@ -49,6 +49,26 @@ pub struct TestController {
     pub http: reqwest::Client,
 }
 
+/// How the tests' controllers start: free loopback ports, the test tokens,
+/// one-second heartbeats.
+pub fn launch_options(
+    store: StoreLocation,
+    settings: parapet_controller::settings::Settings,
+) -> LaunchOptions {
+    LaunchOptions {
+        listen: "127.0.0.1:0".parse().expect("address"),
+        grpc_listen: "127.0.0.1:0".parse().expect("address"),
+        store,
+        admin_token: ADMIN.into(),
+        edge_bootstrap_token: Some(BOOTSTRAP.into()),
+        heartbeat_interval_ms: 1_000,
+        max_plugin_bytes: 12 << 20,
+        metrics: Some("127.0.0.1:0".parse().expect("address")),
+        settings,
+        compiled_plugins_dir: None,
+    }
+}
+
 /// Settings that let origins on loopback through (the tests' origins).
 pub fn loopback_origins() -> parapet_controller::settings::Settings {
     let mut settings = parapet_controller::settings::Settings::default();
@@ -83,20 +103,9 @@ impl TestController {
         dir: tempfile::TempDir,
         settings: parapet_controller::settings::Settings,
     ) -> TestController {
-        let running = launch(LaunchOptions {
-            listen: "127.0.0.1:0".parse().expect("address"),
-            grpc_listen: "127.0.0.1:0".parse().expect("address"),
-            store,
-            admin_token: ADMIN.into(),
-            edge_bootstrap_token: Some(BOOTSTRAP.into()),
-            heartbeat_interval_ms: 1_000,
-            max_plugin_bytes: 12 << 20,
-            metrics: Some("127.0.0.1:0".parse().expect("address")),
-            settings,
-            compiled_plugins_dir: None,
-        })
-        .await
-        .expect("the controller starts");
+        let running = launch(launch_options(store, settings))
+            .await
+            .expect("the controller starts");
         TestController {
             running,
             dir,
