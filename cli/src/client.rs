@@ -1,8 +1,9 @@
 //! The controller's REST API as the CLI calls it: where it is and which
 //! token to send (`PARAPET_URL`/`PARAPET_TOKEN`, else what `parapet login`
-//! saved), and errors mapped to exit codes scripts can rely on.
+//! saved), which authority its certificate comes from (`PARAPET_CA_FILE`,
+//! else the saved one, else the system's roots), and errors mapped to exit codes scripts can rely on.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -53,6 +54,8 @@ pub type CliResult<T> = Result<T, CliError>;
 struct Saved {
     url: String,
     token: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ca_file: Option<PathBuf>,
 }
 
 fn saved_path() -> Option<PathBuf> {
@@ -63,7 +66,7 @@ fn saved_path() -> Option<PathBuf> {
 }
 
 /// Saves a login (the file is readable by its owner only).
-pub fn save_login(url: &str, token: &str) -> CliResult<PathBuf> {
+pub fn save_login(url: &str, token: &str, ca_file: Option<&Path>) -> CliResult<PathBuf> {
     let path =
         saved_path().ok_or_else(|| CliError::usage("neither XDG_CONFIG_HOME nor HOME is set"))?;
     if let Some(dir) = path.parent() {
@@ -73,6 +76,7 @@ pub fn save_login(url: &str, token: &str) -> CliResult<PathBuf> {
     let text = serde_json::to_string_pretty(&Saved {
         url: url.to_string(),
         token: token.to_string(),
+        ca_file: ca_file.map(Path::to_path_buf),
     })
     .map_err(|e| CliError::usage(e.to_string()))?;
     let write = || -> std::io::Result<()> {
@@ -109,18 +113,37 @@ impl Client {
         let token = std::env::var("PARAPET_TOKEN")
             .ok()
             .or_else(|| saved.as_ref().map(|s| s.token.clone()));
+        let ca_file = std::env::var_os("PARAPET_CA_FILE")
+            .map(PathBuf::from)
+            .or_else(|| saved.and_then(|s| s.ca_file));
         match (url, token) {
-            (Some(url), Some(token)) => Client::new(&url, &token),
+            (Some(url), Some(token)) => Client::new(&url, &token, ca_file.as_deref()),
             _ => Err(CliError::usage(
                 "no controller: run `parapet login --url URL --token TOKEN`, or set PARAPET_URL and PARAPET_TOKEN",
             )),
         }
     }
 
-    /// For `url` with `token`.
-    pub fn new(url: &str, token: &str) -> CliResult<Self> {
-        let http = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(120))
+    /// For `url` with `token`; over https, its certificate is checked
+    /// against `ca_file` (PEM) when given, else the system's roots.
+    pub fn new(url: &str, token: &str, ca_file: Option<&Path>) -> CliResult<Self> {
+        let mut builder = reqwest::blocking::Client::builder().timeout(Duration::from_secs(120));
+        if let Some(path) = ca_file {
+            let pem = std::fs::read(path).map_err(|e| {
+                CliError::usage(format!("reading the CA file {}: {e}", path.display()))
+            })?;
+            let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+                .ok()
+                .filter(|c| !c.is_empty())
+                .ok_or_else(|| {
+                    CliError::usage(format!("{}: no PEM certificate in it", path.display()))
+                })?;
+            builder = builder.tls_built_in_root_certs(false);
+            for certificate in certificates {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        let http = builder
             .build()
             .map_err(|e| CliError::usage(e.to_string()))?;
         Ok(Client {
@@ -146,7 +169,11 @@ impl Client {
         };
         let response = request.send().map_err(|e| CliError {
             code: exit::UNAVAILABLE,
-            message: format!("cannot reach the controller at {}: {e}", self.url),
+            message: format!(
+                "cannot reach the controller at {}: {}",
+                self.url,
+                error_chain(&e)
+            ),
         })?;
         let status = response.status();
         let text = response.text().unwrap_or_default();
@@ -178,6 +205,18 @@ impl Client {
     pub fn get(&self, path: &str) -> CliResult<Value> {
         self.send("GET", path, None)
     }
+}
+
+/// `error` and its causes, joined (a refused certificate is a cause).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// A request body.

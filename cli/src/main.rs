@@ -41,12 +41,16 @@ struct Cli {
 enum Command {
     /// Save the controller's URL and a token for the next commands.
     Login {
-        /// The controller's REST URL, e.g. http://127.0.0.1:7070.
+        /// The controller's REST URL, e.g. https://controller.example.net:7070.
         #[arg(long)]
         url: String,
         /// The token (or PARAPET_TOKEN).
         #[arg(long, env = "PARAPET_TOKEN", hide_env_values = true)]
         token: String,
+        /// Check the controller's certificate against this authority (PEM)
+        /// instead of the system's roots (or PARAPET_CA_FILE); saved too.
+        #[arg(long, value_name = "FILE", env = "PARAPET_CA_FILE")]
+        ca_file: Option<PathBuf>,
     },
     /// Write, build, check, upload and manage WebAssembly plugins.
     #[command(subcommand)]
@@ -203,10 +207,15 @@ fn main() -> ExitCode {
 
 /// The verbs that talk to the controller.
 fn manage(command: Command, json: bool) -> CliResult<()> {
-    if let Command::Login { url, token } = &command {
-        let client = Client::new(url, token)?;
+    if let Command::Login {
+        url,
+        token,
+        ca_file,
+    } = &command
+    {
+        let client = Client::new(url, token, ca_file.as_deref())?;
         client.get("/v1/distributions")?;
-        let path = client::save_login(url, token)?;
+        let path = client::save_login(url, token, ca_file.as_deref())?;
         println!("logged in to {url}; saved in {}", path.display());
         return Ok(());
     }
@@ -242,8 +251,12 @@ fn manage(command: Command, json: bool) -> CliResult<()> {
             )?,
             &["id", "name", "suspended"],
         ),
-        Command::Token(TokenCommand::Issue { customer, name }) => {
-            let body = json!({"customer": customer, "name": name});
+        Command::Token(TokenCommand::Issue {
+            customer,
+            monitor,
+            name,
+        }) => {
+            let body = json!({"customer": customer, "monitor": monitor, "name": name});
             let issued = client.send("POST", "/v1/tokens", Some(Body::Json(body)))?;
             if !json {
                 println!(

@@ -54,8 +54,12 @@ pub enum TokenCommand {
     /// Issue a token; it is shown once.
     Issue {
         /// The customer it acts for (omit for an operator token).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "monitor")]
         customer: Option<String>,
+        /// A monitor token: reads the edge list and groups, changes nothing
+        /// (for the geo-DNS and monitoring).
+        #[arg(long)]
+        monitor: bool,
         /// What it is for.
         #[arg(long)]
         name: String,

@@ -15,6 +15,8 @@ pub enum Principal {
     Customer(String),
     /// An edge: reaches the edge API only.
     Edge(String),
+    /// Reads the edge list and groups only.
+    Monitor,
 }
 
 /// Why a token was refused.
@@ -61,6 +63,7 @@ pub fn new_token(
         TokenKind::Operator => "ppo",
         TokenKind::Customer => "ppc",
         TokenKind::Edge => "ppe",
+        TokenKind::Monitor => "ppm",
     };
     let id = random_hex(4);
     let token = format!("{prefix}_{id}_{}", random_hex(24));
@@ -150,6 +153,7 @@ impl Authenticator {
         }
         match record.kind {
             TokenKind::Operator => Ok(Principal::Operator),
+            TokenKind::Monitor => Ok(Principal::Monitor),
             TokenKind::Edge => record.edge.map(Principal::Edge).ok_or(AuthError::Invalid),
             TokenKind::Customer => {
                 let customer = record.customer.ok_or(AuthError::Invalid)?;

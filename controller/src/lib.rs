@@ -18,13 +18,16 @@ pub mod revision;
 pub mod settings;
 pub mod snapshot;
 pub mod store;
+pub mod tls;
 pub mod worker;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
+use axum_server::tls_rustls::RustlsConfig;
 use parapet_proto::edge::edge_control_server::EdgeControlServer;
 use tokio::sync::watch;
 
@@ -52,8 +55,10 @@ pub struct LaunchOptions {
     pub store: StoreLocation,
     /// The operator's bootstrap token.
     pub admin_token: String,
-    /// The token edges register with (default: the admin token).
+    /// The token edges register with; none: no edge can register.
     pub edge_bootstrap_token: Option<String>,
+    /// TLS for both listeners; none: plain text (loopback and trials).
+    pub tls: Option<tls::TlsFiles>,
     /// How often edges send heartbeats.
     pub heartbeat_interval_ms: u64,
     /// Largest plugin upload, in bytes.
@@ -75,12 +80,22 @@ pub struct Running {
     pub grpc: SocketAddr,
     /// Metrics address, when served.
     pub metrics: Option<SocketAddr>,
+    tls: Option<tls::ListenerTls>,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     worker: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
+    /// Reads the TLS certificate and key files again for new connections
+    /// (false: the listeners are plain text).
+    pub fn reload_tls(&self) -> anyhow::Result<bool> {
+        match &self.tls {
+            Some(tls) => tls.reload().map(|()| true),
+            None => Ok(false),
+        }
+    }
+
     /// Stops the listeners and the worker.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
@@ -170,49 +185,70 @@ pub async fn launch(options: LaunchOptions) -> anyhow::Result<Running> {
         }
     };
 
-    let rest = tokio::net::TcpListener::bind(options.listen)
-        .await
+    let tls = options.tls.map(tls::ListenerTls::load).transpose()?;
+    let rest = std::net::TcpListener::bind(options.listen)
         .with_context(|| format!("cannot listen on {}", options.listen))?;
     let rest_address = rest.local_addr()?;
-    let mut rest_stopped = stopped.clone();
-    let router = api::router(app.clone());
-    tasks.push(tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = rest_stopped.wait_for(|stop| *stop).await;
-        };
-        if let Err(e) = axum::serve(rest, router)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::error!(error = %e, "the REST listener failed");
-        }
-    }));
-
-    let grpc = tokio::net::TcpListener::bind(options.grpc_listen)
-        .await
+    tasks.push(serve(
+        rest,
+        api::router(app.clone()),
+        tls.as_ref().map(|t| t.rest.clone()),
+        stopped.clone(),
+        "REST",
+    )?);
+    let grpc = std::net::TcpListener::bind(options.grpc_listen)
         .with_context(|| format!("cannot listen on {}", options.grpc_listen))?;
     let grpc_address = grpc.local_addr()?;
     let service = EdgeControlServer::new(grpc::EdgeService::new(app, stopped.clone()));
-    let mut grpc_stopped = stopped;
-    tasks.push(tokio::spawn(async move {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc);
-        let shutdown = async move {
-            let _ = grpc_stopped.wait_for(|stop| *stop).await;
-        };
-        if let Err(e) = tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming_shutdown(incoming, shutdown)
-            .await
-        {
-            tracing::error!(error = %e, "the gRPC listener failed");
-        }
-    }));
+    tasks.push(serve(
+        grpc,
+        tonic::service::Routes::new(service).into_axum_router(),
+        tls.as_ref().map(|t| t.grpc.clone()),
+        stopped,
+        "gRPC",
+    )?);
     Ok(Running {
         rest: rest_address,
         grpc: grpc_address,
         metrics: metrics_address,
+        tls,
         stop,
         tasks,
         worker,
     })
+}
+
+/// Serves `router` on `listener` (over TLS with `tls`) until `stopped`;
+/// open connections get a few seconds to finish.
+fn serve(
+    listener: std::net::TcpListener,
+    router: axum::Router,
+    tls: Option<RustlsConfig>,
+    mut stopped: watch::Receiver<bool>,
+    what: &'static str,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let handle = axum_server::Handle::new();
+    let shutdown = handle.clone();
+    tokio::spawn(async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+        shutdown.graceful_shutdown(Some(Duration::from_secs(5)));
+    });
+    let service = router.into_make_service();
+    let server = axum_server::from_tcp(listener)
+        .with_context(|| format!("setting up the {what} listener"))?
+        .handle(handle);
+    Ok(tokio::spawn(async move {
+        let served = match tls {
+            Some(config) => {
+                server
+                    .acceptor(axum_server::tls_rustls::RustlsAcceptor::new(config))
+                    .serve(service)
+                    .await
+            }
+            None => server.serve(service).await,
+        };
+        if let Err(e) = served {
+            tracing::error!(error = %e, listener = what, "a listener failed");
+        }
+    }))
 }

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use parapet_controller::settings::Settings;
+use parapet_controller::tls::TlsFiles;
 use parapet_controller::{launch, LaunchOptions, StoreLocation};
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -49,6 +50,18 @@ struct Cli {
     /// (`--dev` generates one). Never the admin token.
     #[arg(long, env = "PARAPET_EDGE_BOOTSTRAP_TOKEN", hide_env_values = true)]
     edge_bootstrap_token: Option<String>,
+    /// Serve REST and gRPC over TLS with this certificate chain (PEM, leaf
+    /// first); clients verify it (`PARAPET_CA_FILE` for the CLI,
+    /// `--controller-ca` for edges and the geo-DNS). SIGHUP reads it again.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of `--tls-cert`.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Mutual TLS for edges: on gRPC, only clients with a certificate from
+    /// this authority (PEM) get through the handshake.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    edge_client_ca: Option<PathBuf>,
     /// Development mode: without an admin token, generate one and print it.
     #[arg(long)]
     dev: bool,
@@ -131,12 +144,22 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         }
         (None, None) => anyhow::bail!("give --data-dir DIR or --mongodb-uri URI"),
     };
+    let tls = match (cli.tls_cert, cli.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert,
+            key,
+            edge_client_ca: cli.edge_client_ca,
+        }),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let running = launch(LaunchOptions {
         listen: cli.listen,
         grpc_listen: cli.grpc_listen,
         store,
         admin_token,
         edge_bootstrap_token,
+        tls,
         heartbeat_interval_ms: cli.heartbeat_interval_ms,
         max_plugin_bytes: cli.max_plugin_mib << 20,
         metrics: cli.metrics,
@@ -145,17 +168,25 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
     })
     .await?;
     tracing::info!(
-        rest = %running.rest,
-        grpc = %running.grpc,
+        rest = %format!("{scheme}://{}", running.rest),
+        grpc = %format!("{scheme}://{}", running.grpc),
         metrics = %running.metrics.map_or("off".to_string(), |a| a.to_string()),
         "parapet-controller serving"
     );
     let mut terminate =
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    tokio::select! {
-        _ = terminate.recv() => {},
-        _ = interrupt.recv() => {},
+    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+            _ = hangup.recv() => match running.reload_tls() {
+                Ok(true) => tracing::info!("TLS certificate read again"),
+                Ok(false) => tracing::info!("SIGHUP: nothing to reload (no TLS)"),
+                Err(e) => tracing::error!(error = %format!("{e:#}"), "TLS certificate not reloaded; the previous one stays"),
+            },
+        }
     }
     running.shutdown().await;
     tracing::info!("stopped");

@@ -37,6 +37,9 @@ pub enum TokenKind {
     Customer,
     /// One edge's gRPC calls.
     Edge,
+    /// Reads the edge list and groups, nothing else (the geo-DNS,
+    /// monitoring).
+    Monitor,
 }
 
 /// A stored token: only its SHA-256 is kept.

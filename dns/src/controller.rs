@@ -4,9 +4,11 @@
 //! stays.
 
 use std::collections::HashSet;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use serde::Deserialize;
 
 use crate::select::Health;
@@ -15,12 +17,40 @@ use crate::state::State;
 /// Where and how often to ask.
 #[derive(Debug, Clone)]
 pub struct ControllerSource {
-    /// The controller's REST base URL, e.g. `http://controller:7070`.
+    /// The controller's REST base URL, e.g. `https://controller:7070`.
     pub url: String,
-    /// An operator token (`PARAPET_TOKEN`).
+    /// A monitor token (read-only: the edge list and groups), or an
+    /// operator token (`PARAPET_TOKEN`).
     pub token: String,
+    /// The authority (PEM) the controller's certificate is checked
+    /// against; none: the system's roots.
+    pub ca_file: Option<PathBuf>,
     /// Time between polls.
     pub interval: Duration,
+}
+
+impl ControllerSource {
+    /// The HTTP client for the polls; an unreadable CA file is an error.
+    pub fn client(&self) -> anyhow::Result<reqwest::Client> {
+        let mut builder =
+            reqwest::Client::builder().timeout(self.interval.max(Duration::from_secs(2)));
+        if let Some(path) = &self.ca_file {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("reading the controller CA {}", path.display()))?;
+            let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("{}: not PEM certificates", path.display()))?;
+            anyhow::ensure!(
+                !certificates.is_empty(),
+                "{}: no certificate in it",
+                path.display()
+            );
+            builder = builder.tls_built_in_root_certs(false);
+            for certificate in certificates {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        builder.build().context("building the controller client")
+    }
 }
 
 /// The fields of an edge-list entry this server uses.
@@ -41,7 +71,7 @@ async fn fetch(
         .bearer_auth(&source.token)
         .send()
         .await
-        .map_err(|e| format!("GET {url}: {e}"))?;
+        .map_err(|e| format!("GET {url}: {}", error_chain(&e)))?;
     let status = response.status();
     if !status.is_success() {
         let body = response.text().await.unwrap_or_default();
@@ -58,18 +88,22 @@ async fn fetch(
         .collect())
 }
 
-/// Polls the controller forever, updating `state`'s PoP health.
-pub async fn follow(state: Arc<State>, source: ControllerSource) {
-    let client = match reqwest::Client::builder()
-        .timeout(source.interval.max(Duration::from_secs(2)))
-        .build()
-    {
-        Ok(client) => client,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot build the controller client; PoP health stays as the PoPs file says");
-            return;
-        }
-    };
+/// `error` and its causes (a refused certificate is a cause of the
+/// request error), joined.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Polls the controller through `client` forever, updating `state`'s PoP
+/// health.
+pub async fn follow(state: Arc<State>, source: ControllerSource, client: reqwest::Client) {
     let mut failing = false;
     loop {
         match fetch(&client, &source).await {

@@ -86,6 +86,10 @@ impl Running {
 pub async fn launch(options: LaunchOptions) -> anyhow::Result<Running> {
     let (state, settings) = State::load(options.sources)?;
     let state = Arc::new(state);
+    let controller = match options.controller {
+        Some(source) => Some((source.client()?, source)),
+        None => None,
+    };
     let (udp, address) = bind_udp(options.listen, options.workers)?;
     let listener = std::net::TcpListener::bind(address)
         .with_context(|| format!("cannot listen on TCP {address}"))?;
@@ -119,9 +123,8 @@ pub async fn launch(options: LaunchOptions) -> anyhow::Result<Running> {
             (None, None)
         }
     };
-    let controller_task = options
-        .controller
-        .map(|source| tokio::spawn(controller::follow(state.clone(), source)));
+    let controller_task = controller
+        .map(|(client, source)| tokio::spawn(controller::follow(state.clone(), source, client)));
     Ok(Running {
         address,
         metrics,

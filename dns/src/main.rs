@@ -63,7 +63,9 @@ struct Cli {
     /// its edges is healthy in the controller's edge list (polled).
     #[arg(long, value_name = "URL")]
     controller: Option<String>,
-    /// Token for the controller's edge list (an operator token).
+    /// Token for the controller's edge list: a monitor token
+    /// (`parapet token create --monitor`), which reads and changes nothing
+    /// else.
     #[arg(
         long,
         env = "PARAPET_TOKEN",
@@ -71,6 +73,15 @@ struct Cli {
         requires = "controller"
     )]
     token: Option<String>,
+    /// Check the controller's TLS certificate against this authority (PEM)
+    /// instead of the system's roots.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "PARAPET_CA_FILE",
+        requires = "controller"
+    )]
+    controller_ca: Option<PathBuf>,
     /// Time between two reads of the edge list, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 2_000)]
     controller_interval_ms: u64,
@@ -134,6 +145,7 @@ async fn serve(cli: Cli, sources: Sources) -> anyhow::Result<()> {
         (Some(url), Some(token)) => Some(ControllerSource {
             url,
             token,
+            ca_file: cli.controller_ca.clone(),
             interval: Duration::from_millis(cli.controller_interval_ms.max(100)),
         }),
         (Some(_), None) => {

@@ -92,6 +92,22 @@ struct Cli {
         requires = "controller"
     )]
     bootstrap_token: Option<String>,
+    /// Controller mode: check the controller's TLS certificate against this
+    /// authority (PEM) instead of the system's roots.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "PARAPET_CA_FILE",
+        requires = "controller"
+    )]
+    controller_ca: Option<PathBuf>,
+    /// Controller mode: this edge's client certificate (PEM), for a
+    /// controller that asks edges for one (`--edge-client-ca` there).
+    #[arg(long, value_name = "FILE", requires_all = ["controller", "controller_client_key"])]
+    controller_client_cert: Option<PathBuf>,
+    /// Controller mode: the private key (PEM) of `--controller-client-cert`.
+    #[arg(long, value_name = "FILE", requires = "controller_client_cert")]
+    controller_client_key: Option<PathBuf>,
     /// Controller mode: this edge's unique name (default: the host name).
     #[arg(long, value_name = "NAME", requires = "controller")]
     edge_name: Option<String>,
@@ -288,6 +304,11 @@ async fn launch_controlled(
     let control = Control::new(
         ControlOptions {
             url: url.to_string(),
+            ca_file: cli.controller_ca.clone(),
+            client_identity: cli
+                .controller_client_cert
+                .clone()
+                .zip(cli.controller_client_key.clone()),
             bootstrap_token,
             name,
             role: cli.role.clone(),

@@ -70,8 +70,8 @@ pub async fn acting_customer(
         (Principal::Operator, None) => Err(ApiError::bad_request(
             "operators name the customer: add `?customer=<id>`",
         )),
-        (Principal::Edge(_), _) => Err(ApiError::forbidden(
-            "edge credentials reach the gRPC API only",
+        (Principal::Edge(_) | Principal::Monitor, _) => Err(ApiError::forbidden(
+            "this needs a customer or operator token",
         )),
     }
 }

@@ -147,20 +147,44 @@ impl FromRequestParts<App> for Principal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        let token = bearer(header)?;
-        match app.auth.principal(token).await? {
+        match caller(parts, app).await? {
             Principal::Edge(_) => Err(ApiError::forbidden(
                 "edge credentials reach the gRPC API only",
+            )),
+            Principal::Monitor => Err(ApiError::forbidden(
+                "a monitor token reads GET /v1/edges and GET /v1/groups only",
             )),
             Principal::Customer(customer) if changes(&parts.method) => {
                 count_change(app, &customer)?;
                 Ok(Principal::Customer(customer))
             }
             principal => Ok(principal),
+        }
+    }
+}
+
+/// Who the request's bearer token speaks for.
+async fn caller(parts: &Parts, app: &App) -> ApiResult<Principal> {
+    let header = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    Ok(app.auth.principal(bearer(header)?).await?)
+}
+
+/// A caller that may read the edges' state: the operator, or a monitor
+/// token (which reaches nothing else).
+pub struct EdgeReader;
+
+impl FromRequestParts<App> for EdgeReader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
+        match caller(parts, app).await? {
+            Principal::Operator | Principal::Monitor => Ok(EdgeReader),
+            _ => Err(ApiError::forbidden(
+                "this needs an operator or monitor token",
+            )),
         }
     }
 }

@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{require_operator, ApiError, ApiResult, App, JsonBody};
+use super::{require_operator, ApiError, ApiResult, App, EdgeReader, JsonBody};
 use crate::auth::{new_token, Principal};
 use crate::model::{
     now_ms, Customer, Distribution, Edge, EdgeGroup, EdgeStatus, TokenInfo, TokenKind, TokenRecord,
@@ -146,6 +146,10 @@ pub struct NewToken {
     /// The customer it speaks for; absent for an operator token.
     #[serde(default)]
     pub customer: Option<String>,
+    /// A monitor token: reads the edge list and groups, nothing else
+    /// (for the geo-DNS); not with `customer`.
+    #[serde(default)]
+    pub monitor: bool,
     /// What it is for.
     pub name: String,
 }
@@ -169,6 +173,11 @@ async fn issue_token(
 ) -> ApiResult<(StatusCode, Json<IssuedToken>)> {
     require_operator(&principal)?;
     let kind = match &new.customer {
+        Some(_) if new.monitor => {
+            return Err(ApiError::bad_request(
+                "a monitor token reads the edges of every customer: give `monitor` or `customer`, not both",
+            ))
+        }
         Some(customer) => {
             if app
                 .store
@@ -180,6 +189,7 @@ async fn issue_token(
             }
             TokenKind::Customer
         }
+        None if new.monitor => TokenKind::Monitor,
         None => TokenKind::Operator,
     };
     let (record, token) = new_token(kind, new.customer, None, &new.name);
@@ -237,9 +247,8 @@ async fn revoke_token(
 #[utoipa::path(get, path = "/v1/edges", responses((status = 200, body = [EdgeStatus])))]
 async fn list_edges(
     State(app): State<App>,
-    principal: Principal,
+    _reader: EdgeReader,
 ) -> ApiResult<Json<Vec<EdgeStatus>>> {
-    require_operator(&principal)?;
     Ok(Json(
         crate::edges::list(&app.store, app.heartbeat_interval_ms).await?,
     ))
@@ -263,9 +272,8 @@ async fn remove_edge(
 #[utoipa::path(get, path = "/v1/groups", responses((status = 200, body = [EdgeGroup])))]
 async fn list_groups(
     State(app): State<App>,
-    principal: Principal,
+    _reader: EdgeReader,
 ) -> ApiResult<Json<Vec<EdgeGroup>>> {
-    require_operator(&principal)?;
     Ok(Json(
         crate::edges::groups(&app.store, app.heartbeat_interval_ms).await?,
     ))

@@ -61,6 +61,7 @@ pub fn launch_options(
         store,
         admin_token: ADMIN.into(),
         edge_bootstrap_token: Some(BOOTSTRAP.into()),
+        tls: None,
         heartbeat_interval_ms: 1_000,
         max_plugin_bytes: 12 << 20,
         metrics: Some("127.0.0.1:0".parse().expect("address")),

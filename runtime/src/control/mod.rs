@@ -40,8 +40,14 @@ use parapet_config::EdgeConfig;
 /// How this edge presents itself to the controller.
 #[derive(Debug, Clone)]
 pub struct ControlOptions {
-    /// The controller's gRPC URL, e.g. `http://controller:7071`.
+    /// The controller's gRPC URL, e.g. `https://controller:7071`.
     pub url: String,
+    /// The authority (PEM) the controller's certificate is checked against;
+    /// none: the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// This edge's client certificate and key (PEM files), for a
+    /// controller that asks edges for one (mutual TLS).
+    pub client_identity: Option<(PathBuf, PathBuf)>,
     /// The operator's edge bootstrap token (used once, to register).
     pub bootstrap_token: String,
     /// Unique edge name.
@@ -113,6 +119,32 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// How the controller's certificate is checked, and the edge's own.
+fn controller_tls(options: &ControlOptions) -> anyhow::Result<tonic::transport::ClientTlsConfig> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let read =
+        |path: &PathBuf| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
+    let tls = match &options.ca_file {
+        Some(path) => {
+            let pem = read(path)?;
+            let found = rustls_pemfile::certs(&mut pem.as_slice())
+                .collect::<Result<Vec<_>, _>>()
+                .with_context(|| format!("{}: not PEM certificates", path.display()))?;
+            anyhow::ensure!(
+                !found.is_empty(),
+                "{}: no certificate in it",
+                path.display()
+            );
+            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem))
+        }
+        None => ClientTlsConfig::new().with_native_roots(),
+    };
+    Ok(match &options.client_identity {
+        Some((cert, key)) => tls.identity(Identity::from_pem(read(cert)?, read(key)?)),
+        None => tls,
+    })
+}
+
 /// Refuses a distribution id that could not be a file name in the state
 /// directory (the controller only makes ids of letters, digits, `-` and
 /// `_`).
@@ -149,10 +181,20 @@ impl Control {
             .state_dir
             .canonicalize()
             .with_context(|| format!("resolving {}", options.state_dir.display()))?;
-        let channel = tonic::transport::Endpoint::from_shared(options.url.clone())
+        let mut endpoint = tonic::transport::Endpoint::from_shared(options.url.clone())
             .with_context(|| format!("--controller `{}` is not a URL", options.url))?
-            .connect_timeout(Duration::from_secs(3))
-            .connect_lazy();
+            .connect_timeout(Duration::from_secs(3));
+        if options.url.starts_with("https://") {
+            endpoint = endpoint
+                .tls_config(controller_tls(&options)?)
+                .context("setting up TLS to the controller")?;
+        } else if options.ca_file.is_some() || options.client_identity.is_some() {
+            anyhow::bail!(
+                "a controller CA or client certificate needs an https:// controller URL, not `{}`",
+                options.url
+            );
+        }
+        let channel = endpoint.connect_lazy();
         let token = std::fs::read_to_string(options.state_dir.join("credential"))
             .ok()
             .map(|c| c.trim().to_string());
@@ -763,6 +805,8 @@ mod tests {
         let control = Control::new(
             ControlOptions {
                 url: "http://127.0.0.1:1".into(),
+                ca_file: None,
+                client_identity: None,
                 bootstrap_token: "bootstrap".into(),
                 name: "edge-1".into(),
                 role: "edge".into(),

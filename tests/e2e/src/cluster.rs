@@ -1,6 +1,7 @@
 //! A CDN on loopback, every part a real process: an origin (Python's
-//! http.server serving `/page.html`), `parapet-controller`, and
-//! `parapet-edge`s in controller mode.
+//! http.server serving `/page.html`), `parapet-controller` serving REST and
+//! gRPC over TLS (a test authority's certificate, and mutual TLS for
+//! edges), and `parapet-edge`s in controller mode.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -8,6 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::tls::{PemFiles, TestCa};
 use crate::{bin_dir, binary, call, free_port, wait_for_port, Process, ADMIN, BOOTSTRAP};
 
 /// The origin, the controller (restartable on the same data) and the
@@ -15,15 +17,19 @@ use crate::{bin_dir, binary, call, free_port, wait_for_port, Process, ADMIN, BOO
 pub struct Cluster {
     /// State and `<process>.log` files.
     pub dir: tempfile::TempDir,
-    /// A client with a 10 s timeout.
+    /// A client with a 10 s timeout, trusting the test authority.
     pub http: reqwest::Client,
-    /// The controller's REST base URL.
+    /// The controller's REST base URL (`https://127.0.0.1:<port>`).
     pub rest: String,
+    /// The authority of the controller's certificate and of the edges'
+    /// client certificates.
+    pub ca: TestCa,
     /// The origin's base URL.
     pub origin: String,
     /// The running controller, if any.
     pub controller: Option<Process>,
     grpc_port: u16,
+    rest_address: SocketAddr,
     controller_args: Vec<String>,
     _origin: Process,
 }
@@ -57,6 +63,8 @@ impl Cluster {
         wait_for_port(([127, 0, 0, 1], origin_port).into(), 10);
 
         let (rest_port, grpc_port) = (free_port(), free_port());
+        let ca = TestCa::new(dir.path(), "ca");
+        let server = ca.issue(&["127.0.0.1", "localhost"], "controller");
         let store = match mongodb_uri {
             Some(uri) => ["--mongodb-uri".to_string(), uri],
             None => [
@@ -80,6 +88,12 @@ impl Cluster {
             &heartbeat_interval_ms.to_string(),
             "--config",
             &settings.to_string_lossy(),
+            "--tls-cert",
+            &server.cert.to_string_lossy(),
+            "--tls-key",
+            &server.key.to_string_lossy(),
+            "--edge-client-ca",
+            &ca.ca_file.to_string_lossy(),
         ]
         .map(String::from)
         .to_vec();
@@ -88,9 +102,17 @@ impl Cluster {
             dir,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
+                .add_root_certificate(
+                    reqwest::Certificate::from_pem(
+                        &std::fs::read(&ca.ca_file).expect("the CA certificate"),
+                    )
+                    .expect("a PEM certificate"),
+                )
                 .build()
                 .expect("client"),
-            rest: format!("http://127.0.0.1:{rest_port}"),
+            rest: format!("https://127.0.0.1:{rest_port}"),
+            ca,
+            rest_address: ([127, 0, 0, 1], rest_port).into(),
             origin: format!("http://127.0.0.1:{origin_port}"),
             controller: None,
             grpc_port,
@@ -119,12 +141,7 @@ impl Cluster {
             self.dir.path(),
         );
         self.controller = Some(process);
-        let rest: SocketAddr = self
-            .rest
-            .trim_start_matches("http://")
-            .parse()
-            .expect("address");
-        wait_for_port(rest, 30);
+        wait_for_port(self.rest_address, 30);
     }
 
     /// Stops the controller at once.
@@ -150,11 +167,23 @@ impl Cluster {
         port: u16,
         admin_port: Option<u16>,
     ) -> Process {
-        let mut args = [
+        let mut args = self.edge_args(name, group, port);
+        let client = self.ca.issue(&[name], name);
+        args.extend(self.edge_tls_args(Some(&client)));
+        if let Some(admin_port) = admin_port {
+            args.extend(["--admin".to_string(), format!("127.0.0.1:{admin_port}")]);
+        }
+        self.spawn_edge(name, &args)
+    }
+
+    /// The arguments of an edge named `name` in PoP `fra` and edge group
+    /// `group`, serving viewers on `port`, without its TLS arguments.
+    pub fn edge_args(&self, name: &str, group: &str, port: u16) -> Vec<String> {
+        [
             "--listen",
             &format!("127.0.0.1:{port}"),
             "--controller",
-            &format!("http://127.0.0.1:{}", self.grpc_port),
+            &format!("https://127.0.0.1:{}", self.grpc_port),
             "--state-dir",
             &self.dir.path().join(name).to_string_lossy(),
             "--cache-dir",
@@ -174,20 +203,46 @@ impl Cluster {
             "127.0.0.0/8",
         ]
         .map(String::from)
-        .to_vec();
-        if let Some(admin_port) = admin_port {
-            args.extend(["--admin".to_string(), format!("127.0.0.1:{admin_port}")]);
+        .to_vec()
+    }
+
+    /// An edge's TLS arguments: the cluster's authority, and `client` as
+    /// its client certificate.
+    pub fn edge_tls_args(&self, client: Option<&PemFiles>) -> Vec<String> {
+        let mut args = vec![
+            "--controller-ca".to_string(),
+            self.ca.ca_file.to_string_lossy().to_string(),
+        ];
+        if let Some(client) = client {
+            args.extend([
+                "--controller-client-cert".to_string(),
+                client.cert.to_string_lossy().to_string(),
+                "--controller-client-key".to_string(),
+                client.key.to_string_lossy().to_string(),
+            ]);
         }
+        args
+    }
+
+    /// Starts `parapet-edge` named `name` with `args` and the bootstrap
+    /// token.
+    pub fn spawn_edge(&self, name: &str, args: &[String]) -> Process {
         Process::start(
             name,
             &binary("parapet-edge"),
-            &args,
+            args,
             &[
                 ("PARAPET_EDGE_BOOTSTRAP_TOKEN", BOOTSTRAP.to_string()),
                 ("PARAPET_ACCESS_LOG", "off".to_string()),
             ],
             self.dir.path(),
         )
+    }
+
+    /// Runs the `parapet` CLI against the controller with `token`
+    /// (trusting the cluster's authority); `HOME` is `home`.
+    pub fn cli(&self, home: &Path, token: &str, args: &[&str]) -> (i32, String, String) {
+        crate::parapet(home, &self.rest, Some(&self.ca.ca_file), token, args)
     }
 
     /// A REST call to the controller: status and JSON answer.

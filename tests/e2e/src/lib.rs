@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod mongo;
+pub mod tls;
 
 pub use cluster::{plugin_component, Cluster};
 
@@ -151,10 +152,23 @@ where
     }
 }
 
-/// Runs the `parapet` CLI against `url` with `token`; returns its exit code,
-/// stdout and stderr. `HOME` points at `home`, so no saved login leaks in.
-pub fn parapet(home: &Path, url: &str, token: &str, args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(binary("parapet"))
+/// Runs the `parapet` CLI against `url` with `token`, trusting the
+/// authority in `ca_file` (none: the system's roots); returns its exit
+/// code, stdout and stderr. `HOME` points at `home`, so no saved login
+/// leaks in.
+pub fn parapet(
+    home: &Path,
+    url: &str,
+    ca_file: Option<&Path>,
+    token: &str,
+    args: &[&str],
+) -> (i32, String, String) {
+    let mut command = Command::new(binary("parapet"));
+    match ca_file {
+        Some(path) => command.env("PARAPET_CA_FILE", path),
+        None => command.env_remove("PARAPET_CA_FILE"),
+    };
+    let output = command
         .args(args)
         .env("PARAPET_URL", url)
         .env("PARAPET_TOKEN", token)

@@ -150,8 +150,8 @@ async fn scenario(mongodb_uri: Option<String>) {
     // distribution (customer).
     let home = cluster.dir.path().join("home");
     std::fs::create_dir_all(&home).expect("home");
-    let rest = cluster.rest.clone();
-    let cli = |token: &str, args: &[&str]| parapet(&home, &rest, token, args);
+    let (rest, ca_file) = (cluster.rest.clone(), cluster.ca.ca_file.clone());
+    let cli = |token: &str, args: &[&str]| parapet(&home, &rest, Some(&ca_file), token, args);
     let acme = customer_acme(&cli);
     let component = plugin_component("header-filter");
     let (code, out, err) = cli(&acme, &["plugin", "upload", &component.to_string_lossy()]);
@@ -522,7 +522,7 @@ async fn an_order_sent_again_is_not_carried_out_twice() {
 
     let home = cluster.dir.path().join("home");
     std::fs::create_dir_all(&home).expect("home");
-    let cli = |token: &str, args: &[&str]| parapet(&home, &cluster.rest, token, args);
+    let cli = |token: &str, args: &[&str]| cluster.cli(&home, token, args);
     let acme = customer_acme(&cli);
     let dist_file = cluster.dir.path().join("slow.toml");
     std::fs::write(
