@@ -84,6 +84,10 @@ pub struct EdgeConfig {
     pub peers: Vec<String>,
     /// This edge's own `host:port` as its peers know it; needed with `peers`.
     pub peer_address: Option<String>,
+    /// TLS between the tiers: this edge's own certificate, and how the
+    /// shield's and peers' are checked.
+    #[serde(default)]
+    pub tier_tls: TierTlsConfig,
     /// Connection limits and timeouts of the viewer side.
     #[serde(default)]
     pub server: ServerConfig,
@@ -369,6 +373,26 @@ fn default_read_timeout_ms() -> u64 {
     30_000
 }
 
+/// TLS between edges, their shield and their peers. A shield is reached
+/// over TLS when its URL is `https://`; peers when `peers` is set (their
+/// `peer_address` is then a TLS listener).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierTlsConfig {
+    /// This edge's certificate chain (PEM) for the names other edges reach
+    /// it by: served on its TLS listeners to handshakes without SNI, or
+    /// whose SNI it covers and no distribution's domain matches.
+    pub cert: Option<PathBuf>,
+    /// The private key (PEM) of `cert`.
+    pub key: Option<PathBuf>,
+    /// The authority (PEM) the shield's and peers' certificates are
+    /// checked against, besides the usual roots.
+    pub ca_file: Option<PathBuf>,
+    /// Reach peers over https.
+    #[serde(default)]
+    pub peers: bool,
+}
+
 /// A certificate chain and its private key, PEM files.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -581,6 +605,12 @@ impl EdgeConfig {
         if let Some(shield) = &self.shield {
             check_upstream_url("shield", shield, &addresses)?;
         }
+        if self.tier_tls.cert.is_some() != self.tier_tls.key.is_some() {
+            return Err(ConfigError::at(
+                "tier_tls",
+                "give `cert` and `key` together (this edge's certificate and its private key)",
+            ));
+        }
         if !self.peers.is_empty() && self.peer_address.is_none() {
             return Err(ConfigError::at(
                 "peer_address",
@@ -591,9 +621,10 @@ impl EdgeConfig {
             if Some(peer) == self.peer_address.as_ref() {
                 continue; // this edge itself, in a list shared by the PoP
             }
+            let scheme = if self.tier_tls.peers { "https" } else { "http" };
             check_upstream_url(
                 &format!("peers[{i}]"),
-                &format!("http://{peer}"),
+                &format!("{scheme}://{peer}"),
                 &addresses,
             )?;
         }

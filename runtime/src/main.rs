@@ -368,6 +368,7 @@ fn from_flags(cli: &Cli, listen: SocketAddr, origin: Option<&str>) -> anyhow::Re
         shield: None,
         peers: Vec::new(),
         peer_address: None,
+        tier_tls: Default::default(),
         server: ServerConfig {
             workers: cli.workers,
             ..ServerConfig::default()

@@ -1,6 +1,7 @@
 //! TLS termination: the certificate for each connection is chosen by SNI
-//! from the distributions' PEM files; a configuration reload swaps the
-//! certificates without touching open connections.
+//! from the distributions' PEM files, else the edge's own tier certificate
+//! (`[tier_tls]`, for shields' and peers' clients); a configuration reload
+//! swaps the certificates without touching open connections.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -21,6 +22,9 @@ pub struct Certificates {
     wildcard: HashMap<String, Arc<CertifiedKey>>,
     /// Certificate of the `*` distribution, for any other name.
     any: Option<Arc<CertifiedKey>>,
+    /// The edge's own certificate (`[tier_tls]`): for handshakes without
+    /// SNI, and names it covers that no distribution claims.
+    tier: Option<Arc<CertifiedKey>>,
 }
 
 impl Certificates {
@@ -28,6 +32,17 @@ impl Certificates {
     /// paths are resolved against `base_dir`.
     pub fn load(config: &EdgeConfig, base_dir: &Path) -> Result<Self, ConfigError> {
         let mut certificates = Certificates::default();
+        if let (Some(cert), Some(key)) = (&config.tier_tls.cert, &config.tier_tls.key) {
+            let key =
+                certified_key(&base_dir.join(cert), &base_dir.join(key)).map_err(|reason| {
+                    ConfigError {
+                        file: None,
+                        field: "tier_tls".into(),
+                        reason,
+                    }
+                })?;
+            certificates.tier = Some(key);
+        }
         for (d, dist) in config.distributions.iter().enumerate() {
             let Some(tls) = &dist.tls else { continue };
             let key = certified_key(&base_dir.join(&tls.cert), &base_dir.join(&tls.key)).map_err(
@@ -54,6 +69,14 @@ impl Certificates {
         Ok(certificates)
     }
 
+    /// The certificate for a handshake naming `server_name` (SNI), or none.
+    fn for_handshake(&self, server_name: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        match server_name {
+            Some(name) => self.find(name),
+            None => self.tier.clone(),
+        }
+    }
+
     /// The certificate for `server_name`.
     fn find(&self, server_name: &str) -> Option<Arc<CertifiedKey>> {
         let name = server_name.trim_end_matches('.').to_ascii_lowercase();
@@ -64,8 +87,21 @@ impl Certificates {
                 let (_, parent) = name.split_once('.')?;
                 self.wildcard.get(parent).cloned()
             })
+            .or_else(|| self.tier.clone().filter(|tier| covers(tier, &name)))
             .or_else(|| self.any.clone())
     }
+}
+
+/// Whether `certified`'s leaf certificate is valid for `name`.
+fn covers(certified: &CertifiedKey, name: &str) -> bool {
+    let (Some(leaf), Ok(name)) = (
+        certified.cert.first(),
+        rustls::pki_types::ServerName::try_from(name),
+    ) else {
+        return false;
+    };
+    webpki::EndEntityCert::try_from(leaf)
+        .is_ok_and(|cert| cert.verify_is_valid_for_subject_name(&name).is_ok())
 }
 
 /// The resolver the TLS listeners keep for their lifetime; reloads replace
@@ -91,9 +127,9 @@ impl SniResolver {
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        // No SNI, or a name no distribution serves: the handshake fails
+        // A name nothing here covers: the handshake fails
         // (`unrecognised_name`), as there is no right certificate to show.
-        self.certificates.load().find(hello.server_name()?)
+        self.certificates.load().for_handshake(hello.server_name())
     }
 }
 

@@ -57,6 +57,10 @@ pub struct Target {
     pub connect_timeout: Duration,
     /// Time allowed until the response headers arrive.
     pub read_timeout: Duration,
+    /// Offer HTTP/2 over TLS. Off for the shield and peers: they route by
+    /// the viewer's `Host`, which differs from the address they are
+    /// reached by, and HTTP/2 carries only one (`:authority`).
+    pub http2: bool,
 }
 
 /// A request for upstream, before it is bound to a target.
@@ -126,7 +130,7 @@ type SharedPolicy = Arc<ArcSwap<AddressPolicy>>;
 
 /// Pooled clients, one per TLS trust and connect-timeout setting.
 pub struct Upstream {
-    clients: Mutex<HashMap<(Option<PathBuf>, Duration), HttpsClient>>,
+    clients: Mutex<HashMap<(Option<PathBuf>, Duration, bool), HttpsClient>>,
     policy: SharedPolicy,
 }
 
@@ -180,7 +184,7 @@ impl Upstream {
     }
 
     fn client(&self, target: &Target) -> Result<HttpsClient, UpstreamError> {
-        let key = (target.ca_file.clone(), target.connect_timeout);
+        let key = (target.ca_file.clone(), target.connect_timeout, target.http2);
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(client) = clients.get(&key) {
             return Ok(client.clone());
@@ -409,15 +413,19 @@ fn new_client(target: &Target, policy: &SharedPolicy) -> Result<HttpsClient, Ups
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_connect_timeout(Some(target.connect_timeout));
-    let connector = HttpsConnectorBuilder::new()
+    let guarded = GuardedConnector {
+        inner: http,
+        policy: policy.clone(),
+    };
+    let protocols = HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(GuardedConnector {
-            inner: http,
-            policy: policy.clone(),
-        });
+        .enable_http1();
+    let connector = if target.http2 {
+        protocols.enable_http2().wrap_connector(guarded)
+    } else {
+        protocols.wrap_connector(guarded)
+    };
     Ok(Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(256)

@@ -4,6 +4,7 @@
 mod common;
 
 use common::{config, edge, get, settle, Origin, Reply, TestEdge};
+use parapet_e2e::tls::{PemFiles, TestCa};
 
 fn with_pop(text: String, pop: &str) -> String {
     text.replace("id = \"test1\"", &format!("id = \"{pop}\""))
@@ -179,4 +180,127 @@ async fn peers_fetch_each_key_once_through_its_owner_and_skip_an_unreachable_own
             "owner down: a serves {path}"
         );
     }
+}
+
+/// `[tier_tls]` with `files` as this edge's certificate and `ca` as the
+/// tier's authority (peers over https when `peers`).
+fn tier_tls(files: Option<&PemFiles>, ca: &TestCa, peers: bool) -> String {
+    let own = files.map_or(String::new(), |f| {
+        format!(
+            "cert = \"{}\"\nkey = \"{}\"\n",
+            f.cert.display(),
+            f.key.display()
+        )
+    });
+    format!(
+        "[tier_tls]\n{own}ca_file = \"{}\"\npeers = {peers}\n",
+        ca.ca_file.display()
+    )
+}
+
+/// Adds a TLS listener on `port` after the viewers' plain one.
+fn with_tls_listener(text: String, port: u16) -> String {
+    text.replacen(
+        "[admin]\n",
+        &format!("[[listener]]\naddress = \"127.0.0.1:{port}\"\ntls = true\n\n[admin]\n"),
+        1,
+    )
+}
+
+#[tokio::test]
+async fn a_shield_over_tls_is_used_only_by_edges_trusting_its_authority() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = TestCa::new(dir.path(), "tier");
+    let stranger = TestCa::new(dir.path(), "stranger");
+    let origin = Origin::start().await;
+    origin.set(
+        "/page",
+        Reply::ok("page", &[("cache-control", "max-age=60")]),
+    );
+    let shield_port = free_port();
+    let shield_files = ca.issue(&["127.0.0.1"], "shield");
+    let shield = edge(&with_tls_listener(
+        in_tier(with_pop(
+            config(
+                &origin.url(),
+                &tier_tls(Some(&shield_files), &ca, false),
+                "",
+                "",
+            ),
+            "shield",
+        )),
+        shield_port,
+    ))
+    .await;
+    let top = |authority: &TestCa| {
+        format!(
+            "shield = \"https://127.0.0.1:{shield_port}\"\n{}",
+            tier_tls(None, authority, false)
+        )
+    };
+    let trusting = edge(&in_tier(with_pop(
+        config(&origin.url(), &top(&ca), "", ""),
+        "edge-a",
+    )))
+    .await;
+    let misled = edge(&in_tier(with_pop(
+        config(&origin.url(), &top(&stranger), "", ""),
+        "edge-b",
+    )))
+    .await;
+
+    assert_eq!(get(trusting.addr(), "/page").await.text(), "page");
+    assert_eq!(
+        origin.last("/page").headers["via"],
+        "1.1 parapet-edge-a, 1.1 parapet-shield",
+        "through the shield, over TLS"
+    );
+    // The other edge refuses the shield's certificate and goes to the
+    // origin itself.
+    assert_eq!(get(misled.addr(), "/page").await.text(), "page");
+    assert_eq!(origin.last("/page").headers["via"], "1.1 parapet-edge-b");
+    assert_eq!(origin.hits("/page"), 2);
+    shield.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn peers_over_tls_fetch_each_key_once_through_its_owner() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = TestCa::new(dir.path(), "tier");
+    let origin = Origin::start().await;
+    let paths: Vec<String> = (0..8).map(|i| format!("/obj/{i}")).collect();
+    for path in &paths {
+        origin.set(
+            path,
+            Reply::ok(path.clone(), &[("cache-control", "max-age=60")]),
+        );
+    }
+    let (port_a, port_b) = (free_port(), free_port());
+    let tls_peer = |me: u16, other: u16| {
+        let files = ca.issue(&["127.0.0.1"], &format!("peer-{me}"));
+        let top = format!(
+            "peers = [\"127.0.0.1:{me}\", \"127.0.0.1:{other}\"]\npeer_address = \"127.0.0.1:{me}\"\n{}",
+            tier_tls(Some(&files), &ca, true)
+        );
+        with_tls_listener(config(&origin.url(), &top, "", ""), me)
+    };
+    let a = edge(&tls_peer(port_a, port_b)).await;
+    let b = edge(&tls_peer(port_b, port_a)).await;
+    for path in &paths {
+        assert_eq!(get(a.addr(), path).await.text(), *path);
+    }
+    settle().await;
+    for path in &paths {
+        assert_eq!(get(b.addr(), path).await.text(), *path);
+        assert_eq!(origin.hits(path), 1, "{path}: one origin fetch for the PoP");
+    }
+    let forwarded = origin
+        .seen()
+        .iter()
+        .filter(|s| s.headers["via"] == "1.1 parapet-test1, 1.1 parapet-test1")
+        .count();
+    assert!(
+        forwarded > 0 && forwarded < paths.len(),
+        "keys are split between the peers over TLS ({forwarded} owned by b)"
+    );
 }

@@ -235,10 +235,13 @@ impl Exchange {
         let config = &self.snapshot.config;
         let dist = &self.distribution().config;
         let first_origin = &dist.origins[0];
-        let timeouts = |base: &str| -> Option<Target> {
+        // The shield and peers: the tier's authority, the first origin's
+        // timeouts.
+        let tier = |base: &str| -> Option<Target> {
             Some(Target {
                 base: base.parse().ok()?,
-                ca_file: None,
+                ca_file: config.tier_tls.ca_file.clone(),
+                http2: false,
                 connect_timeout: Duration::from_millis(first_origin.connect_timeout_ms),
                 read_timeout: Duration::from_millis(first_origin.read_timeout_ms),
             })
@@ -246,13 +249,18 @@ impl Exchange {
         let mut targets = Vec::new();
         if let (Some(ring), Some(key), false) = (&self.snapshot.peers, key, self.from_peer) {
             if let Some(owner) = ring.owner(key) {
-                if let Some(target) = timeouts(&format!("http://{owner}")) {
+                let scheme = if config.tier_tls.peers {
+                    "https"
+                } else {
+                    "http"
+                };
+                if let Some(target) = tier(&format!("{scheme}://{owner}")) {
                     targets.push((target, Hop::Peer, None));
                 }
             }
         }
         if let Some(shield) = &config.shield {
-            if let Some(target) = timeouts(shield) {
+            if let Some(target) = tier(shield) {
                 targets.push((target, Hop::Shield, None));
             }
         }
@@ -262,6 +270,7 @@ impl Exchange {
                     Target {
                         base,
                         ca_file: origin.ca_file.clone(),
+                        http2: true,
                         connect_timeout: Duration::from_millis(origin.connect_timeout_ms),
                         read_timeout: Duration::from_millis(origin.read_timeout_ms),
                     },
