@@ -12,6 +12,7 @@ pub mod distributions;
 pub mod edges;
 pub mod grpc;
 pub mod jobs;
+pub mod lease;
 pub mod metrics;
 pub mod model;
 pub mod revision;
@@ -160,7 +161,11 @@ pub async fn launch(options: LaunchOptions) -> anyhow::Result<Running> {
             .await
             .context("reading the distributions")?,
     });
-    let worker = tokio::spawn(worker::run(store));
+    // The embedded store is one process's: no other controller to share
+    // the worker with.
+    let lease = matches!(options.store, StoreLocation::Mongo(_))
+        .then(|| lease::WorkerLease::new(store.clone()));
+    let worker = tokio::spawn(worker::run(store, lease));
     let (stop, stopped) = watch::channel(false);
     let mut tasks = Vec::new();
     let metrics_address = match options.metrics {

@@ -1,12 +1,14 @@
 //! The background worker: dispatches queued jobs (retrying with backoff),
 //! resumes jobs a restart interrupted, settles dispatched jobs, and queues
-//! housekeeping.
+//! housekeeping. With several controllers on one store, only the holder of
+//! the worker lease does this (see [`crate::lease`]).
 
 use std::time::Duration;
 
 use serde_json::json;
 
 use crate::jobs::{self, MAX_ATTEMPTS};
+use crate::lease::{Holding, WorkerLease};
 use crate::model::{now_ms, Job, JobStatus, Work};
 use crate::store::{Collection, Store, StoreError};
 
@@ -19,25 +21,38 @@ const COMPACT_EVERY: Duration = Duration::from_secs(600);
 /// How often dispatched jobs are settled (see [`jobs::settle_dispatched`]).
 const SETTLE_EVERY: Duration = Duration::from_secs(30);
 
-/// Runs until the task is dropped.
-pub async fn run(store: Store) {
+/// Runs until the task is dropped; with a `lease`, works only while
+/// holding it (without one, this controller is the store's only one).
+pub async fn run(store: Store, mut lease: Option<WorkerLease>) {
     let mut woken = store.order_changes();
+    let mut leading = false;
     let mut last_compaction = tokio::time::Instant::now();
     let mut last_settling = tokio::time::Instant::now();
     loop {
-        if let Err(e) = pass(&store).await {
-            tracing::warn!(error = %e, "worker pass failed; retrying");
-        }
-        if last_settling.elapsed() >= SETTLE_EVERY {
-            last_settling = tokio::time::Instant::now();
-            if let Err(e) = jobs::settle_dispatched(&store).await {
-                tracing::warn!(error = %e, "cannot settle dispatched jobs; retrying later");
+        let holding = match &mut lease {
+            Some(lease) => hold(lease, leading).await,
+            None if leading => Holding::Kept,
+            None => Holding::Taken,
+        };
+        leading = holding != Holding::No;
+        metrics::gauge!("parapet_controller_worker_lease").set(if leading { 1.0 } else { 0.0 });
+        if leading {
+            // A lease just taken: the previous holder may have left jobs
+            // half-dispatched.
+            if let Err(e) = pass(&store, holding == Holding::Taken).await {
+                tracing::warn!(error = %e, "worker pass failed; retrying");
             }
-        }
-        if last_compaction.elapsed() >= COMPACT_EVERY {
-            last_compaction = tokio::time::Instant::now();
-            if let Err(e) = jobs::create(&store, "", "", Work::Compact).await {
-                tracing::warn!(error = %e, "cannot queue housekeeping");
+            if last_settling.elapsed() >= SETTLE_EVERY {
+                last_settling = tokio::time::Instant::now();
+                if let Err(e) = jobs::settle_dispatched(&store).await {
+                    tracing::warn!(error = %e, "cannot settle dispatched jobs; retrying later");
+                }
+            }
+            if last_compaction.elapsed() >= COMPACT_EVERY {
+                last_compaction = tokio::time::Instant::now();
+                if let Err(e) = jobs::create(&store, "", "", Work::Compact).await {
+                    tracing::warn!(error = %e, "cannot queue housekeeping");
+                }
             }
         }
         tokio::select! {
@@ -47,8 +62,30 @@ pub async fn run(store: Store) {
     }
 }
 
-/// One look at the queue.
-async fn pass(store: &Store) -> Result<(), StoreError> {
+/// Takes or renews `lease`, saying when this controller starts or stops
+/// dispatching (`leading`: whether it did until now).
+async fn hold(lease: &mut WorkerLease, leading: bool) -> Holding {
+    let holding = lease.hold().await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot read the worker lease; not dispatching meanwhile");
+        Holding::No
+    });
+    match (leading, holding) {
+        (false, Holding::Taken | Holding::Kept) => tracing::info!(
+            holder = lease.holder(),
+            "took the worker lease: this controller dispatches jobs"
+        ),
+        (true, Holding::No) => tracing::warn!(
+            holder = lease.holder(),
+            "lost the worker lease: another controller dispatches jobs"
+        ),
+        _ => {}
+    }
+    holding
+}
+
+/// One look at the queue; `resume_all`: every job left `dispatching` is
+/// taken to be interrupted, however recent.
+async fn pass(store: &Store, resume_all: bool) -> Result<(), StoreError> {
     let now = now_ms();
     let mut candidates: Vec<Job> = store
         .find(Collection::Jobs, &[("status", json!(JobStatus::Queued))])
@@ -62,7 +99,7 @@ async fn pass(store: &Store) -> Result<(), StoreError> {
     candidates.extend(
         interrupted
             .into_iter()
-            .filter(|j| now - j.updated_ms > STALE_DISPATCH_MS),
+            .filter(|j| resume_all || now - j.updated_ms > STALE_DISPATCH_MS),
     );
     candidates.sort_by_key(|j| j.created_ms);
     for job in candidates {

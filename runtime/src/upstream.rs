@@ -63,6 +63,10 @@ pub struct Target {
     pub http2: bool,
 }
 
+/// What sets pooled clients apart: the CA file, the connect timeout and
+/// whether HTTP/2 is offered.
+type ClientKey = (Option<PathBuf>, Duration, bool);
+
 /// A request for upstream, before it is bound to a target.
 pub struct UpstreamRequest {
     /// Method.
@@ -130,7 +134,7 @@ type SharedPolicy = Arc<ArcSwap<AddressPolicy>>;
 
 /// Pooled clients, one per TLS trust and connect-timeout setting.
 pub struct Upstream {
-    clients: Mutex<HashMap<(Option<PathBuf>, Duration, bool), HttpsClient>>,
+    clients: Mutex<HashMap<ClientKey, HttpsClient>>,
     policy: SharedPolicy,
 }
 

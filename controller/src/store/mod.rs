@@ -52,11 +52,13 @@ pub enum Collection {
     Statuses,
     /// Domain claims, a document per parent name (see `crate::claims`).
     Claims,
+    /// Leases among controllers sharing the store (see `crate::lease`).
+    Leases,
 }
 
 impl Collection {
     /// Every collection.
-    pub const ALL: [Collection; 14] = [
+    pub const ALL: [Collection; 15] = [
         Collection::Customers,
         Collection::Tokens,
         Collection::Distributions,
@@ -71,6 +73,7 @@ impl Collection {
         Collection::Heartbeats,
         Collection::Statuses,
         Collection::Claims,
+        Collection::Leases,
     ];
 
     /// The collection's (or table's) name.
@@ -90,6 +93,7 @@ impl Collection {
             Collection::Heartbeats => "heartbeats",
             Collection::Statuses => "statuses",
             Collection::Claims => "claims",
+            Collection::Leases => "leases",
         }
     }
 }

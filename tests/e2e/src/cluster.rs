@@ -130,18 +130,38 @@ impl Cluster {
 
     /// Starts the controller (again) and waits for its REST port.
     pub fn start_controller(&mut self) {
-        let process = Process::start(
-            "controller",
+        self.controller = Some(self.controller_process("controller", &self.controller_args));
+        wait_for_port(self.rest_address, 30);
+    }
+
+    /// The controller's gRPC port.
+    pub fn grpc_port(&self) -> u16 {
+        self.grpc_port
+    }
+
+    /// Starts another controller named `name` on the same store (MongoDB)
+    /// with REST on `rest_port` and gRPC on `grpc_port`.
+    pub fn spawn_controller(&self, name: &str, rest_port: u16, grpc_port: u16) -> Process {
+        let mut args = self.controller_args.clone();
+        for (flag, port) in [("--listen", rest_port), ("--grpc-listen", grpc_port)] {
+            let at = args.iter().position(|a| a == flag).expect("flag") + 1;
+            args[at] = format!("127.0.0.1:{port}");
+        }
+        self.controller_process(name, &args)
+    }
+
+    /// `parapet-controller` named `name` with `args` and the test tokens.
+    fn controller_process(&self, name: &str, args: &[String]) -> Process {
+        Process::start(
+            name,
             &binary("parapet-controller"),
-            &self.controller_args,
+            args,
             &[
                 ("PARAPET_ADMIN_TOKEN", ADMIN.to_string()),
                 ("PARAPET_EDGE_BOOTSTRAP_TOKEN", BOOTSTRAP.to_string()),
             ],
             self.dir.path(),
-        );
-        self.controller = Some(process);
-        wait_for_port(self.rest_address, 30);
+        )
     }
 
     /// Stops the controller at once.
