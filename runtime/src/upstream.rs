@@ -57,9 +57,9 @@ pub struct Target {
     pub connect_timeout: Duration,
     /// Time allowed until the response headers arrive.
     pub read_timeout: Duration,
-    /// Offer HTTP/2 over TLS. Off for the shield and peers: they route by
-    /// the viewer's `Host`, which differs from the address they are
-    /// reached by, and HTTP/2 carries only one (`:authority`).
+    /// Offer HTTP/2 over TLS: only when the `Host` sent is the base's
+    /// authority, as HTTP/2 carries one (`:authority`, from the base) and
+    /// a differing `Host` beside it is malformed (RFC 9113, 8.3.1).
     pub http2: bool,
 }
 
