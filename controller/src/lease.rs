@@ -64,6 +64,14 @@ impl WorkerLease {
         &self.holder
     }
 
+    /// What gives the lease up when this controller stops.
+    pub fn release_on_stop(&self) -> LeaseRelease {
+        LeaseRelease {
+            store: self.store.clone(),
+            holder: self.holder.clone(),
+        }
+    }
+
     /// Takes, renews or checks the lease.
     pub async fn hold(&mut self) -> Result<Holding, StoreError> {
         let now = now_ms();
@@ -108,5 +116,32 @@ impl WorkerLease {
         }
         self.held_until = fresh.expires_ms;
         Ok(if held { Holding::Kept } else { Holding::Taken })
+    }
+}
+
+/// Gives up a controller's lease, so that another takes it over at once
+/// rather than after [`TTL_MS`].
+pub struct LeaseRelease {
+    store: Store,
+    holder: String,
+}
+
+impl LeaseRelease {
+    /// Lets the lease lapse now if this controller holds it (the worker
+    /// must be stopped first).
+    pub async fn release(self) -> Result<(), StoreError> {
+        let released = self
+            .store
+            .update(
+                Collection::Leases,
+                WORKER,
+                &[("holder", json!(self.holder))],
+                &json!({ "expires_ms": 0 }),
+            )
+            .await?;
+        if released {
+            tracing::info!(holder = %self.holder, "worker lease given up");
+        }
+        Ok(())
     }
 }

@@ -85,6 +85,7 @@ pub struct Running {
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     worker: tokio::task::JoinHandle<()>,
+    lease: Option<lease::LeaseRelease>,
 }
 
 impl Running {
@@ -97,10 +98,16 @@ impl Running {
         }
     }
 
-    /// Stops the listeners and the worker.
+    /// Stops the listeners and the worker, and gives up the worker lease.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         self.worker.abort();
+        let _ = self.worker.await;
+        if let Some(lease) = self.lease {
+            if let Err(e) = lease.release().await {
+                tracing::warn!(error = %e, "cannot give up the worker lease; it lapses by itself");
+            }
+        }
         for task in self.tasks {
             let _ = task.await;
         }
@@ -165,6 +172,7 @@ pub async fn launch(options: LaunchOptions) -> anyhow::Result<Running> {
     // the worker with.
     let lease = matches!(options.store, StoreLocation::Mongo(_))
         .then(|| lease::WorkerLease::new(store.clone()));
+    let release = lease.as_ref().map(lease::WorkerLease::release_on_stop);
     let worker = tokio::spawn(worker::run(store, lease));
     let (stop, stopped) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -220,6 +228,7 @@ pub async fn launch(options: LaunchOptions) -> anyhow::Result<Running> {
         stop,
         tasks,
         worker,
+        lease: release,
     })
 }
 

@@ -1,5 +1,6 @@
 //! The worker lease on both stores: one controller holds it, another takes
-//! it over only once it lapsed, and of two taking over at once one wins.
+//! it over only once it lapsed or was given up, and of two taking over at
+//! once one wins.
 
 #[macro_use]
 mod common;
@@ -47,6 +48,17 @@ async fn one_holder_at_a_time(store: &Store) {
         .filter(|h| **h == Holding::Taken)
         .count();
     assert_eq!(taken, 1);
+
+    // A lease given up on stop is taken over at once; giving up one held
+    // by another changes nothing.
+    lapse(store).await;
+    let mut stopping = WorkerLease::new(store.clone());
+    let mut next = WorkerLease::new(store.clone());
+    assert_eq!(stopping.hold().await.expect("hold"), Holding::Taken);
+    next.release_on_stop().release().await.expect("release");
+    assert_eq!(next.hold().await.expect("hold"), Holding::No);
+    stopping.release_on_stop().release().await.expect("release");
+    assert_eq!(next.hold().await.expect("hold"), Holding::Taken);
 }
 
 both_backends!("parapet_lease"; one_holder_at_a_time);
