@@ -170,9 +170,9 @@ impl Client {
         let response = request.send().map_err(|e| CliError {
             code: exit::UNAVAILABLE,
             message: format!(
-                "cannot reach the controller at {}: {}",
+                "cannot reach the controller at {}: {:#}",
                 self.url,
-                error_chain(&e)
+                anyhow::Error::new(e)
             ),
         })?;
         let status = response.status();
@@ -205,18 +205,6 @@ impl Client {
     pub fn get(&self, path: &str) -> CliResult<Value> {
         self.send("GET", path, None)
     }
-}
-
-/// `error` and its causes, joined (a refused certificate is a cause).
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// A request body.

@@ -71,7 +71,7 @@ async fn fetch(
         .bearer_auth(&source.token)
         .send()
         .await
-        .map_err(|e| format!("GET {url}: {}", error_chain(&e)))?;
+        .map_err(|e| format!("GET {url}: {:#}", anyhow::Error::new(e)))?;
     let status = response.status();
     if !status.is_success() {
         let body = response.text().await.unwrap_or_default();
@@ -86,19 +86,6 @@ async fn fetch(
         .filter(|e| e.healthy)
         .map(|e| e.pop)
         .collect())
-}
-
-/// `error` and its causes (a refused certificate is a cause of the
-/// request error), joined.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Polls the controller through `client` forever, updating `state`'s PoP

@@ -52,25 +52,30 @@ async fn heartbeat(client: &mut EdgeControlClient<Channel>, credential: &str) {
     client.heartbeat(request).await.expect("heartbeat");
 }
 
+/// The addresses answered to a viewer in Tokyo, over UDP.
+async fn tokyo_answer(dns: &TestDns) -> Vec<String> {
+    let answer = ask(
+        dns.address,
+        Transport::Udp,
+        SHOP,
+        RecordType::A,
+        Some(TOKYO_SUBNET),
+    )
+    .await;
+    addresses(&answer)
+}
+
 /// Asks for Tokyo's answer until it is `expected`, for up to 5 s.
 async fn await_tokyo_answer(dns: &TestDns, expected: &[&str]) {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let answer = ask(
-            dns.address,
-            Transport::Udp,
-            SHOP,
-            RecordType::A,
-            Some(TOKYO_SUBNET),
-        )
-        .await;
-        if addresses(&answer) == expected {
+        let answer = tokyo_answer(dns).await;
+        if answer == expected {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "still {:?}, expected {expected:?}",
-            addresses(&answer)
+            "still {answer:?}, expected {expected:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -165,15 +170,7 @@ async fn only_pops_with_a_healthy_edge_are_answered() {
     await_tokyo_answer(&dns, &["192.0.2.1"]).await;
     controller.shutdown().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let answer = ask(
-        dns.address,
-        Transport::Udp,
-        SHOP,
-        RecordType::A,
-        Some(TOKYO_SUBNET),
-    )
-    .await;
-    assert_eq!(addresses(&answer), ["192.0.2.1"]);
+    assert_eq!(tokyo_answer(&dns).await, ["192.0.2.1"]);
     let text = metrics(&dns).await;
     assert!(
         text.contains("parapet_dns_controller_errors_total"),
@@ -197,15 +194,7 @@ async fn until_the_controller_answers_the_pops_file_decides() {
     )
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let answer = ask(
-        dns.address,
-        Transport::Udp,
-        SHOP,
-        RecordType::A,
-        Some(TOKYO_SUBNET),
-    )
-    .await;
-    assert_eq!(addresses(&answer), ["192.0.2.1"]);
+    assert_eq!(tokyo_answer(&dns).await, ["192.0.2.1"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -237,15 +226,7 @@ async fn a_controller_with_a_wrong_certificate_is_not_followed() {
     // The one trusting another authority never took the controller's word:
     // the PoPs file still decides (Tokyo, enabled there).
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let answer = ask(
-        misled.address,
-        Transport::Udp,
-        SHOP,
-        RecordType::A,
-        Some(TOKYO_SUBNET),
-    )
-    .await;
-    assert_eq!(addresses(&answer), ["192.0.2.1"]);
+    assert_eq!(tokyo_answer(&misled).await, ["192.0.2.1"]);
     beating.abort();
     controller.shutdown().await;
 }

@@ -122,6 +122,33 @@ async fn edges_share_a_shield_that_fetches_once_and_fall_back_to_the_origin_with
     assert_eq!(origin.last("/later").headers["via"], "1.1 parapet-edge-a");
 }
 
+/// Every path through peer `a`, then through `b`: one origin fetch per
+/// key for the two, some keys owned by each.
+async fn one_fetch_per_key_in_the_pop(
+    origin: &Origin,
+    paths: &[String],
+    a: &TestEdge,
+    b: &TestEdge,
+) {
+    for path in paths {
+        assert_eq!(get(a.addr(), path).await.text(), *path);
+    }
+    settle().await;
+    for path in paths {
+        assert_eq!(get(b.addr(), path).await.text(), *path);
+        assert_eq!(origin.hits(path), 1, "{path}: one origin fetch for the PoP");
+    }
+    let forwarded = origin
+        .seen()
+        .iter()
+        .filter(|s| s.headers["via"] == "1.1 parapet-test1, 1.1 parapet-test1")
+        .count();
+    assert!(
+        forwarded > 0 && forwarded < paths.len(),
+        "keys are split between the peers ({forwarded} owned by b)"
+    );
+}
+
 async fn peer(origin: &Origin, me: u16, other: u16) -> TestEdge {
     let top = format!(
         "peers = [\"127.0.0.1:{me}\", \"127.0.0.1:{other}\"]\npeer_address = \"127.0.0.1:{me}\""
@@ -147,23 +174,7 @@ async fn peers_fetch_each_key_once_through_its_owner_and_skip_an_unreachable_own
     let (port_a, port_b) = (free_port(), free_port());
     let a = peer(&origin, port_a, port_b).await;
     let b = peer(&origin, port_b, port_a).await;
-    for path in &paths {
-        assert_eq!(get(a.addr(), path).await.text(), *path);
-    }
-    settle().await;
-    for path in &paths {
-        assert_eq!(get(b.addr(), path).await.text(), *path);
-        assert_eq!(origin.hits(path), 1, "{path}: one origin fetch for the PoP");
-    }
-    let forwarded = origin
-        .seen()
-        .iter()
-        .filter(|s| s.headers["via"] == "1.1 parapet-test1, 1.1 parapet-test1")
-        .count();
-    assert!(
-        forwarded > 0 && forwarded < paths.len(),
-        "keys are split between the peers ({forwarded} owned by b)"
-    );
+    one_fetch_per_key_in_the_pop(&origin, &paths, &a, &b).await;
     assert!(
         origin
             .seen()
@@ -286,21 +297,5 @@ async fn peers_over_tls_fetch_each_key_once_through_its_owner() {
     };
     let a = edge(&tls_peer(port_a, port_b)).await;
     let b = edge(&tls_peer(port_b, port_a)).await;
-    for path in &paths {
-        assert_eq!(get(a.addr(), path).await.text(), *path);
-    }
-    settle().await;
-    for path in &paths {
-        assert_eq!(get(b.addr(), path).await.text(), *path);
-        assert_eq!(origin.hits(path), 1, "{path}: one origin fetch for the PoP");
-    }
-    let forwarded = origin
-        .seen()
-        .iter()
-        .filter(|s| s.headers["via"] == "1.1 parapet-test1, 1.1 parapet-test1")
-        .count();
-    assert!(
-        forwarded > 0 && forwarded < paths.len(),
-        "keys are split between the peers over TLS ({forwarded} owned by b)"
-    );
+    one_fetch_per_key_in_the_pop(&origin, &paths, &a, &b).await;
 }
