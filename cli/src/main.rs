@@ -41,7 +41,7 @@ struct Cli {
 enum Command {
     /// Save the controller's URL and a token for the next commands.
     Login {
-        /// The controller's REST URL, e.g. https://controller.example.net:7070.
+        /// The controller's REST URL, e.g. `https://controller.example.net:7070`.
         #[arg(long)]
         url: String,
         /// The token (or PARAPET_TOKEN).
