@@ -57,10 +57,6 @@ pub struct Target {
     pub connect_timeout: Duration,
     /// Time allowed until the response headers arrive.
     pub read_timeout: Duration,
-    /// Offer HTTP/2 over TLS: only when the `Host` sent is the base's
-    /// authority, as HTTP/2 carries one (`:authority`, from the base) and
-    /// a differing `Host` beside it is malformed (RFC 9113, 8.3.1).
-    pub http2: bool,
 }
 
 /// What sets pooled clients apart: the CA file, the connect timeout and
@@ -163,9 +159,17 @@ impl Upstream {
         target: &Target,
         request: UpstreamRequest,
     ) -> BoxFuture<'static, Result<Response<Incoming>, UpstreamError>> {
+        // HTTP/2 carries one authority, the target's (`:authority`); a
+        // `Host` differing from it is malformed there (RFC 9113, 8.3.1),
+        // so such requests (the shield's and peers', routed by the
+        // viewer's host) go over HTTP/1.1.
+        let http2 = request
+            .headers
+            .get(http::header::HOST)
+            .is_none_or(|host| names_authority(host, &target.base));
         let checked = self
             .check_literal(target)
-            .and_then(|()| self.client(target));
+            .and_then(|()| self.client(target, http2));
         let target = target.clone();
         Box::pin(async move { send(checked?, &target, request).await })
     }
@@ -187,13 +191,14 @@ impl Upstream {
             .map_err(|reason| refused(target, reason))
     }
 
-    fn client(&self, target: &Target) -> Result<HttpsClient, UpstreamError> {
-        let key = (target.ca_file.clone(), target.connect_timeout, target.http2);
+    /// The pooled client for `target`, offering HTTP/2 when `http2`.
+    fn client(&self, target: &Target, http2: bool) -> Result<HttpsClient, UpstreamError> {
+        let key = (target.ca_file.clone(), target.connect_timeout, http2);
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(client) = clients.get(&key) {
             return Ok(client.clone());
         }
-        let client = new_client(target, &self.policy)?;
+        let client = new_client(target, http2, &self.policy)?;
         clients.insert(key, client.clone());
         Ok(client)
     }
@@ -393,7 +398,21 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-fn new_client(target: &Target, policy: &SharedPolicy) -> Result<HttpsClient, UpstreamError> {
+/// Whether `host` (a `Host` value) is `base`'s authority.
+fn names_authority(host: &http::HeaderValue, base: &Uri) -> bool {
+    base.authority().is_some_and(|authority| {
+        authority
+            .as_str()
+            .as_bytes()
+            .eq_ignore_ascii_case(host.as_bytes())
+    })
+}
+
+fn new_client(
+    target: &Target,
+    http2: bool,
+    policy: &SharedPolicy,
+) -> Result<HttpsClient, UpstreamError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = &target.ca_file {
@@ -425,7 +444,7 @@ fn new_client(target: &Target, policy: &SharedPolicy) -> Result<HttpsClient, Ups
         .with_tls_config(tls)
         .https_or_http()
         .enable_http1();
-    let connector = if target.http2 {
+    let connector = if http2 {
         protocols.enable_http2().wrap_connector(guarded)
     } else {
         protocols.wrap_connector(guarded)

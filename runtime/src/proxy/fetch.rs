@@ -151,7 +151,7 @@ impl Exchange {
             })?;
         let mut last_error = None;
         let tier_secret = self.snapshot.config.server.tier_secret.as_deref();
-        for (mut target, hop, host_header) in self.targets(key.as_deref()) {
+        for (target, hop, host_header) in self.targets(key.as_deref()) {
             let mut headers = headers.clone();
             if hop == Hop::Peer {
                 headers.insert(PEER_HEADER, HeaderValue::from_static("1"));
@@ -165,12 +165,6 @@ impl Exchange {
                 Some(host) => HeaderValue::from_str(host).ok(),
                 None => viewer_host.clone(),
             };
-            // HTTP/2 carries one authority, the address's: offered only
-            // when the `Host` sent is the same (never for the shield and
-            // peers, which route by the viewer's host).
-            target.http2 = host
-                .as_ref()
-                .is_some_and(|host| names_authority(host, &target.base));
             if let Some(host) = host {
                 headers.insert(header::HOST, host);
             }
@@ -247,7 +241,6 @@ impl Exchange {
             Some(Target {
                 base: base.parse().ok()?,
                 ca_file: config.tier_tls.ca_file.clone(),
-                http2: false,
                 connect_timeout: Duration::from_millis(first_origin.connect_timeout_ms),
                 read_timeout: Duration::from_millis(first_origin.read_timeout_ms),
             })
@@ -276,7 +269,6 @@ impl Exchange {
                     Target {
                         base,
                         ca_file: origin.ca_file.clone(),
-                        http2: false,
                         connect_timeout: Duration::from_millis(origin.connect_timeout_ms),
                         read_timeout: Duration::from_millis(origin.read_timeout_ms),
                     },
@@ -377,14 +369,4 @@ impl Exchange {
         );
         Served::error(status, format!("{kind} (request {request_id})"))
     }
-}
-
-/// Whether `host` (a `Host` value) is `base`'s authority.
-fn names_authority(host: &HeaderValue, base: &http::Uri) -> bool {
-    base.authority().is_some_and(|authority| {
-        authority
-            .as_str()
-            .as_bytes()
-            .eq_ignore_ascii_case(host.as_bytes())
-    })
 }

@@ -265,6 +265,29 @@ impl Cluster {
         crate::parapet(home, &self.rest, Some(&self.ca.ca_file), token, args)
     }
 
+    /// Creates customer `id` (named `id`) and a token for it; the token.
+    pub async fn customer(&self, id: &str) -> String {
+        let (status, body) = self
+            .call(
+                "POST",
+                "/v1/customers",
+                Some(ADMIN),
+                Some(serde_json::json!({"id": id, "name": id})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        let (status, body) = self
+            .call(
+                "POST",
+                "/v1/tokens",
+                Some(ADMIN),
+                Some(serde_json::json!({"customer": id, "name": "e2e"})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["token"].as_str().expect("token").to_string()
+    }
+
     /// A REST call to the controller: status and JSON answer.
     pub async fn call(
         &self,

@@ -85,25 +85,7 @@ async fn two_controllers_on_one_mongodb_share_edges_and_jobs() {
     let b_url = format!("https://127.0.0.1:{b_rest}");
 
     // A customer through A, its distribution through B.
-    let (status, body) = cluster
-        .call(
-            "POST",
-            "/v1/customers",
-            Some(ADMIN),
-            Some(json!({"id": "acme", "name": "Acme"})),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    let (status, issued) = cluster
-        .call(
-            "POST",
-            "/v1/tokens",
-            Some(ADMIN),
-            Some(json!({"customer": "acme", "name": "e2e"})),
-        )
-        .await;
-    assert_eq!(status, 201, "{issued}");
-    let acme = issued["token"].as_str().expect("token").to_string();
+    let acme = cluster.customer("acme").await;
     let file = cluster.dir.path().join("shop.toml");
     std::fs::write(&file, DISTRIBUTION.replace("ORIGIN", &cluster.origin)).expect("file");
     let home = cluster.dir.path().join("home");

@@ -26,29 +26,6 @@ async fn with_mongodb() {
     matrix(Some(mongo.uri("parapet_tenancy"))).await;
 }
 
-/// A customer and a token for it.
-async fn customer(cluster: &Cluster, id: &str) -> String {
-    let (status, body) = cluster
-        .call(
-            "POST",
-            "/v1/customers",
-            Some(ADMIN),
-            Some(json!({"id": id, "name": id})),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    let (status, body) = cluster
-        .call(
-            "POST",
-            "/v1/tokens",
-            Some(ADMIN),
-            Some(json!({"customer": id, "name": "e2e"})),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    body["token"].as_str().expect("token").to_string()
-}
-
 /// `x-cache` and a header of `path` on `host` through `edge`.
 async fn view(
     http: &reqwest::Client,
@@ -100,8 +77,8 @@ fn evil_spec(origin: &str) -> Value {
 async fn matrix(mongodb_uri: Option<String>) {
     let cluster = Cluster::start(mongodb_uri, 300);
     let http = cluster.http.clone();
-    let victim = customer(&cluster, "victim").await;
-    let evil = customer(&cluster, "evil").await;
+    let victim = cluster.customer("victim").await;
+    let evil = cluster.customer("evil").await;
     let upload = |token: String, name: &'static str| {
         let cluster = &cluster;
         async move {

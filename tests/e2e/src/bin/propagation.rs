@@ -70,23 +70,7 @@ async fn main() {
     // Heartbeats at the controller's default interval, as in production.
     let cluster = Cluster::start(None, 5_000);
     let http = cluster.http.clone();
-    cluster
-        .call(
-            "POST",
-            "/v1/customers",
-            Some(ADMIN),
-            Some(json!({"id": "acme", "name": "Acme"})),
-        )
-        .await;
-    let (_, token) = cluster
-        .call(
-            "POST",
-            "/v1/tokens",
-            Some(ADMIN),
-            Some(json!({"customer": "acme", "name": "bench"})),
-        )
-        .await;
-    let acme = token["token"].as_str().expect("token").to_string();
+    let acme = cluster.customer("acme").await;
     let uploaded = http
         .post(format!("{}/v1/plugins/header-filter", cluster.rest))
         .bearer_auth(&acme)
@@ -252,24 +236,7 @@ async fn fill(cluster: &Cluster) {
     use futures_util::StreamExt;
     let mut tokens = Vec::new();
     for c in 0..FILLER_CUSTOMERS {
-        let id = format!("filler{c}");
-        cluster
-            .call(
-                "POST",
-                "/v1/customers",
-                Some(ADMIN),
-                Some(json!({"id": id, "name": id})),
-            )
-            .await;
-        let (_, token) = cluster
-            .call(
-                "POST",
-                "/v1/tokens",
-                Some(ADMIN),
-                Some(json!({"customer": id, "name": "bench"})),
-            )
-            .await;
-        tokens.push(token["token"].as_str().expect("token").to_string());
+        tokens.push(cluster.customer(&format!("filler{c}")).await);
     }
     let jobs = (0..FILLER_CUSTOMERS).flat_map(|c| (0..FILLER_PER_CUSTOMER).map(move |i| (c, i)));
     let applied = futures_util::stream::iter(jobs)
