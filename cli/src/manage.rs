@@ -232,6 +232,45 @@ pub enum KvCommand {
     },
 }
 
+/// TLS certificates of distributions.
+#[derive(Subcommand)]
+pub enum CertCommand {
+    /// Upload a distribution's certificate chain and private key (PEM).
+    /// The controller checks that the chain links up, the key matches, the
+    /// names cover every domain and the dates are current; the key is
+    /// stored sealed and never shown again. Edges serve it by SNI.
+    Upload {
+        /// Distribution id.
+        dist: String,
+        /// The chain (PEM): the leaf first, then each issuer.
+        #[arg(long, value_name = "FILE")]
+        cert: PathBuf,
+        /// Its private key (PEM).
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+    },
+    /// Have the controller obtain and renew the distribution's certificate
+    /// by ACME (HTTP-01, answered by the edges); renewal starts 30 days
+    /// before expiry.
+    Acme {
+        /// Distribution id.
+        dist: String,
+    },
+    /// Certificates with their names and days left.
+    List,
+    /// Remove a distribution's certificate (ACME renewals stop too).
+    Rm {
+        /// Distribution id.
+        dist: String,
+    },
+}
+
+/// Reads a PEM file given to `parapet cert upload`.
+pub fn read_pem(path: &Path) -> CliResult<String> {
+    std::fs::read_to_string(path)
+        .map_err(|e| CliError::usage(format!("reading {}: {e}", path.display())))
+}
+
 /// Prints `value` as JSON, or as a table of `columns` (one row per array
 /// element, or the object alone).
 pub fn print(value: &Value, json: bool, columns: &[&str]) {

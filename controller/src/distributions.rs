@@ -76,7 +76,7 @@ pub async fn resolve(
         ("id", "comes from the URL"),
         ("customer", "comes from the token (operators: the `customer` query parameter)"),
         ("kv", "KV data is managed with /v1/distributions/{id}/kv"),
-        ("tls", "certificates are not managed by the controller yet; terminate TLS for this distribution at the edge's own configuration"),
+        ("tls", "certificates are managed with /v1/distributions/{id}/certificate (`parapet cert`)"),
     ] {
         if table.contains_key(field) {
             return Err(invalid(field, why));
@@ -139,6 +139,12 @@ pub async fn resolve(
             "`*` would take every other customer's unmatched traffic; name the domains (a wildcard like `*.example.com` is fine)",
         ));
     }
+    crate::certificates::check_domains(store, id, &domains)
+        .await
+        .map_err(|e| match e {
+            crate::certificates::CertificateError::Store(e) => SpecError::Store(e),
+            other => SpecError::Invalid(other.to_string()),
+        })?;
     plugins.sort();
     plugins.dedup();
     Ok(Resolved { config, plugins })

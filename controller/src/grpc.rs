@@ -162,6 +162,7 @@ impl EdgeControl for EdgeService {
         let edge_id = self.edge(&request).await?;
         let have = request.into_inner().have;
         let store = self.app.store.clone();
+        let secret = self.app.secret_key.clone();
         let mut revisions = self.app.catalog.subscribe();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let mut stopped = self.stopped.clone();
@@ -173,7 +174,7 @@ impl EdgeControl for EdgeService {
                 let updates = async {
                     // A removed edge's stream ends: it registers again.
                     let edge = registered_edge(&store, &edge_id).await?;
-                    config_updates(&store, &edge, &latest, &mut view, first)
+                    config_updates(&store, secret.as_deref(), &edge, &latest, &mut view, first)
                         .await
                         .map_err(store_status)
                 }
@@ -415,9 +416,10 @@ impl EdgeView {
 /// for its group, removed ones named, in messages of at most
 /// [`UPDATE_BYTES`] of configuration each. An edge that has nothing is
 /// sent everything, with `reset`. `view` is updated to what the updates
-/// bring.
+/// bring. Private keys are opened with `secret`.
 async fn config_updates(
     store: &Store,
+    secret: Option<&crate::secrets::SecretKey>,
     edge: &Edge,
     latest: &Revisions,
     view: &mut EdgeView,
@@ -444,7 +446,7 @@ async fn config_updates(
         view.held.remove(id);
         view.revisions.remove(id);
     }
-    let composed = Composer::new(store, &edge.group).compose(&changed).await?;
+    let composed = Composer::new(store, &edge.group, secret).compose(&changed).await?;
     let mut updates = vec![ConfigUpdate {
         revision: latest.revision,
         reset,

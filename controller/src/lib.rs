@@ -2,10 +2,12 @@
 //! and what keeps every edge in step. REST (axum) for people and scripts,
 //! gRPC (tonic) for edges, storage in MongoDB or an embedded file.
 
+pub mod acme;
 pub mod admission;
 pub mod api;
 pub mod auth;
 pub mod catalog;
+pub mod certificates;
 pub mod claims;
 pub mod deployments;
 pub mod distributions;
@@ -16,6 +18,7 @@ pub mod lease;
 pub mod metrics;
 pub mod model;
 pub mod revision;
+pub mod secrets;
 pub mod settings;
 pub mod snapshot;
 pub mod store;
@@ -71,6 +74,9 @@ pub struct LaunchOptions {
     /// Where compiled plugins are kept for the launch checks (none: a
     /// private temporary directory for the process's lifetime).
     pub compiled_plugins_dir: Option<PathBuf>,
+    /// The operator's key sealing private keys in the store; none:
+    /// certificates cannot be uploaded.
+    pub secret_key: Option<Arc<secrets::SecretKey>>,
 }
 
 /// A running controller.
@@ -129,6 +135,18 @@ pub async fn launch(options: LaunchOptions) -> anyhow::Result<Running> {
             "the edge bootstrap token must differ from the admin token: every edge holds it"
         );
     }
+    let secret_key = options.secret_key;
+    let issuer = match (&options.settings.acme, &secret_key) {
+        (Some(acme), Some(secret)) => Some(Arc::new(acme::Issuer::new(
+            acme.clone(),
+            secret.clone(),
+            options.heartbeat_interval_ms,
+        ))),
+        (Some(_), None) => anyhow::bail!(
+            "[acme] needs the operator's secret key (--secret-key-file) to keep account and certificate keys"
+        ),
+        (None, _) => None,
+    };
     let auth = Authenticator::new(
         store.clone(),
         &options.admin_token,
@@ -160,6 +178,7 @@ pub async fn launch(options: LaunchOptions) -> anyhow::Result<Running> {
         validator,
         max_plugin_bytes: options.max_plugin_bytes,
         settings: options.settings.clone(),
+        secret_key,
         compiled_scratch: scratch,
         changes: governor::RateLimiter::keyed(governor::Quota::per_minute(
             options.settings.quotas.changes_per_minute_per_customer,
@@ -173,7 +192,7 @@ pub async fn launch(options: LaunchOptions) -> anyhow::Result<Running> {
     let lease = matches!(options.store, StoreLocation::Mongo(_))
         .then(|| lease::WorkerLease::new(store.clone()));
     let release = lease.as_ref().map(lease::WorkerLease::release_on_stop);
-    let worker = tokio::spawn(worker::run(store, lease));
+    let worker = tokio::spawn(worker::run(store, lease, issuer));
     let (stop, stopped) = watch::channel(false);
     let mut tasks = Vec::new();
     let metrics_address = match options.metrics {

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
+use parapet_controller::secrets::SecretKey;
 use parapet_controller::settings::Settings;
 use parapet_controller::tls::TlsFiles;
 use parapet_controller::{launch, LaunchOptions, StoreLocation};
@@ -62,7 +63,17 @@ struct Cli {
     /// this authority (PEM) get through the handshake.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     edge_client_ca: Option<PathBuf>,
-    /// Development mode: without an admin token, generate one and print it.
+    /// The operator's secret key (a file holding 32 random bytes in base64,
+    /// e.g. from `openssl rand -base64 32`): it seals customers' private
+    /// keys and the ACME account in the store. Without one, certificates
+    /// cannot be uploaded. Keep it out of the store's backups.
+    #[arg(long, value_name = "FILE", env = "PARAPET_SECRET_KEY_FILE")]
+    secret_key_file: Option<PathBuf>,
+    /// The secret key itself (base64), instead of `--secret-key-file`.
+    #[arg(long, env = "PARAPET_SECRET_KEY", hide_env_values = true, conflicts_with = "secret_key_file")]
+    secret_key: Option<String>,
+    /// Development mode: without an admin token, generate one and print it;
+    /// without a secret key, keep one in `<data-dir>/dev-secret.key`.
     #[arg(long)]
     dev: bool,
     /// How often edges send heartbeats, in milliseconds; an edge silent for
@@ -113,6 +124,30 @@ fn dev_token(what: &str) -> String {
     token
 }
 
+/// The `--dev` secret key, kept (0600) in the data directory so that
+/// certificates stay readable across restarts of a trial.
+fn dev_secret_key(data_dir: &std::path::Path) -> anyhow::Result<SecretKey> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = data_dir.join("dev-secret.key");
+    if !path.exists() {
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("creating {}", data_dir.display()))?;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|mut file| file.write_all(SecretKey::generate().as_bytes()))
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!(
+            "parapet-controller: --dev: private keys are sealed with {}",
+            path.display()
+        );
+    }
+    Ok(SecretKey::from_file(&path)?)
+}
+
 async fn serve(cli: Cli) -> anyhow::Result<()> {
     let admin_token = match (cli.admin_token, cli.dev) {
         (Some(token), _) if !token.is_empty() => token,
@@ -135,6 +170,15 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
     let settings = match &cli.config {
         Some(path) => Settings::from_file(path)?,
         None => Settings::default(),
+    };
+    let secret_key = match (cli.secret_key_file, cli.secret_key, cli.dev, &cli.data_dir) {
+        (Some(file), _, _, _) => Some(SecretKey::from_file(&file)?),
+        (None, Some(key), _, _) => Some(SecretKey::from_base64(&key)?),
+        (None, None, true, Some(dir)) => Some(dev_secret_key(dir)?),
+        _ => {
+            tracing::warn!("no secret key (--secret-key-file): certificates cannot be uploaded");
+            None
+        }
     };
     let (store, compiled_plugins_dir) = match (cli.data_dir, cli.mongodb_uri) {
         (_, Some(uri)) => (StoreLocation::Mongo(uri), None),
@@ -165,6 +209,7 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         metrics: cli.metrics,
         settings,
         compiled_plugins_dir,
+        secret_key: secret_key.map(std::sync::Arc::new),
     })
     .await?;
     tracing::info!(

@@ -1,6 +1,6 @@
 //! Prometheus metrics: REST requests by route and status (a middleware),
 //! and, read from the store at each scrape, edges by health and jobs by
-//! status. Served on their own listener (`--metrics`).
+//! status, and each certificate's expiry. Served on their own listener (`--metrics`).
 
 use std::time::Instant;
 
@@ -35,7 +35,8 @@ async fn scrape(State(app): State<App>) -> Response {
     parapet_telemetry::render()
 }
 
-/// Sets `parapet_controller_edges{health}` and `parapet_controller_jobs{status}`.
+/// Sets `parapet_controller_edges{health}`, `parapet_controller_jobs{status}`
+/// and each certificate's expiry.
 async fn refresh_gauges(app: &App) -> Result<(), StoreError> {
     let edges = crate::edges::list(&app.store, app.heartbeat_interval_ms).await?;
     let healthy = edges.iter().filter(|e| e.healthy).count();
@@ -53,6 +54,7 @@ async fn refresh_gauges(app: &App) -> Result<(), StoreError> {
             .await?;
         metrics::gauge!("parapet_controller_jobs", "status" => name).set(jobs.len() as f64);
     }
+    crate::certificates::export_expiry(&crate::certificates::all(&app.store).await?);
     Ok(())
 }
 

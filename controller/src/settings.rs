@@ -21,6 +21,9 @@ pub struct Settings {
     pub plugin_limits: PluginMaxima,
     /// How much each customer and distribution may hold.
     pub quotas: Quotas,
+    /// Where automatic certificates come from; none: customers upload
+    /// theirs.
+    pub acme: Option<crate::acme::AcmeSettings>,
 }
 
 /// Sizes and counts per customer and distribution. They keep every

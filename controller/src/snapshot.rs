@@ -1,6 +1,7 @@
 //! What an edge serves of each distribution: the live version or, in a
 //! rolling deployment's group, the version rolled out; the plugins it uses;
-//! its KV data. A suspended customer's distributions are not served.
+//! its KV data; its certificate (the key opened with the operator's key)
+//! and open ACME challenges. A suspended customer's distributions are not served.
 //! Distributions are composed one at a time, so a change to one costs one,
 //! whatever the number of others; many at once (an edge's first sync) read
 //! the shared collections once.
@@ -10,7 +11,9 @@ use std::collections::HashMap;
 use parapet_proto::edge::{DistributionConfig, PluginRef};
 use serde_json::{json, Value};
 
+use crate::certificates;
 use crate::model::{Customer, Deployment, Distribution, KvEntry, PluginVersion};
+use crate::secrets::SecretKey;
 use crate::store::{Collection, Store, StoreError};
 
 /// Past this many distributions at once, the KV entries, deployments and
@@ -21,6 +24,7 @@ const BATCH: usize = 32;
 pub struct Composer<'a> {
     store: &'a Store,
     group: &'a str,
+    secret: Option<&'a SecretKey>,
     plugin_sizes: HashMap<String, u64>,
 }
 
@@ -33,11 +37,13 @@ struct Shared {
 }
 
 impl<'a> Composer<'a> {
-    /// A composer for edges in `group`.
-    pub fn new(store: &'a Store, group: &'a str) -> Self {
+    /// A composer for edges in `group`, opening private keys with
+    /// `secret`.
+    pub fn new(store: &'a Store, group: &'a str, secret: Option<&'a SecretKey>) -> Self {
         Composer {
             store,
             group,
+            secret,
             plugin_sizes: HashMap::new(),
         }
     }
@@ -147,14 +153,51 @@ impl<'a> Composer<'a> {
             .into_iter()
             .map(|e| (e.key, Value::String(e.value)))
             .collect();
-        Ok(Some(DistributionConfig {
+        let mut config = DistributionConfig {
             id: id.to_string(),
             version: number,
             revision: distribution.revision,
             config_json: version.resolved.to_string(),
             plugins,
             kv_json: Value::Object(kv).to_string(),
-        }))
+            ..Default::default()
+        };
+        self.add_certificate(&mut config).await?;
+        Ok(Some(config))
+    }
+
+    /// Adds the distribution's certificate and ACME challenges, if any. A
+    /// key that does not open is logged, and the distribution goes
+    /// without its certificate.
+    async fn add_certificate(&self, config: &mut DistributionConfig) -> Result<(), StoreError> {
+        let Some(record) = certificates::get(self.store, &config.id).await? else {
+            return Ok(());
+        };
+        config.acme_challenges = record
+            .challenges
+            .iter()
+            .map(|c| (c.token.clone(), c.key_authorization.clone()))
+            .collect();
+        let Some(issued) = &record.issued else {
+            return Ok(());
+        };
+        let key = match self.secret {
+            Some(secret) => certificates::open_key(issued, &config.id, secret),
+            None => Err(crate::secrets::SecretError::BadKey(
+                "no --secret-key-file".into(),
+            )),
+        };
+        match key {
+            Ok(key) => {
+                config.tls_certificate_pem = issued.chain_pem.clone();
+                config.tls_private_key_pem = key;
+            }
+            Err(e) => {
+                tracing::error!(distribution = %config.id, error = %e,
+                    "the certificate's private key cannot be opened; edges get the distribution without it");
+            }
+        }
+        Ok(())
     }
 
     async fn plugin_size(&mut self, sha256: &str) -> Result<u64, StoreError> {

@@ -1,12 +1,15 @@
 //! The background worker: dispatches queued jobs (retrying with backoff),
 //! resumes jobs a restart interrupted, settles dispatched jobs, and queues
-//! housekeeping. With several controllers on one store, only the holder of
+//! housekeeping; and has the ACME client issue and renew certificates.
+//! With several controllers on one store, only the holder of
 //! the worker lease does this (see [`crate::lease`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
 
+use crate::acme::Issuer;
 use crate::jobs::{self, MAX_ATTEMPTS};
 use crate::lease::{Holding, WorkerLease};
 use crate::model::{now_ms, Job, JobStatus, Work};
@@ -20,12 +23,17 @@ const STALE_DISPATCH_MS: i64 = 30_000;
 const COMPACT_EVERY: Duration = Duration::from_secs(600);
 /// How often dispatched jobs are settled (see [`jobs::settle_dispatched`]).
 const SETTLE_EVERY: Duration = Duration::from_secs(30);
+/// How often certificates are looked at for issuing and renewal.
+const ACME_EVERY: Duration = Duration::from_secs(2);
 
 /// Runs until the task is dropped; with a `lease`, works only while
 /// holding it (without one, this controller is the store's only one).
-pub async fn run(store: Store, mut lease: Option<WorkerLease>) {
+/// Certificates are ordered with `issuer`, in a task of their own (an
+/// order takes seconds), which stops when the lease is lost.
+pub async fn run(store: Store, mut lease: Option<WorkerLease>, issuer: Option<Arc<Issuer>>) {
     let mut woken = store.order_changes();
     let mut leading = false;
+    let mut certificates = Certificates::default();
     let mut last_compaction = tokio::time::Instant::now();
     let mut last_settling = tokio::time::Instant::now();
     loop {
@@ -36,6 +44,9 @@ pub async fn run(store: Store, mut lease: Option<WorkerLease>) {
         };
         leading = holding != Holding::No;
         metrics::gauge!("parapet_controller_worker_lease").set(if leading { 1.0 } else { 0.0 });
+        if let Some(issuer) = &issuer {
+            certificates.tend(&store, issuer, leading);
+        }
         if leading {
             // A lease just taken: the previous holder may have left jobs
             // half-dispatched.
@@ -58,6 +69,45 @@ pub async fn run(store: Store, mut lease: Option<WorkerLease>) {
         tokio::select! {
             _ = woken.changed() => {},
             _ = tokio::time::sleep(POLL) => {},
+        }
+    }
+}
+
+/// The ACME task: one pass at a time, every [`ACME_EVERY`], only while
+/// this controller leads.
+#[derive(Default)]
+struct Certificates {
+    running: Option<tokio::task::JoinHandle<()>>,
+    last: Option<tokio::time::Instant>,
+}
+
+impl Certificates {
+    fn tend(&mut self, store: &Store, issuer: &Arc<Issuer>, leading: bool) {
+        if !leading {
+            if let Some(task) = self.running.take() {
+                task.abort();
+            }
+            return;
+        }
+        let busy = self.running.as_ref().is_some_and(|t| !t.is_finished());
+        let recent = self.last.is_some_and(|t| t.elapsed() < ACME_EVERY);
+        if busy || recent {
+            return;
+        }
+        self.last = Some(tokio::time::Instant::now());
+        let (store, issuer) = (store.clone(), issuer.clone());
+        self.running = Some(tokio::spawn(async move {
+            if let Err(e) = issuer.pass(&store).await {
+                tracing::warn!(error = %e, "certificate pass failed; retrying");
+            }
+        }));
+    }
+}
+
+impl Drop for Certificates {
+    fn drop(&mut self) {
+        if let Some(task) = self.running.take() {
+            task.abort();
         }
     }
 }

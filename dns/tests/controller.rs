@@ -102,6 +102,7 @@ async fn controller(dir: &Path, ca: &TestCa) -> (Running, EdgeControlClient<Chan
         metrics: None,
         settings: Default::default(),
         compiled_plugins_dir: None,
+        secret_key: None,
     })
     .await
     .expect("controller starts");

@@ -32,6 +32,31 @@ pub struct Snapshot {
     pub admin_token: Option<String>,
     /// Certificates for TLS listeners.
     certificates: Option<Certificates>,
+    /// Open ACME HTTP-01 challenges (controller mode).
+    pub acme_challenges: AcmeChallenges,
+}
+
+/// ACME HTTP-01 challenges the edge answers for the controller's ACME
+/// client: token → (distribution id, key authorization).
+#[derive(Debug, Default, Clone)]
+pub struct AcmeChallenges(std::collections::HashMap<String, (String, String)>);
+
+impl AcmeChallenges {
+    /// Answers `token` with `key_authorization` on `distribution`'s domains.
+    pub fn insert(&mut self, token: &str, distribution: &str, key_authorization: &str) {
+        self.0.insert(
+            token.to_string(),
+            (distribution.to_string(), key_authorization.to_string()),
+        );
+    }
+
+    /// The answer to `token` on distribution `distribution`, if open.
+    pub fn answer(&self, distribution: &str, token: &str) -> Option<&str> {
+        self.0
+            .get(token)
+            .filter(|(owner, _)| owner == distribution)
+            .map(|(_, answer)| answer.as_str())
+    }
 }
 
 impl Snapshot {
@@ -49,13 +74,22 @@ impl Snapshot {
 
     /// A snapshot of `config` (listeners, cache, admin, peers; its own
     /// distributions are not read) serving `routes`, distributions loaded
-    /// one by one (controller mode).
+    /// one by one, with their `certificates` (each with its domains) and
+    /// ACME `challenges` (controller mode).
     pub fn with_routes(
         config: EdgeConfig,
         routes: Routes,
+        certificates: Vec<(Vec<String>, Arc<rustls::sign::CertifiedKey>)>,
+        challenges: AcmeChallenges,
         base_dir: &Path,
     ) -> Result<Self, ConfigError> {
-        Self::assemble(config, routes, Certificates::default(), base_dir)
+        let mut all = Certificates::tier(&config, base_dir)?;
+        for (domains, key) in certificates {
+            all.add(&domains, key);
+        }
+        let mut snapshot = Self::assemble(config, routes, all, base_dir)?;
+        snapshot.acme_challenges = challenges;
+        Ok(snapshot)
     }
 
     fn assemble(
@@ -76,6 +110,7 @@ impl Snapshot {
             peers,
             admin_token,
             certificates: Some(certificates),
+            acme_challenges: AcmeChallenges::default(),
         })
     }
 }

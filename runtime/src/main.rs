@@ -56,6 +56,11 @@ struct Cli {
     /// Without a file: the address to serve viewers on.
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
+    /// Without a file: an address to serve viewers on over TLS, with the
+    /// certificates of the distributions (from the controller, in
+    /// controller mode) chosen by SNI.
+    #[arg(long, value_name = "ADDR", requires = "listen")]
+    listen_tls: Option<SocketAddr>,
     /// Without a file: the origin to fetch misses from.
     #[arg(long, value_name = "URL", requires = "listen")]
     origin: Option<String>,
@@ -353,11 +358,14 @@ fn from_flags(cli: &Cli, listen: SocketAddr, origin: Option<&str>) -> anyhow::Re
             latitude: None,
             longitude: None,
         },
-        listeners: vec![ListenerConfig {
-            address: listen,
-            tls: false,
-            proxy_protocol: false,
-        }],
+        listeners: std::iter::once((listen, false))
+            .chain(cli.listen_tls.map(|address| (address, true)))
+            .map(|(address, tls)| ListenerConfig {
+                address,
+                tls,
+                proxy_protocol: false,
+            })
+            .collect(),
         admin,
         cache: CacheConfig {
             memory_bytes: cli.memory_mib << 20,

@@ -1,5 +1,6 @@
 //! TLS termination: the certificate for each connection is chosen by SNI
-//! from the distributions' PEM files, else the edge's own tier certificate
+//! from the distributions' certificates (PEM files, or in controller mode
+//! as the controller sent them), else the edge's own tier certificate
 //! (`[tier_tls]`, for shields' and peers' clients); a configuration reload
 //! swaps the certificates without touching open connections.
 
@@ -28,9 +29,26 @@ pub struct Certificates {
 }
 
 impl Certificates {
-    /// Loads the certificate of every distribution that has one. Relative
-    /// paths are resolved against `base_dir`.
+    /// Loads the certificate of every distribution that has one, and the
+    /// edge's own. Relative paths are resolved against `base_dir`.
     pub fn load(config: &EdgeConfig, base_dir: &Path) -> Result<Self, ConfigError> {
+        let mut certificates = Self::tier(config, base_dir)?;
+        for (d, dist) in config.distributions.iter().enumerate() {
+            let Some(tls) = &dist.tls else { continue };
+            let key = certified_key(&base_dir.join(&tls.cert), &base_dir.join(&tls.key)).map_err(
+                |reason| ConfigError {
+                    file: None,
+                    field: format!("distribution[{d}].tls"),
+                    reason,
+                },
+            )?;
+            certificates.add(&dist.domains, key);
+        }
+        Ok(certificates)
+    }
+
+    /// The edge's own certificate (`[tier_tls]`) only, if it has one.
+    pub fn tier(config: &EdgeConfig, base_dir: &Path) -> Result<Self, ConfigError> {
         let mut certificates = Certificates::default();
         if let (Some(cert), Some(key)) = (&config.tier_tls.cert, &config.tier_tls.key) {
             let key =
@@ -43,30 +61,23 @@ impl Certificates {
                 })?;
             certificates.tier = Some(key);
         }
-        for (d, dist) in config.distributions.iter().enumerate() {
-            let Some(tls) = &dist.tls else { continue };
-            let key = certified_key(&base_dir.join(&tls.cert), &base_dir.join(&tls.key)).map_err(
-                |reason| ConfigError {
-                    file: None,
-                    field: format!("distribution[{d}].tls"),
-                    reason,
-                },
-            )?;
-            for domain in &dist.domains {
-                let domain = domain.to_ascii_lowercase();
-                if domain == "*" {
-                    certificates.any = Some(key.clone());
-                    continue;
-                }
-                match domain.strip_prefix("*.") {
-                    Some(parent) => certificates
-                        .wildcard
-                        .insert(parent.to_string(), key.clone()),
-                    None => certificates.exact.insert(domain, key.clone()),
-                };
-            }
-        }
         Ok(certificates)
+    }
+
+    /// Serves `key` to handshakes naming any of `domains` (`*.parent`
+    /// wildcards and `*` included).
+    pub fn add(&mut self, domains: &[String], key: Arc<CertifiedKey>) {
+        for domain in domains {
+            let domain = domain.to_ascii_lowercase();
+            if domain == "*" {
+                self.any = Some(key.clone());
+                continue;
+            }
+            match domain.strip_prefix("*.") {
+                Some(parent) => self.wildcard.insert(parent.to_string(), key.clone()),
+                None => self.exact.insert(domain, key.clone()),
+            };
+        }
     }
 
     /// The certificate for a handshake naming `server_name` (SNI), or none.
@@ -166,17 +177,48 @@ fn read(path: &Path) -> Result<Vec<u8>, String> {
 fn certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, String> {
     let certs = read_certs(cert)?;
     let pem = read(key)?;
-    let key_der: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut pem.as_slice())
-        .map_err(|e| format!("{}: {e}", key.display()))?
-        .ok_or_else(|| format!("{}: no private key in the file", key.display()))?;
+    with_key(certs, &pem).map_err(|e| match e {
+        KeyError::Unreadable(why) => format!("{}: {why}", key.display()),
+        KeyError::Mismatch(why) => {
+            format!("{} does not match {}: {why}", key.display(), cert.display())
+        }
+    })
+}
+
+/// A certificate chain and key given as PEM (controller mode).
+pub fn certified_key_from_pem(chain: &[u8], key: &[u8]) -> Result<Arc<CertifiedKey>, String> {
+    let certs = rustls_pemfile::certs(&mut &chain[..])
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("the chain is not PEM: {e}"))?;
+    if certs.is_empty() {
+        return Err("no certificate in the chain".into());
+    }
+    with_key(certs, key).map_err(|e| match e {
+        KeyError::Unreadable(why) => format!("the private key: {why}"),
+        KeyError::Mismatch(why) => format!("the private key does not match: {why}"),
+    })
+}
+
+enum KeyError {
+    Unreadable(String),
+    Mismatch(String),
+}
+
+fn with_key(
+    certs: Vec<CertificateDer<'static>>,
+    key_pem: &[u8],
+) -> Result<Arc<CertifiedKey>, KeyError> {
+    let key_der: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut &key_pem[..])
+        .map_err(|e| KeyError::Unreadable(e.to_string()))?
+        .ok_or_else(|| KeyError::Unreadable("no private key in it".into()))?;
     let provider = rustls::crypto::ring::default_provider();
     let signing = provider
         .key_provider
         .load_private_key(key_der)
-        .map_err(|e| format!("{}: {e}", key.display()))?;
+        .map_err(|e| KeyError::Unreadable(e.to_string()))?;
     let certified = CertifiedKey::new(certs, signing);
     certified
         .keys_match()
-        .map_err(|e| format!("{} does not match {}: {e}", key.display(), cert.display()))?;
+        .map_err(|e| KeyError::Mismatch(e.to_string()))?;
     Ok(Arc::new(certified))
 }

@@ -2,6 +2,7 @@
 //! and edges; customers manage their own distributions, plugins, KV data,
 //! purges and logs. `/openapi.json` describes every route.
 
+mod certificates;
 mod deployments;
 mod distributions;
 mod jobs;
@@ -41,6 +42,9 @@ pub struct AppState {
     pub catalog: crate::catalog::Catalog,
     /// What customers' distributions may ask for and hold.
     pub settings: crate::settings::Settings,
+    /// The operator's key sealing private keys; none: certificates cannot
+    /// be uploaded.
+    pub secret_key: Option<Arc<crate::secrets::SecretKey>>,
     /// The temporary directory of compiled plugins (when no other was
     /// given), held so it lives as long as the controller.
     pub compiled_scratch: Option<tempfile::TempDir>,
@@ -294,6 +298,7 @@ pub fn router(app: App) -> axum::Router {
         .merge(distributions::routes())
         .merge(plugins::routes())
         .merge(kv::routes())
+        .merge(certificates::routes())
         .merge(jobs::routes())
         .merge(deployments::routes())
         .split_for_parts();

@@ -54,11 +54,16 @@ pub enum Collection {
     Claims,
     /// Leases among controllers sharing the store (see `crate::lease`).
     Leases,
+    /// Customers' TLS certificates, a document per distribution (see
+    /// `crate::certificates`).
+    Certificates,
+    /// ACME accounts, a document per ACME directory.
+    AcmeAccounts,
 }
 
 impl Collection {
     /// Every collection.
-    pub const ALL: [Collection; 15] = [
+    pub const ALL: [Collection; 17] = [
         Collection::Customers,
         Collection::Tokens,
         Collection::Distributions,
@@ -74,6 +79,8 @@ impl Collection {
         Collection::Statuses,
         Collection::Claims,
         Collection::Leases,
+        Collection::Certificates,
+        Collection::AcmeAccounts,
     ];
 
     /// The collection's (or table's) name.
@@ -94,6 +101,8 @@ impl Collection {
             Collection::Statuses => "statuses",
             Collection::Claims => "claims",
             Collection::Leases => "leases",
+            Collection::Certificates => "certificates",
+            Collection::AcmeAccounts => "acme_accounts",
         }
     }
 }

@@ -50,7 +50,7 @@ pub struct TestController {
 }
 
 /// How the tests' controllers start: free loopback ports, the test tokens,
-/// one-second heartbeats.
+/// one-second heartbeats, a fresh secret key.
 pub fn launch_options(
     store: StoreLocation,
     settings: parapet_controller::settings::Settings,
@@ -67,6 +67,12 @@ pub fn launch_options(
         metrics: Some("127.0.0.1:0".parse().expect("address")),
         settings,
         compiled_plugins_dir: None,
+        secret_key: Some(std::sync::Arc::new(
+            parapet_controller::secrets::SecretKey::from_base64(
+                &parapet_controller::secrets::SecretKey::generate(),
+            )
+            .expect("a generated key"),
+        )),
     }
 }
 

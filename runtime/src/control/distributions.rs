@@ -11,11 +11,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use parapet_config::{DistributionConfig, EdgeConfig};
+use parapet_config::{ConfigError, DistributionConfig, EdgeConfig};
 use parapet_host::{KvStore, PluginEngine};
 use parapet_proto::edge::{DistributionHave, DistributionStatus};
 use serde::{Deserialize, Serialize};
 
+use rustls::sign::CertifiedKey;
+
+use crate::edge::{AcmeChallenges, Snapshot};
 use crate::routing::{Distribution, Routes, Unavailable};
 
 /// One distribution as the controller sent it, as kept on disk.
@@ -33,6 +36,15 @@ pub struct Received {
     pub plugins: Vec<String>,
     /// Its KV data (JSON object of strings).
     pub kv_json: String,
+    /// Its certificate chain (PEM; empty: none).
+    #[serde(default)]
+    pub tls_certificate_pem: String,
+    /// The certificate's private key (PEM; empty: none).
+    #[serde(default)]
+    pub tls_private_key_pem: String,
+    /// Open ACME HTTP-01 challenges: token → key authorization.
+    #[serde(default)]
+    pub acme_challenges: BTreeMap<String, String>,
 }
 
 impl From<parapet_proto::edge::DistributionConfig> for Received {
@@ -44,17 +56,23 @@ impl From<parapet_proto::edge::DistributionConfig> for Received {
             config_json: message.config_json,
             plugins: message.plugins.into_iter().map(|p| p.sha256).collect(),
             kv_json: message.kv_json,
+            tls_certificate_pem: message.tls_certificate_pem,
+            tls_private_key_pem: message.tls_private_key_pem,
+            acme_challenges: message.acme_challenges.into_iter().collect(),
         }
     }
 }
 
 impl Received {
-    /// The same distribution data (the revision aside).
+    /// The same distribution data (the revision and ACME challenges
+    /// aside: those change without a rebuild).
     fn same_as(&self, other: &Received) -> bool {
         self.version == other.version
             && self.config_json == other.config_json
             && self.plugins == other.plugins
             && self.kv_json == other.kv_json
+            && self.tls_certificate_pem == other.tls_certificate_pem
+            && self.tls_private_key_pem == other.tls_private_key_pem
     }
 }
 
@@ -62,11 +80,19 @@ impl Received {
 struct Held {
     received: Received,
     /// The loaded version serving now, if one ever loaded.
-    serving: Option<(u64, Arc<Distribution>)>,
+    serving: Option<Serving>,
     /// Why the last received version did not load.
     failure: Option<String>,
     /// Its domains, for a 503 when nothing of it serves.
     domains: Vec<String>,
+}
+
+/// A version that loaded, with its certificate.
+#[derive(Clone)]
+struct Serving {
+    version: u64,
+    distribution: Arc<Distribution>,
+    certificate: Option<Arc<CertifiedKey>>,
 }
 
 /// Where distributions are built from: the state directory (plugins), the
@@ -89,10 +115,7 @@ impl Builder {
 
     /// The distribution's configuration, with local plugin and KV paths,
     /// checked against this edge's policy; then loaded.
-    fn load(
-        &self,
-        received: &Received,
-    ) -> Result<(Vec<String>, Distribution), (Vec<String>, String)> {
+    fn load(&self, received: &Received) -> Result<(Vec<String>, Serving), (Vec<String>, String)> {
         let mut config: DistributionConfig =
             serde_json::from_str(&received.config_json).map_err(|e| {
                 (
@@ -124,6 +147,16 @@ impl Builder {
         let kv: HashMap<String, String> = serde_json::from_str(&received.kv_json)
             .map_err(|e| fail(format!("kv: not a JSON object of strings: {e}")))?;
         config.kv = None;
+        let certificate = match received.tls_certificate_pem.is_empty() {
+            true => None,
+            false => Some(
+                crate::tls::certified_key_from_pem(
+                    received.tls_certificate_pem.as_bytes(),
+                    received.tls_private_key_pem.as_bytes(),
+                )
+                .map_err(|e| fail(format!("its certificate: {e}")))?,
+            ),
+        };
         let loaded = Distribution::load_with_kv(
             &config,
             KvStore::from_entries(kv),
@@ -131,7 +164,14 @@ impl Builder {
             &self.engine,
         )
         .map_err(|e| fail(e.to_string()))?;
-        Ok((domains, loaded))
+        Ok((
+            domains,
+            Serving {
+                version: received.version,
+                distribution: Arc::new(loaded),
+                certificate,
+            },
+        ))
     }
 }
 
@@ -249,8 +289,9 @@ impl Holdings {
         let id = received.id.clone();
         if let Some(held) = self.held.get_mut(&id) {
             if held.received.same_as(&received) && held.failure.is_none() {
-                held.received.revision = received.revision;
-                return false;
+                let challenges_changed = held.received.acme_challenges != received.acme_challenges;
+                held.received = received;
+                return challenges_changed;
             }
         }
         self.changed.insert(id.clone());
@@ -262,7 +303,7 @@ impl Holdings {
                 tracing::info!(distribution = %id, version = received.version, "distribution applied");
                 builder.keep_serving(&received);
                 Held {
-                    serving: Some((received.version, Arc::new(loaded))),
+                    serving: Some(loaded),
                     failure: None,
                     domains,
                     received,
@@ -272,7 +313,7 @@ impl Holdings {
                 metrics::counter!("parapet_distribution_apply_failures_total").increment(1);
                 let serving = previous.as_ref().and_then(|p| p.serving.clone());
                 tracing::error!(distribution = %id, version = received.version, error = %why,
-                    still_serving = ?serving.as_ref().map(|(v, _)| *v),
+                    still_serving = ?serving.as_ref().map(|s| s.version),
                     "a distribution's configuration did not load; its last good version stays");
                 Held {
                     domains: if domains.is_empty() {
@@ -290,14 +331,36 @@ impl Holdings {
         true
     }
 
+    /// How many distributions are held.
+    pub fn len(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+
+    /// A snapshot of `base` serving what is held: routes, certificates
+    /// and ACME challenges.
+    pub fn snapshot(&self, base: EdgeConfig, base_dir: &Path) -> Result<Snapshot, ConfigError> {
+        Snapshot::with_routes(
+            base,
+            self.routes(),
+            self.certificates(),
+            self.challenges(),
+            base_dir,
+        )
+    }
+
     /// Routes over what serves: each distribution's loaded version, and a
     /// 503 for those that never loaded.
-    pub fn routes(&self) -> Routes {
+    fn routes(&self) -> Routes {
         let mut serving = Vec::new();
         let mut unavailable = Vec::new();
         for held in self.held.values() {
             match &held.serving {
-                Some((_, distribution)) => serving.push(distribution.clone()),
+                Some(loaded) => serving.push(loaded.distribution.clone()),
                 None => unavailable.push(Unavailable {
                     id: held.received.id.clone(),
                     domains: held.domains.clone(),
@@ -305,6 +368,30 @@ impl Holdings {
             }
         }
         Routes::assemble(serving, unavailable)
+    }
+
+    /// The certificates of what serves, each with its distribution's
+    /// domains.
+    fn certificates(&self) -> Vec<(Vec<String>, Arc<CertifiedKey>)> {
+        self.held
+            .values()
+            .filter_map(|held| {
+                let serving = held.serving.as_ref()?;
+                let certificate = serving.certificate.clone()?;
+                Some((serving.distribution.config.domains.clone(), certificate))
+            })
+            .collect()
+    }
+
+    /// The open ACME challenges of every distribution held.
+    fn challenges(&self) -> AcmeChallenges {
+        let mut challenges = AcmeChallenges::default();
+        for held in self.held.values() {
+            for (token, key_authorization) in &held.received.acme_challenges {
+                challenges.insert(token, &held.received.id, key_authorization);
+            }
+        }
+        challenges
     }
 
     /// The statuses the next heartbeat carries (all of them after a start),
@@ -325,7 +412,7 @@ impl Holdings {
             .filter_map(|id| self.held.get(id))
             .map(|held| DistributionStatus {
                 id: held.received.id.clone(),
-                version: held.serving.as_ref().map_or(0, |(v, _)| *v),
+                version: held.serving.as_ref().map_or(0, |s| s.version),
                 failed_version: held.failure.as_ref().map_or(0, |_| held.received.version),
                 error: held.failure.clone().unwrap_or_default(),
                 removed: false,

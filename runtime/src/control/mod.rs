@@ -32,7 +32,7 @@ use sha2::{Digest, Sha256};
 use tonic::transport::Channel;
 
 use crate::access_log::{AccessRecord, LOG_LINES_DROPPED};
-use crate::edge::{Edge, Snapshot};
+use crate::edge::Edge;
 use crate::orders::{self, Selection};
 use distributions::{Builder, Holdings, Received, Update};
 use parapet_config::EdgeConfig;
@@ -237,15 +237,14 @@ impl Control {
         let base = self.base.clone();
         let snapshot = tokio::task::spawn_blocking(move || {
             let restored = Holdings::restore(&builder);
-            let routes = restored.routes();
-            let revision = restored.revision;
-            *lock(&holdings) = restored;
+            let snapshot = restored.snapshot(base, &builder.state_dir);
             tracing::info!(
-                revision,
-                distributions = routes.distributions().len(),
+                revision = restored.revision,
+                distributions = restored.len(),
                 "starting from the distributions kept"
             );
-            Snapshot::with_routes(base, routes, &builder.state_dir)
+            *lock(&holdings) = restored;
+            snapshot
         })
         .await??;
         edge.apply(snapshot);
@@ -499,7 +498,7 @@ impl Control {
             let mut holdings = lock(&holdings);
             let changed = holdings.apply(&builder, update)?;
             changed
-                .then(|| Snapshot::with_routes(base, holdings.routes(), &builder.state_dir))
+                .then(|| holdings.snapshot(base, &builder.state_dir))
                 .transpose()
                 .map_err(anyhow::Error::from)
         })

@@ -35,6 +35,25 @@ pub(super) fn authority<B>(request: &http::Request<B>) -> Option<String> {
         })
 }
 
+/// The answer to an ACME HTTP-01 validation of the controller's ACME
+/// client (`GET /.well-known/acme-challenge/<token>` with an open token of
+/// the distribution); other requests on that path go on to the origin.
+fn acme_challenge(snapshot: &Snapshot, id: &str, request: &http::Request<Body>) -> Option<Served> {
+    if request.method() != http::Method::GET {
+        return None;
+    }
+    let token = request
+        .uri()
+        .path()
+        .strip_prefix("/.well-known/acme-challenge/")?;
+    let answer = snapshot.acme_challenges.answer(id, token)?;
+    let response = http::Response::builder()
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(crate::upstream::full(answer.to_string()))
+        .ok()?;
+    Some(Served::new(response, None))
+}
+
 /// Routes and guards `request`: the exchange that serves it, or the answer
 /// that refuses it.
 pub(super) async fn admit(
@@ -81,6 +100,9 @@ pub(super) async fn admit(
         }
     }
     let id = &dist.config.id;
+    if let Some(answer) = acme_challenge(snapshot, id, &request) {
+        return Err(answer.of(id));
+    }
     // Behaviors, guards and plugins see the normalised path; the origin
     // gets the one received unless the distribution asks otherwise.
     let received = request.uri().path();

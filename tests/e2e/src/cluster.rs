@@ -39,6 +39,17 @@ impl Cluster {
     /// `mongodb_uri`, else in an embedded store, that asks edges for a
     /// heartbeat every `heartbeat_interval_ms`.
     pub fn start(mongodb_uri: Option<String>, heartbeat_interval_ms: u64) -> Cluster {
+        Self::start_with_settings(mongodb_uri, heartbeat_interval_ms, |_| String::new())
+    }
+
+    /// [`Cluster::start`], with more of the controller's settings file:
+    /// what `settings` returns for the cluster's directory (TOML tables
+    /// after `[upstream]`).
+    pub fn start_with_settings(
+        mongodb_uri: Option<String>,
+        heartbeat_interval_ms: u64,
+        settings: impl FnOnce(&Path) -> String,
+    ) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let site = dir.path().join("site");
         std::fs::create_dir_all(&site).expect("site");
@@ -72,13 +83,16 @@ impl Cluster {
                 dir.path().join("controller-data").to_string_lossy().into(),
             ],
         };
+        let more_settings = settings(dir.path());
         let settings = dir.path().join("controller.toml");
         // The test origins run on loopback.
         std::fs::write(
             &settings,
-            "[upstream]\nallow_networks = [\"127.0.0.0/8\"]\n",
+            format!("[upstream]\nallow_networks = [\"127.0.0.0/8\"]\n{more_settings}"),
         )
         .expect("controller settings");
+        let secret_key = dir.path().join("secret.key");
+        std::fs::write(&secret_key, crate::tls::random_key()).expect("secret key");
         let mut controller_args = [
             "--listen",
             &format!("127.0.0.1:{rest_port}"),
@@ -94,6 +108,8 @@ impl Cluster {
             &server.key.to_string_lossy(),
             "--edge-client-ca",
             &ca.ca_file.to_string_lossy(),
+            "--secret-key-file",
+            &secret_key.to_string_lossy(),
         ]
         .map(String::from)
         .to_vec();

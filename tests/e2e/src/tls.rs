@@ -70,3 +70,14 @@ impl TestCa {
         files
     }
 }
+
+/// A controller secret key: 32 random bytes in base64.
+pub fn random_key() -> String {
+    use base64::Engine;
+    use std::io::Read;
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut random| random.read_exact(&mut bytes))
+        .expect("reading /dev/urandom");
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
