@@ -7,7 +7,7 @@ TESTDATA   := target/testdata
 VENV       := target/venv-test
 PARAPET    := $(CARGO) run -q --release -p parapet-cli --
 
-.PHONY: test lint plugins toolchain toolchain-fallback testdata test-servers bench bench-edge bench-edge-tls bench-soak bench-dns bench-controller demo edge dns servers deploy-check
+.PHONY: test lint plugins toolchain toolchain-fallback testdata test-servers bench bench-edge bench-edge-tls bench-soak bench-dns bench-controller demo demo-edge edge dns servers deploy-check
 
 ## Every test of the project: unit, integration, example plugins through the host.
 test: plugins testdata toolchain-fallback test-servers
@@ -20,10 +20,15 @@ test: plugins testdata toolchain-fallback test-servers
 deploy-check: $(VENV)/installed
 	$(VENV)/bin/python deploy/check.py $${CARGO_TARGET_DIR:-target}/release
 
-## The local CDN on embedded defaults: demo origin, parapet-edge with the
-## example plugins, and a curl tour (MISS, HIT, WAF, auth, redirect).
-demo: plugins edge
+## The whole CDN on one machine, embedded defaults: the controller, two
+## edges as two PoPs, the geo-DNS and a demo origin, toured with the CLI.
+demo: plugins testdata servers
 	scripts/demo.sh
+
+## One edge on examples/edge.toml with the example plugins, and a curl tour
+## (MISS, HIT, WAF, auth, redirect).
+demo-edge: plugins edge
+	scripts/demo-edge.sh
 
 ## parapet-dns against PowerDNS's GeoIP backend (dnsperf), same zone and
 ## database; results in bench/dns/results-latest.md.

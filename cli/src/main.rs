@@ -16,8 +16,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use client::{segment, Body, CliError, CliResult, Client};
 use manage::{
-    print, CertCommand, CustomerCommand, DeployCommand, DistCommand, EdgeCommand, KvCommand, PurgeCommand,
-    TokenCommand,
+    print, CertCommand, CustomerCommand, DeployCommand, DistCommand, EdgeCommand, KvCommand,
+    PurgeCommand, TokenCommand,
 };
 use serde_json::json;
 
@@ -477,7 +477,10 @@ fn manage(command: Command, json: bool) -> CliResult<()> {
                 "private_key": manage::read_pem(&key)?,
             });
             let path = format!("/v1/distributions/{}/certificate", segment(&dist));
-            (client.send("PUT", &path, Some(Body::Json(body)))?, CERTIFICATE)
+            (
+                client.send("PUT", &path, Some(Body::Json(body)))?,
+                CERTIFICATE,
+            )
         }
         Command::Cert(CertCommand::Acme { dist }) => {
             let path = format!("/v1/distributions/{}/certificate/acme", segment(&dist));
@@ -495,13 +498,7 @@ fn manage(command: Command, json: bool) -> CliResult<()> {
 }
 
 /// Columns of a certificate.
-const CERTIFICATE: &[&str] = &[
-    "distribution",
-    "source",
-    "names",
-    "days_left",
-    "acme_error",
-];
+const CERTIFICATE: &[&str] = &["distribution", "source", "names", "days_left", "acme_error"];
 
 /// Columns of a deployment.
 const DEPLOYMENT: &[&str] = &[

@@ -148,13 +148,16 @@ impl Issuer {
             let identifier = authorization.identifier().to_string();
             let challenge = authorization
                 .challenge(ChallengeType::Http01)
-                .ok_or_else(|| format!("the ACME server offers no HTTP-01 challenge for `{identifier}`"))?;
+                .ok_or_else(|| {
+                    format!("the ACME server offers no HTTP-01 challenge for `{identifier}`")
+                })?;
             challenges.push(Challenge {
                 token: challenge.token.clone(),
                 key_authorization: challenge.key_authorization().as_str().to_string(),
             });
         }
-        self.publish(store, &record.distribution, &challenges).await?;
+        self.publish(store, &record.distribution, &challenges)
+            .await?;
 
         let mut authorizations = order.authorizations();
         while let Some(authorization) = authorizations.next().await {
@@ -271,7 +274,9 @@ impl Issuer {
                         None,
                     )
                     .await
-                    .map_err(|e| format!("creating an account at {}: {e}", self.settings.directory))?;
+                    .map_err(|e| {
+                        format!("creating an account at {}: {e}", self.settings.directory)
+                    })?;
                 let json = serde_json::to_vec(&credentials)
                     .map_err(|e| format!("keeping the ACME account: {e}"))?;
                 let record = AccountRecord {

@@ -195,7 +195,12 @@ pub fn check(
         .map(|(i, der)| {
             x509_parser::parse_x509_certificate(der)
                 .map(|(_, cert)| cert)
-                .map_err(|e| format!("certificate: block {} is not an X.509 certificate: {e}", i + 1))
+                .map_err(|e| {
+                    format!(
+                        "certificate: block {} is not an X.509 certificate: {e}",
+                        i + 1
+                    )
+                })
         })
         .collect::<Result<_, _>>()?;
     for (i, pair) in parsed.windows(2).enumerate() {
@@ -238,7 +243,10 @@ pub fn check(
         })
         .unwrap_or_default();
     if names.is_empty() {
-        return Err("certificate: it names no DNS name (subjectAltName); browsers ignore the common name".into());
+        return Err(
+            "certificate: it names no DNS name (subjectAltName); browsers ignore the common name"
+                .into(),
+        );
     }
     let end_entity = webpki::EndEntityCert::try_from(&ders[0])
         .map_err(|e| format!("certificate: not a usable end-entity certificate: {e:?}"))?;
@@ -247,9 +255,8 @@ pub fn check(
         let covered = if domain.starts_with("*.") {
             names.contains(&domain)
         } else {
-            ServerName::try_from(domain.as_str()).is_ok_and(|name| {
-                end_entity.verify_is_valid_for_subject_name(&name).is_ok()
-            })
+            ServerName::try_from(domain.as_str())
+                .is_ok_and(|name| end_entity.verify_is_valid_for_subject_name(&name).is_ok())
         };
         if !covered {
             return Err(format!(
@@ -304,7 +311,10 @@ pub fn no_secret_key() -> CertificateError {
 }
 
 /// The certificate record of `distribution`.
-pub async fn get(store: &Store, distribution: &str) -> Result<Option<CertificateRecord>, StoreError> {
+pub async fn get(
+    store: &Store,
+    distribution: &str,
+) -> Result<Option<CertificateRecord>, StoreError> {
     store.get(Collection::Certificates, distribution).await
 }
 

@@ -74,9 +74,15 @@ pub async fn resolve(
     };
     for (field, why) in [
         ("id", "comes from the URL"),
-        ("customer", "comes from the token (operators: the `customer` query parameter)"),
+        (
+            "customer",
+            "comes from the token (operators: the `customer` query parameter)",
+        ),
         ("kv", "KV data is managed with /v1/distributions/{id}/kv"),
-        ("tls", "certificates are managed with /v1/distributions/{id}/certificate (`parapet cert`)"),
+        (
+            "tls",
+            "certificates are managed with /v1/distributions/{id}/certificate (`parapet cert`)",
+        ),
     ] {
         if table.contains_key(field) {
             return Err(invalid(field, why));

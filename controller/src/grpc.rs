@@ -446,7 +446,9 @@ async fn config_updates(
         view.held.remove(id);
         view.revisions.remove(id);
     }
-    let composed = Composer::new(store, &edge.group, secret).compose(&changed).await?;
+    let composed = Composer::new(store, &edge.group, secret)
+        .compose(&changed)
+        .await?;
     let mut updates = vec![ConfigUpdate {
         revision: latest.revision,
         reset,

@@ -70,7 +70,12 @@ struct Cli {
     #[arg(long, value_name = "FILE", env = "PARAPET_SECRET_KEY_FILE")]
     secret_key_file: Option<PathBuf>,
     /// The secret key itself (base64), instead of `--secret-key-file`.
-    #[arg(long, env = "PARAPET_SECRET_KEY", hide_env_values = true, conflicts_with = "secret_key_file")]
+    #[arg(
+        long,
+        env = "PARAPET_SECRET_KEY",
+        hide_env_values = true,
+        conflicts_with = "secret_key_file"
+    )]
     secret_key: Option<String>,
     /// Development mode: without an admin token, generate one and print it;
     /// without a secret key, keep one in `<data-dir>/dev-secret.key`.

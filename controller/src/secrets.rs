@@ -39,7 +39,9 @@ impl SecretKey {
     /// -base64 32`).
     pub fn from_base64(text: &str) -> Result<Self, SecretError> {
         let bytes = BASE64.decode(text.trim()).map_err(|e| {
-            SecretError::BadKey(format!("the secret key is not base64 ({e}); make one with `openssl rand -base64 32`"))
+            SecretError::BadKey(format!(
+                "the secret key is not base64 ({e}); make one with `openssl rand -base64 32`"
+            ))
         })?;
         let unbound = UnboundKey::new(&AES_256_GCM, &bytes).map_err(|_| {
             SecretError::BadKey(format!(
@@ -90,9 +92,7 @@ impl SecretKey {
 
     /// What [`SecretKey::seal`] sealed for `context`.
     pub fn open(&self, sealed: &str, context: &str) -> Result<Vec<u8>, SecretError> {
-        let bytes = BASE64
-            .decode(sealed)
-            .map_err(|_| SecretError::Unopenable)?;
+        let bytes = BASE64.decode(sealed).map_err(|_| SecretError::Unopenable)?;
         if bytes.len() < NONCE_LEN {
             return Err(SecretError::Unopenable);
         }
@@ -135,7 +135,9 @@ mod tests {
     fn keys_of_the_wrong_size_or_form_are_refused_with_the_remedy() {
         let short = SecretKey::from_base64("c2hvcnQ=").unwrap_err().to_string();
         assert!(short.contains("5 bytes, not 32"), "{short}");
-        let garbage = SecretKey::from_base64("not base64!").unwrap_err().to_string();
+        let garbage = SecretKey::from_base64("not base64!")
+            .unwrap_err()
+            .to_string();
         assert!(garbage.contains("openssl rand -base64 32"), "{garbage}");
     }
 }

@@ -33,9 +33,12 @@ impl Pki {
     fn new() -> Pki {
         let root = CertifiedIssuer::self_signed(authority("root"), KeyPair::generate().unwrap())
             .expect("root");
-        let intermediate =
-            CertifiedIssuer::signed_by(authority("intermediate"), KeyPair::generate().unwrap(), &root)
-                .expect("intermediate");
+        let intermediate = CertifiedIssuer::signed_by(
+            authority("intermediate"),
+            KeyPair::generate().unwrap(),
+            &root,
+        )
+        .expect("intermediate");
         Pki { root, intermediate }
     }
 
@@ -87,21 +90,56 @@ async fn each_wrong_upload_is_refused_with_what_is_wrong() {
     let reversed = format!("{}{leaf}", pki.intermediate.pem());
     let unrelated = format!("{leaf}{}", pki.root.pem());
     for (chain, key, expected) in [
-        ("not a certificate", good_key.as_str(), "certificate: no `-----BEGIN CERTIFICATE-----` block"),
-        (good_chain.as_str(), "garbage", "private_key: no `-----BEGIN ... PRIVATE KEY-----` block"),
-        (good_chain.as_str(), other_key.as_str(), "private_key: does not match the certificate's public key"),
-        (narrow_chain.as_str(), narrow_key.as_str(), "does not cover the distribution's domain `*.img.example`"),
-        (old_chain.as_str(), old_key.as_str(), "certificate: expired on Jan  1 00:00:00 2020"),
-        (future_chain.as_str(), future_key.as_str(), "certificate: not valid before Jan  1 00:00:00 2090"),
-        (reversed.as_str(), good_key.as_str(), "block 2 did not issue block 1"),
-        (unrelated.as_str(), good_key.as_str(), "block 2 did not issue block 1"),
+        (
+            "not a certificate",
+            good_key.as_str(),
+            "certificate: no `-----BEGIN CERTIFICATE-----` block",
+        ),
+        (
+            good_chain.as_str(),
+            "garbage",
+            "private_key: no `-----BEGIN ... PRIVATE KEY-----` block",
+        ),
+        (
+            good_chain.as_str(),
+            other_key.as_str(),
+            "private_key: does not match the certificate's public key",
+        ),
+        (
+            narrow_chain.as_str(),
+            narrow_key.as_str(),
+            "does not cover the distribution's domain `*.img.example`",
+        ),
+        (
+            old_chain.as_str(),
+            old_key.as_str(),
+            "certificate: expired on Jan  1 00:00:00 2020",
+        ),
+        (
+            future_chain.as_str(),
+            future_key.as_str(),
+            "certificate: not valid before Jan  1 00:00:00 2090",
+        ),
+        (
+            reversed.as_str(),
+            good_key.as_str(),
+            "block 2 did not issue block 1",
+        ),
+        (
+            unrelated.as_str(),
+            good_key.as_str(),
+            "block 2 did not issue block 1",
+        ),
     ] {
         let (status, body) = controller
             .call("PUT", CERT, Some(&token), upload(chain, key))
             .await;
         assert_eq!(status, 400, "{expected}: {body}");
         let error = body["error"].as_str().unwrap_or_default();
-        assert!(error.contains(expected), "wanted `{expected}`, got `{error}`");
+        assert!(
+            error.contains(expected),
+            "wanted `{expected}`, got `{error}`"
+        );
     }
     let (status, body) = controller.call("GET", CERT, Some(&token), None).await;
     assert_eq!(status, 404, "nothing was stored: {body}");
@@ -127,7 +165,9 @@ async fn each_wrong_upload_is_refused_with_what_is_wrong() {
     .expect("text");
     let expiry = metrics
         .lines()
-        .find_map(|l| l.strip_prefix(r#"parapet_certificate_expiry_timestamp_seconds{distribution="shop"} "#))
+        .find_map(|l| {
+            l.strip_prefix(r#"parapet_certificate_expiry_timestamp_seconds{distribution="shop"} "#)
+        })
         .unwrap_or_else(|| panic!("no expiry metric:\n{metrics}"));
     assert_eq!(expiry.parse::<f64>().unwrap() as i64, not_after);
 
@@ -139,14 +179,22 @@ async fn each_wrong_upload_is_refused_with_what_is_wrong() {
         .await;
     assert_eq!(status, 400, "{body}");
     assert!(
-        body["error"].as_str().unwrap().contains("certificate does not cover `new.example`"),
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("certificate does not cover `new.example`"),
         "{body}"
     );
     // Under the certificate's wildcard: fine.
     let mut narrower = distribution("shop.example");
     narrower["domains"] = json!(["shop.example", "b.img.example"]);
     let (status, body) = controller
-        .call("PUT", "/v1/distributions/shop", Some(&token), Some(narrower))
+        .call(
+            "PUT",
+            "/v1/distributions/shop",
+            Some(&token),
+            Some(narrower),
+        )
         .await;
     assert_eq!(status, 201, "{body}");
 }
@@ -179,15 +227,28 @@ async fn another_customer_reaches_none_of_it() {
         .call("GET", "/v1/certificates", Some(&token), None)
         .await;
     assert_eq!(listed[0]["distribution"], "shop", "{listed}");
-    let (_, listed) = controller.call("GET", "/v1/certificates", Some(ADMIN), None).await;
+    let (_, listed) = controller
+        .call("GET", "/v1/certificates", Some(ADMIN), None)
+        .await;
     assert_eq!(listed[0]["customer"], "acme", "{listed}");
 
     // ACME is the operator's to offer, and cannot prove wildcards.
     let (status, body) = controller
-        .call("POST", "/v1/distributions/shop/certificate/acme", Some(&token), None)
+        .call(
+            "POST",
+            "/v1/distributions/shop/certificate/acme",
+            Some(&token),
+            None,
+        )
         .await;
     assert_eq!(status, 400, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("no ACME directory"), "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("no ACME directory"),
+        "{body}"
+    );
 
     let (status, _) = controller.call("DELETE", CERT, Some(&token), None).await;
     assert_eq!(status, 200);
@@ -215,7 +276,10 @@ async fn without_a_secret_key_uploads_are_refused() {
         .await;
     assert_eq!(status, 503, "{body}");
     assert!(
-        body["error"].as_str().unwrap().contains("--secret-key-file"),
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("--secret-key-file"),
         "{body}"
     );
 }
@@ -230,7 +294,10 @@ fn key_body(key_pem: &str) -> String {
 
 /// Uploads a certificate and checks the stored document holds the key
 /// sealed only; returns the key's PEM body.
-async fn upload_and_check_the_stored_document(controller: &TestController, store: &Store) -> String {
+async fn upload_and_check_the_stored_document(
+    controller: &TestController,
+    store: &Store,
+) -> String {
     let token = shop(controller).await;
     let (chain, key, _) = Pki::new().leaf(&["shop.example", "*.img.example"], 2025, 2030);
     let (status, body) = controller
@@ -244,8 +311,13 @@ async fn upload_and_check_the_stored_document(controller: &TestController, store
         .expect("stored");
     let text = stored.to_string();
     let body = key_body(&key);
-    assert!(!text.contains("PRIVATE KEY") && !text.contains(&body[..40]), "{text}");
-    assert!(stored["issued"]["key_sealed"].as_str().is_some_and(|s| s.len() > 100));
+    assert!(
+        !text.contains("PRIVATE KEY") && !text.contains(&body[..40]),
+        "{text}"
+    );
+    assert!(stored["issued"]["key_sealed"]
+        .as_str()
+        .is_some_and(|s| s.len() > 100));
     body
 }
 
@@ -272,7 +344,10 @@ async fn keys_are_sealed_in_the_embedded_store() {
     }
     let raw = String::from_utf8_lossy(&raw);
     assert!(raw.contains("key_sealed"), "the document is in the file");
-    assert!(!raw.contains(&body[..40]), "the key is in the store's file in the clear");
+    assert!(
+        !raw.contains(&body[..40]),
+        "the key is in the store's file in the clear"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

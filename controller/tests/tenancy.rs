@@ -22,8 +22,16 @@ fn body_for(method: &str, path: &str) -> Option<Value> {
         }
         ("post", "/v1/customers") => Some(json!({"id": "evil", "name": "evil"})),
         ("post", "/v1/tokens") => Some(json!({"customer": "acme", "name": "stolen"})),
+        ("put", "/v1/distributions/{distribution}/certificate") => Some(certificate()),
         _ => None,
     }
+}
+
+/// A self-signed certificate upload for `shop.example.com`.
+fn certificate() -> Value {
+    let issued =
+        rcgen::generate_simple_self_signed(vec!["shop.example.com".to_string()]).expect("cert");
+    json!({"certificate": issued.cert.pem(), "private_key": issued.signing_key.serialize_pem()})
 }
 
 /// The route with acme's resources in place of its parameters.
@@ -51,7 +59,7 @@ async fn another_tenant_reaches_nothing_on_any_route() {
     let globex = controller.customer("globex").await;
 
     // acme's resources: a distribution with two versions, a plugin, a KV
-    // entry, a job, a deployment.
+    // entry, a certificate, a job, a deployment.
     let (status, _) = controller.upload(&acme, "waf", plugin("waf")).await;
     assert_eq!(status, 201);
     controller
@@ -78,6 +86,15 @@ async fn another_tenant_reaches_nothing_on_any_route() {
             Some(json!({"value": "acme's"})),
         )
         .await;
+    let (status, acme_certificate) = controller
+        .call(
+            "PUT",
+            "/v1/distributions/shop/certificate",
+            Some(&acme),
+            Some(certificate()),
+        )
+        .await;
+    assert_eq!(status, 200, "{acme_certificate}");
     let (_, job) = controller
         .call(
             "POST",
@@ -130,7 +147,11 @@ async fn another_tenant_reaches_nothing_on_any_route() {
             let listing = method == "get"
                 && matches!(
                     path.as_str(),
-                    "/v1/distributions" | "/v1/plugins" | "/v1/jobs" | "/v1/deployments"
+                    "/v1/distributions"
+                        | "/v1/plugins"
+                        | "/v1/jobs"
+                        | "/v1/deployments"
+                        | "/v1/certificates"
                 );
             // Plugin names are per customer: uploading or deleting `waf`
             // acts on globex's own `waf`.
@@ -168,6 +189,15 @@ async fn another_tenant_reaches_nothing_on_any_route() {
         .call("GET", "/v1/distributions/shop/kv/secret", Some(&acme), None)
         .await;
     assert_eq!(entry["value"], "acme's");
+    let (_, certificate) = controller
+        .call(
+            "GET",
+            "/v1/distributions/shop/certificate",
+            Some(&acme),
+            None,
+        )
+        .await;
+    assert_eq!(certificate["sha256"], acme_certificate["sha256"]);
     let (_, plugins) = controller
         .call("GET", "/v1/plugins", Some(&acme), None)
         .await;

@@ -64,7 +64,7 @@ struct Cli {
     #[arg(long, value_name = "URL")]
     controller: Option<String>,
     /// Token for the controller's edge list: a monitor token
-    /// (`parapet token create --monitor`), which reads and changes nothing
+    /// (`parapet token issue --monitor`), which reads and changes nothing
     /// else.
     #[arg(
         long,

@@ -287,3 +287,17 @@ impl Edge {
         format!("{}-{:x}-{n:x}", self.pop_id, std::process::id())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::AcmeChallenges;
+
+    #[test]
+    fn a_challenge_is_answered_on_its_own_distribution_only() {
+        let mut challenges = AcmeChallenges::default();
+        challenges.insert("tok", "shop", "tok.thumbprint");
+        assert_eq!(challenges.answer("shop", "tok"), Some("tok.thumbprint"));
+        assert_eq!(challenges.answer("other", "tok"), None);
+        assert_eq!(challenges.answer("shop", "unknown"), None);
+    }
+}

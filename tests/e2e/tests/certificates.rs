@@ -65,8 +65,7 @@ fn presented(stream: &TlsStream<TcpStream>) -> CertificateDer<'static> {
 
 /// The first certificate in a PEM file.
 fn leaf_of(file: &Path) -> CertificateDer<'static> {
-    rustls_pki_certs(&std::fs::read(file).expect("the certificate"))
-        .remove(0)
+    rustls_pki_certs(&std::fs::read(file).expect("the certificate")).remove(0)
 }
 
 /// `GET /page.html` for `host` on an open connection (kept alive): the
@@ -81,7 +80,11 @@ async fn get_page(stream: &mut TlsStream<TcpStream>, host: &str) -> String {
             .await
             .expect("an answer in time")
             .expect("reads");
-        assert!(read > 0, "the connection closed: {}", String::from_utf8_lossy(&received));
+        assert!(
+            read > 0,
+            "the connection closed: {}",
+            String::from_utf8_lossy(&received)
+        );
         received.extend_from_slice(&buffer[..read]);
     }
     String::from_utf8_lossy(&received).to_string()
@@ -158,7 +161,9 @@ async fn uploaded_certificates_are_served_by_sni_and_swapped_without_dropping_co
     let other = site(&cluster, "globex", "other", "other.example").await;
     let others = cluster.ca.issue(&["other.example"], "other");
     upload(&cluster, &other, "other", &others);
-    let first = cluster.ca.issue(&["shop.example", "other.example"], "shop-first");
+    let first = cluster
+        .ca
+        .issue(&["shop.example", "other.example"], "shop-first");
     upload(&cluster, &token, "shop", &first);
 
     let mut open = eventually(30, "the edge to serve the uploaded certificate", || async {
@@ -173,9 +178,13 @@ async fn uploaded_certificates_are_served_by_sni_and_swapped_without_dropping_co
     let kept = cluster.dir.path().join("fra-1/distributions/shop.json");
     let mode = std::fs::metadata(&kept).expect("kept").permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "{}", kept.display());
-    assert!(std::fs::read_to_string(&kept).unwrap().contains("PRIVATE KEY"));
+    assert!(std::fs::read_to_string(&kept)
+        .unwrap()
+        .contains("PRIVATE KEY"));
 
-    let second = cluster.ca.issue(&["shop.example", "other.example"], "shop-second");
+    let second = cluster
+        .ca
+        .issue(&["shop.example", "other.example"], "shop-second");
     upload(&cluster, &token, "shop", &second);
     eventually(30, "new handshakes to get the new certificate", || async {
         let stream = connect(tls_address, "shop.example", &roots).await.ok()?;
@@ -186,22 +195,41 @@ async fn uploaded_certificates_are_served_by_sni_and_swapped_without_dropping_co
     let page = get_page(&mut open, "shop.example").await;
     assert!(page.starts_with("HTTP/1.1 200"), "{page}");
     assert_eq!(presented(&open), leaf_of(&first.cert));
-    let mut theirs = connect(tls_address, "other.example", &roots).await.expect("other.example");
-    assert_eq!(presented(&theirs), leaf_of(&others.cert), "acme's certificate took globex's name");
+    let mut theirs = connect(tls_address, "other.example", &roots)
+        .await
+        .expect("other.example");
+    assert_eq!(
+        presented(&theirs),
+        leaf_of(&others.cert),
+        "acme's certificate took globex's name"
+    );
     let page = get_page(&mut theirs, "other.example").await;
     assert!(page.starts_with("HTTP/1.1 200"), "{page}");
 
     let (code, out, err) = cluster.cli(&home, &token, &["cert", "list"]);
     assert_eq!(code, 0, "{out}{err}");
-    let row = out.lines().find(|l| l.starts_with("shop ")).unwrap_or_else(|| panic!("{out}"));
-    assert!(row.contains("uploaded") && row.contains("shop.example"), "{out}");
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("shop "))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        row.contains("uploaded") && row.contains("shop.example"),
+        "{out}"
+    );
     assert!(out.lines().next().unwrap().contains("DAYS_LEFT"), "{out}");
 
     let (code, out, err) = cluster.cli(&home, &token, &["cert", "rm", "shop"]);
     assert_eq!(code, 0, "{out}{err}");
-    eventually(30, "handshakes for the name to fail once removed", || async {
-        connect(tls_address, "shop.example", &roots).await.is_err().then_some(())
-    })
+    eventually(
+        30,
+        "handshakes for the name to fail once removed",
+        || async {
+            connect(tls_address, "shop.example", &roots)
+                .await
+                .is_err()
+                .then_some(())
+        },
+    )
     .await;
 }
 
@@ -330,7 +358,12 @@ async fn the_controller_obtains_a_certificate_by_acme_validated_through_the_edge
 
     let info: Value = eventually(120, "the ACME certificate", || async {
         let (status, body) = cluster
-            .call("GET", "/v1/distributions/shop/certificate", Some(&token), None)
+            .call(
+                "GET",
+                "/v1/distributions/shop/certificate",
+                Some(&token),
+                None,
+            )
             .await;
         assert_eq!(status, 200, "{body}");
         if let Some(error) = body["acme_error"].as_str() {
@@ -345,7 +378,10 @@ async fn the_controller_obtains_a_certificate_by_acme_validated_through_the_edge
     .await;
     assert_eq!(info["source"], "acme");
     let renews_from = info["renews_from_ms"].as_i64().expect("a renewal time");
-    assert!(renews_from < info["not_after_ms"].as_i64().unwrap(), "{info}");
+    assert!(
+        renews_from < info["not_after_ms"].as_i64().unwrap(),
+        "{info}"
+    );
 
     let root = pebble.issuing_root().await;
     let tls_address: SocketAddr = ([127, 0, 0, 1], tls_port).into();
