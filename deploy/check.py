@@ -120,7 +120,7 @@ def compose(bin_dir, scratch):
     file = DEPLOY / "compose" / "compose.yaml"
     env = dict(os.environ, PARAPET_ADMIN_TOKEN="a" * 24,
                PARAPET_EDGE_BOOTSTRAP_TOKEN="b" * 24, PARAPET_EDGE_ADMIN_TOKEN="c" * 24,
-               PARAPET_DNS_TOKEN="d" * 24)
+               PARAPET_DNS_TOKEN="d" * 24, PARAPET_SECRET_KEY="s" * 44)
     rendered = run(["docker-compose", "-f", str(file), "config"], env=env)
     if rendered.returncode != 0:
         problems.append(f"compose.yaml: {rendered.stderr.strip()}")

@@ -292,50 +292,24 @@ fn key_body(key_pem: &str) -> String {
         .collect()
 }
 
-/// Uploads a certificate and checks the stored document holds the key
-/// sealed only; returns the key's PEM body.
-async fn upload_and_check_the_stored_document(
-    controller: &TestController,
-    store: &Store,
-) -> String {
+/// Uploads a certificate for `shop`; returns its key's PEM body.
+async fn upload_a_key(controller: &TestController) -> String {
     let token = shop(controller).await;
     let (chain, key, _) = Pki::new().leaf(&["shop.example", "*.img.example"], 2025, 2030);
     let (status, body) = controller
         .call("PUT", CERT, Some(&token), upload(&chain, &key))
         .await;
     assert_eq!(status, 200, "{body}");
-    let stored: Value = store
-        .get(Collection::Certificates, "shop")
-        .await
-        .expect("reads")
-        .expect("stored");
-    let text = stored.to_string();
-    let body = key_body(&key);
-    assert!(
-        !text.contains("PRIVATE KEY") && !text.contains(&body[..40]),
-        "{text}"
-    );
-    assert!(stored["issued"]["key_sealed"]
-        .as_str()
-        .is_some_and(|s| s.len() > 100));
-    body
+    key_body(&key)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_are_sealed_in_the_embedded_store() {
     let controller = TestController::start().await;
     let data = controller.dir.path().join("data");
-    let body = {
-        // The embedded store is one process's: read it through the
-        // controller's own handle by stopping after the upload.
-        let token = shop(&controller).await;
-        let (chain, key, _) = Pki::new().leaf(&["shop.example", "*.img.example"], 2025, 2030);
-        let (status, answer) = controller
-            .call("PUT", CERT, Some(&token), upload(&chain, &key))
-            .await;
-        assert_eq!(status, 200, "{answer}");
-        key_body(&key)
-    };
+    // The embedded store is one process's: its file is read once the
+    // controller stopped.
+    let body = upload_a_key(&controller).await;
     let TestController { running, .. } = controller;
     running.shutdown().await;
     let mut raw = Vec::new();
@@ -362,5 +336,18 @@ async fn keys_are_sealed_in_mongodb() {
     )
     .await;
     let store = Store::mongo(&uri).await.expect("connects");
-    upload_and_check_the_stored_document(&controller, &store).await;
+    let body = upload_a_key(&controller).await;
+    let stored: Value = store
+        .get(Collection::Certificates, "shop")
+        .await
+        .expect("reads")
+        .expect("stored");
+    let text = stored.to_string();
+    assert!(
+        !text.contains("PRIVATE KEY") && !text.contains(&body[..40]),
+        "{text}"
+    );
+    assert!(stored["issued"]["key_sealed"]
+        .as_str()
+        .is_some_and(|s| s.len() > 100));
 }

@@ -60,6 +60,15 @@ impl From<CertificateError> for ApiError {
     }
 }
 
+/// The certificate of distribution `id`, if the caller may see it; 404
+/// otherwise.
+async fn existing(app: &App, principal: &Principal, id: &str) -> ApiResult<CertificateRecord> {
+    owned(app, principal, id).await?;
+    certificates::get(&app.store, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("a certificate for `{id}`")))
+}
+
 /// The live domains of `id`.
 async fn domains(app: &App, id: &str) -> ApiResult<Vec<String>> {
     crate::acme::live_domains(&app.store, id)
@@ -132,10 +141,7 @@ async fn get_certificate(
     principal: Principal,
     Path(id): Path<String>,
 ) -> ApiResult<Json<CertificateInfo>> {
-    owned(&app, &principal, &id).await?;
-    let record = certificates::get(&app.store, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("a certificate for `{id}`")))?;
+    let record = existing(&app, &principal, &id).await?;
     Ok(Json(record.info(now_ms())))
 }
 
@@ -147,10 +153,7 @@ async fn remove_certificate(
     principal: Principal,
     Path(id): Path<String>,
 ) -> ApiResult<Json<CertificateInfo>> {
-    owned(&app, &principal, &id).await?;
-    let record = certificates::get(&app.store, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("a certificate for `{id}`")))?;
+    let record = existing(&app, &principal, &id).await?;
     certificates::remove(&app.store, &id).await?;
     tracing::info!(distribution = %id, "certificate removed");
     Ok(Json(record.info(now_ms())))
