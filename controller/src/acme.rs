@@ -177,7 +177,7 @@ impl Issuer {
         let status = order
             .poll_ready(&retries)
             .await
-            .map_err(|e| format!("waiting for validation: {e}"))?;
+            .map_err(|e| format!("validation failed: {e}"))?;
         if status != OrderStatus::Ready {
             return Err(validation_failure(&mut order, status).await);
         }

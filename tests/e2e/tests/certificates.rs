@@ -243,11 +243,13 @@ struct Pebble {
     /// The authority of the directory's TLS certificate.
     tls_ca: TestCa,
     management: String,
+    /// The mock DNS's management API.
+    dns_management: String,
 }
 
 impl Pebble {
     fn start(dir: &Path, http_port: u16) -> Pebble {
-        let (dns_port, management_port) = (free_port(), free_port());
+        let (dns_port, management_port, dns_management) = (free_port(), free_port(), free_port());
         let dns = Process::start(
             "challtestsrv",
             Path::new("pebble-challtestsrv"),
@@ -265,7 +267,7 @@ impl Pebble {
                 "-tlsalpn01",
                 "",
                 "-management",
-                &format!("127.0.0.1:{}", free_port()),
+                &format!("127.0.0.1:{dns_management}"),
             ]
             .map(String::from),
             &[],
@@ -314,7 +316,19 @@ impl Pebble {
             directory: format!("https://127.0.0.1:{port}/dir"),
             tls_ca,
             management: format!("https://127.0.0.1:{management_port}"),
+            dns_management: format!("http://127.0.0.1:{dns_management}"),
         }
+    }
+
+    /// Points `host` at `address` in the mock DNS (instead of 127.0.0.1).
+    async fn point(&self, host: &str, address: &str) {
+        let response = reqwest::Client::new()
+            .post(format!("{}/add-a", self.dns_management))
+            .json(&json!({"host": format!("{host}."), "addresses": [address]}))
+            .send()
+            .await
+            .expect("the mock DNS answers");
+        assert_eq!(response.status(), 200);
     }
 
     /// The root that signs Pebble's certificates (made at its start).
@@ -391,6 +405,55 @@ async fn the_controller_obtains_a_certificate_by_acme_validated_through_the_edge
     .await;
     let page = get_page(&mut stream, "shop.example").await;
     assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    // A domain that does not point at the edges: the order fails, and
+    // the record says why; the other certificate is untouched.
+    let (status, body) = cluster
+        .call(
+            "PUT",
+            "/v1/distributions/ghost",
+            Some(&token),
+            Some(json!({
+                "domains": ["ghost.example"],
+                "origin": [{"url": cluster.origin}],
+                "behavior": [{"path": "*"}],
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    pebble.point("ghost.example", "127.0.0.9").await;
+    let (code, out, err) = cluster.cli(&home, &token, &["cert", "acme", "ghost"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let error = eventually(60, "the failed order's error", || async {
+        let (_, body) = cluster
+            .call(
+                "GET",
+                "/v1/distributions/ghost/certificate",
+                Some(&token),
+                None,
+            )
+            .await;
+        body["acme_error"].as_str().map(str::to_string)
+    })
+    .await;
+    assert!(
+        error.starts_with("validation failed")
+            && error.contains("ghost.example")
+            && error.contains("127.0.0.9"),
+        "{error}"
+    );
+    let (code, out, _) = cluster.cli(&home, &token, &["cert", "list"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("validation failed"), "{out}");
+    let (_, shop) = cluster
+        .call(
+            "GET",
+            "/v1/distributions/shop/certificate",
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(shop["sha256"], info["sha256"]);
+
     // The challenges are gone once the order completed.
     let kept = cluster.dir.path().join("fra-1/distributions/shop.json");
     eventually(10, "the challenge to be withdrawn", || async {
