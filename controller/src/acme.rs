@@ -191,7 +191,7 @@ impl Issuer {
             .map_err(|e| format!("fetching the certificate: {e}"))?;
         let checked = certificates::check(&chain_pem, &key_pem, domains, now_ms())
             .map_err(|e| format!("the issued certificate is unusable: {e}"))?;
-        Ok(checked.seal(&key_pem, &record.distribution, &self.secret))
+        Ok(checked.seal(&key_pem, &record.distribution, &self.secret, true))
     }
 
     /// Puts `challenges` on the distribution's record and waits (at most
@@ -314,15 +314,17 @@ async fn validation_failure(order: &mut instant_acme::Order, status: OrderStatus
     }
 }
 
-/// Whether `record` needs a new certificate for `domains` at `now`.
+/// Whether `record` needs a new certificate for `domains` at `now`: it
+/// has none from ACME yet (an uploaded one only serves until then), its
+/// domains changed, or its renewal time came.
 fn due(record: &CertificateRecord, domains: &[String], now: i64) -> bool {
     match &record.issued {
-        None => true,
-        Some(issued) => {
+        Some(issued) if issued.by_acme => {
             let names: BTreeSet<&str> = issued.names.iter().map(String::as_str).collect();
             let wanted: BTreeSet<&str> = domains.iter().map(String::as_str).collect();
             names != wanted || now >= certificates::renews_from(issued)
         }
+        _ => true,
     }
 }
 

@@ -72,6 +72,9 @@ pub struct Issued {
     pub not_after_ms: i64,
     /// SHA-256 of the leaf (hex).
     pub sha256: String,
+    /// Issued by the ACME client (not uploaded).
+    #[serde(default)]
+    pub by_acme: bool,
 }
 
 /// An HTTP-01 challenge: `/.well-known/acme-challenge/{token}` answers
@@ -91,7 +94,8 @@ pub struct CertificateInfo {
     pub distribution: String,
     /// Its customer.
     pub customer: String,
-    /// `uploaded` or `acme`.
+    /// Where the certificate served comes from: `uploaded`, or `acme`
+    /// (issued, or pending with none uploaded).
     pub source: String,
     /// The leaf's DNS names (none while an ACME certificate is pending).
     pub names: Vec<String>,
@@ -118,7 +122,12 @@ impl CertificateRecord {
         CertificateInfo {
             distribution: self.distribution.clone(),
             customer: self.customer.clone(),
-            source: if self.acme { "acme" } else { "uploaded" }.into(),
+            source: match issued {
+                Some(issued) if !issued.by_acme => "uploaded",
+                _ if self.acme => "acme",
+                _ => "uploaded",
+            }
+            .into(),
             names: issued.map(|i| i.names.clone()).unwrap_or_default(),
             not_before_ms: issued.map(|i| i.not_before_ms),
             not_after_ms: issued.map(|i| i.not_after_ms),
@@ -146,8 +155,15 @@ pub struct Checked {
 }
 
 impl Checked {
-    /// The stored form, the key sealed for `distribution`.
-    pub fn seal(self, key_pem: &str, distribution: &str, secret: &SecretKey) -> Issued {
+    /// The stored form, the key sealed for `distribution`; `by_acme`: the
+    /// ACME client obtained it.
+    pub fn seal(
+        self,
+        key_pem: &str,
+        distribution: &str,
+        secret: &SecretKey,
+        by_acme: bool,
+    ) -> Issued {
         Issued {
             chain_pem: self.chain_pem,
             key_sealed: secret.seal(key_pem.as_bytes(), &context(distribution)),
@@ -155,6 +171,7 @@ impl Checked {
             not_before_ms: self.not_before_ms,
             not_after_ms: self.not_after_ms,
             sha256: self.sha256,
+            by_acme,
         }
     }
 }

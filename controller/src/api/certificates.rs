@@ -97,7 +97,7 @@ async fn upload_certificate(
     let checked = certificates::check(&upload.certificate, &upload.private_key, &domains, now_ms())
         .map_err(ApiError::bad_request)?;
     let mut record = certificates::new_record(&id, &distribution.customer, false);
-    record.issued = Some(checked.seal(&upload.private_key, &id, &secret));
+    record.issued = Some(checked.seal(&upload.private_key, &id, &secret, false));
     certificates::put(&app.store, &record).await?;
     tracing::info!(distribution = %id, customer = %distribution.customer, "certificate uploaded");
     Ok(Json(record.info(now_ms())))
@@ -105,7 +105,7 @@ async fn upload_certificate(
 
 #[utoipa::path(post, path = "/v1/distributions/{distribution}/certificate/acme",
     params(("distribution" = String, Path, description = "distribution id")),
-    responses((status = 202, body = CertificateInfo, description = "the controller orders the certificate and renews it; the current one (if any) serves meanwhile"),
+    responses((status = 202, body = CertificateInfo, description = "the controller orders the certificate at once and renews it; an uploaded one serves meanwhile"),
         (status = 400, description = "a domain is a wildcard, or the operator has no ACME directory"),
         (status = 404)))]
 async fn request_acme_certificate(
