@@ -64,6 +64,16 @@ fn upload(chain: &str, key: &str) -> Option<Value> {
     Some(json!({"certificate": chain, "private_key": key}))
 }
 
+/// Asserts `answer` is `status` with an error containing `expected`.
+fn refused(answer: (u16, Value), status: u16, expected: &str) {
+    let (got, body) = answer;
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(
+        got == status && error.contains(expected),
+        "wanted {status} `{expected}`, got {got} {body}"
+    );
+}
+
 const CERT: &str = "/v1/distributions/shop/certificate";
 
 async fn shop(controller: &TestController) -> String {
@@ -134,12 +144,7 @@ async fn each_wrong_upload_is_refused_with_what_is_wrong() {
         let (status, body) = controller
             .call("PUT", CERT, Some(&token), upload(chain, key))
             .await;
-        assert_eq!(status, 400, "{expected}: {body}");
-        let error = body["error"].as_str().unwrap_or_default();
-        assert!(
-            error.contains(expected),
-            "wanted `{expected}`, got `{error}`"
-        );
+        refused((status, body), 400, expected);
     }
     let (status, body) = controller.call("GET", CERT, Some(&token), None).await;
     assert_eq!(status, 404, "nothing was stored: {body}");
@@ -177,13 +182,10 @@ async fn each_wrong_upload_is_refused_with_what_is_wrong() {
     let (status, body) = controller
         .call("PUT", "/v1/distributions/shop", Some(&token), Some(wider))
         .await;
-    assert_eq!(status, 400, "{body}");
-    assert!(
-        body["error"]
-            .as_str()
-            .unwrap()
-            .contains("certificate does not cover `new.example`"),
-        "{body}"
+    refused(
+        (status, body),
+        400,
+        "certificate does not cover `new.example`",
     );
     // Under the certificate's wildcard: fine.
     let mut narrower = distribution("shop.example");
@@ -241,14 +243,7 @@ async fn another_customer_reaches_none_of_it() {
             None,
         )
         .await;
-    assert_eq!(status, 400, "{body}");
-    assert!(
-        body["error"]
-            .as_str()
-            .unwrap()
-            .contains("no ACME directory"),
-        "{body}"
-    );
+    refused((status, body), 400, "no ACME directory");
 
     let (status, _) = controller.call("DELETE", CERT, Some(&token), None).await;
     assert_eq!(status, 200);
@@ -274,14 +269,7 @@ async fn without_a_secret_key_uploads_are_refused() {
     let (status, body) = controller
         .call("PUT", CERT, Some(&token), upload(&chain, &key))
         .await;
-    assert_eq!(status, 503, "{body}");
-    assert!(
-        body["error"]
-            .as_str()
-            .unwrap()
-            .contains("--secret-key-file"),
-        "{body}"
-    );
+    refused((status, body), 503, "--secret-key-file");
 }
 
 /// The key's PEM body, as it would appear in a store that kept it plain.

@@ -74,20 +74,16 @@ impl Snapshot {
 
     /// A snapshot of `config` (listeners, cache, admin, peers; its own
     /// distributions are not read) serving `routes`, distributions loaded
-    /// one by one, with their `certificates` (each with its domains) and
-    /// ACME `challenges` (controller mode).
+    /// one by one, with their `certificates` and ACME `challenges`
+    /// (controller mode).
     pub fn with_routes(
         config: EdgeConfig,
         routes: Routes,
-        certificates: Vec<(Vec<String>, Arc<rustls::sign::CertifiedKey>)>,
+        certificates: Certificates,
         challenges: AcmeChallenges,
         base_dir: &Path,
     ) -> Result<Self, ConfigError> {
-        let mut all = Certificates::tier(&config, base_dir)?;
-        for (domains, key) in certificates {
-            all.add(&domains, key);
-        }
-        let mut snapshot = Self::assemble(config, routes, all, base_dir)?;
+        let mut snapshot = Self::assemble(config, routes, certificates, base_dir)?;
         snapshot.acme_challenges = challenges;
         Ok(snapshot)
     }

@@ -16,7 +16,7 @@ use rustls::sign::CertifiedKey;
 use parapet_config::{ConfigError, EdgeConfig};
 
 /// Certificates by host name, as one configuration names them.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Certificates {
     exact: HashMap<String, Arc<CertifiedKey>>,
     /// Parent of a `*.` domain → its certificate.

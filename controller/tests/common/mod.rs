@@ -155,25 +155,7 @@ impl TestController {
 
     /// Creates a customer and a token for it; returns the token.
     pub async fn customer(&self, id: &str) -> String {
-        let (status, body) = self
-            .call(
-                "POST",
-                "/v1/customers",
-                Some(ADMIN),
-                Some(serde_json::json!({"id": id, "name": id})),
-            )
-            .await;
-        assert_eq!(status, 201, "{body}");
-        let (status, body) = self
-            .call(
-                "POST",
-                "/v1/tokens",
-                Some(ADMIN),
-                Some(serde_json::json!({"customer": id, "name": "test"})),
-            )
-            .await;
-        assert_eq!(status, 201, "{body}");
-        body["token"].as_str().expect("token").to_string()
+        parapet_e2e::create_customer(&self.http, &self.url(""), ADMIN, id).await
     }
 }
 

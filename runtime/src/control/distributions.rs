@@ -20,6 +20,7 @@ use rustls::sign::CertifiedKey;
 
 use crate::edge::{AcmeChallenges, Snapshot};
 use crate::routing::{Distribution, Routes, Unavailable};
+use crate::tls::Certificates;
 
 /// One distribution as the controller sent it, as kept on disk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,6 +105,9 @@ pub struct Builder {
     pub engine: Arc<PluginEngine>,
     /// The edge's configuration without distributions.
     pub base: EdgeConfig,
+    /// The edge's own certificate (`[tier_tls]`), read once at start (the
+    /// file is not reloaded in controller mode).
+    pub tier: Certificates,
 }
 
 impl Builder {
@@ -331,25 +335,19 @@ impl Holdings {
         true
     }
 
-    /// How many distributions are held.
-    pub fn len(&self) -> usize {
-        self.held.len()
-    }
-
-    /// Whether none is held.
-    pub fn is_empty(&self) -> bool {
-        self.held.is_empty()
-    }
-
-    /// A snapshot of `base` serving what is held: routes, certificates
-    /// and ACME challenges.
-    pub fn snapshot(&self, base: EdgeConfig, base_dir: &Path) -> Result<Snapshot, ConfigError> {
+    /// A snapshot of the builder's configuration serving what is held:
+    /// routes, certificates (beside the edge's own) and ACME challenges.
+    pub fn snapshot(&self, builder: &Builder) -> Result<Snapshot, ConfigError> {
+        let mut certificates = builder.tier.clone();
+        for (domains, key) in self.certificates() {
+            certificates.add(&domains, key);
+        }
         Snapshot::with_routes(
-            base,
+            builder.base.clone(),
             self.routes(),
-            self.certificates(),
+            certificates,
             self.challenges(),
-            base_dir,
+            &builder.state_dir,
         )
     }
 

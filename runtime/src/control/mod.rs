@@ -34,6 +34,7 @@ use tonic::transport::Channel;
 use crate::access_log::{AccessRecord, LOG_LINES_DROPPED};
 use crate::edge::Edge;
 use crate::orders::{self, Selection};
+use crate::tls::Certificates;
 use distributions::{Builder, Holdings, Received, Update};
 use parapet_config::EdgeConfig;
 
@@ -228,19 +229,19 @@ impl Control {
     /// distribution on its own.
     pub async fn restore(&self, edge: &Arc<Edge>) -> anyhow::Result<()> {
         let builder = Arc::new(Builder {
+            tier: Certificates::tier(&self.base, &self.options.state_dir)?,
             state_dir: self.options.state_dir.clone(),
             engine: edge.engine.clone(),
             base: self.base.clone(),
         });
         let _ = self.builder.set(builder.clone());
         let holdings = self.holdings.clone();
-        let base = self.base.clone();
         let snapshot = tokio::task::spawn_blocking(move || {
             let restored = Holdings::restore(&builder);
-            let snapshot = restored.snapshot(base, &builder.state_dir);
+            let snapshot = restored.snapshot(&builder);
             tracing::info!(
                 revision = restored.revision,
-                distributions = restored.len(),
+                distributions = restored.have().len(),
                 "starting from the distributions kept"
             );
             *lock(&holdings) = restored;
@@ -492,13 +493,12 @@ impl Control {
             }
         }
         let holdings = self.holdings.clone();
-        let base = self.base.clone();
         let revision = update.revision;
         let snapshot = tokio::task::spawn_blocking(move || {
             let mut holdings = lock(&holdings);
             let changed = holdings.apply(&builder, update)?;
             changed
-                .then(|| holdings.snapshot(base, &builder.state_dir))
+                .then(|| holdings.snapshot(&builder))
                 .transpose()
                 .map_err(anyhow::Error::from)
         })

@@ -283,25 +283,7 @@ impl Cluster {
 
     /// Creates customer `id` (named `id`) and a token for it; the token.
     pub async fn customer(&self, id: &str) -> String {
-        let (status, body) = self
-            .call(
-                "POST",
-                "/v1/customers",
-                Some(ADMIN),
-                Some(serde_json::json!({"id": id, "name": id})),
-            )
-            .await;
-        assert_eq!(status, 201, "{body}");
-        let (status, body) = self
-            .call(
-                "POST",
-                "/v1/tokens",
-                Some(ADMIN),
-                Some(serde_json::json!({"customer": id, "name": "e2e"})),
-            )
-            .await;
-        assert_eq!(status, 201, "{body}");
-        body["token"].as_str().expect("token").to_string()
+        crate::create_customer(&self.http, &self.rest, ADMIN, id).await
     }
 
     /// A REST call to the controller: status and JSON answer.

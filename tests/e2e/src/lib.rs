@@ -136,6 +136,31 @@ pub async fn call(
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
+/// Creates customer `id` (named `id`) at the controller whose REST base
+/// URL is `rest`, with the operator token `admin`, and a token for it;
+/// returns the customer's token.
+pub async fn create_customer(http: &reqwest::Client, rest: &str, admin: &str, id: &str) -> String {
+    let (status, body) = call(
+        http,
+        "POST",
+        &format!("{rest}/v1/customers"),
+        Some(admin),
+        Some(serde_json::json!({"id": id, "name": id})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = call(
+        http,
+        "POST",
+        &format!("{rest}/v1/tokens"),
+        Some(admin),
+        Some(serde_json::json!({"customer": id, "name": "test"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    body["token"].as_str().expect("token").to_string()
+}
+
 /// Polls `check` every 50 ms until it returns `Some`, for up to `seconds`.
 pub async fn eventually<T, F, Fut>(seconds: u64, what: &str, mut check: F) -> T
 where

@@ -94,11 +94,18 @@ async fn get_page(stream: &mut TlsStream<TcpStream>, host: &str) -> String {
 /// Customer `customer` with distribution `id` for `domain`; its token.
 async fn site(cluster: &Cluster, customer: &str, id: &str, domain: &str) -> String {
     let token = cluster.customer(customer).await;
+    apply(cluster, &token, id, domain).await;
+    token
+}
+
+/// Distribution `id` for `domain`, of `token`'s customer, in front of the
+/// cluster's origin.
+async fn apply(cluster: &Cluster, token: &str, id: &str, domain: &str) {
     let (status, body) = cluster
         .call(
             "PUT",
             &format!("/v1/distributions/{id}"),
-            Some(&token),
+            Some(token),
             Some(json!({
                 "domains": [domain],
                 "origin": [{"url": cluster.origin}],
@@ -107,7 +114,6 @@ async fn site(cluster: &Cluster, customer: &str, id: &str, domain: &str) -> Stri
         )
         .await;
     assert_eq!(status, 201, "{body}");
-    token
 }
 
 /// Customer `acme` with distribution `shop` for `shop.example`; its token.
@@ -412,19 +418,7 @@ async fn the_controller_obtains_a_certificate_by_acme_validated_through_the_edge
     assert!(page.starts_with("HTTP/1.1 200"), "{page}");
     // A domain that does not point at the edges: the order fails, and
     // the record says why; the other certificate is untouched.
-    let (status, body) = cluster
-        .call(
-            "PUT",
-            "/v1/distributions/ghost",
-            Some(&token),
-            Some(json!({
-                "domains": ["ghost.example"],
-                "origin": [{"url": cluster.origin}],
-                "behavior": [{"path": "*"}],
-            })),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
+    apply(&cluster, &token, "ghost", "ghost.example").await;
     pebble.point("ghost.example", "127.0.0.9").await;
     let (code, out, err) = cluster.cli(&home, &token, &["cert", "acme", "ghost"]);
     assert_eq!(code, 0, "{out}{err}");

@@ -322,24 +322,7 @@ async fn viewers_reach_their_pop_the_origin_is_fetched_once_and_dead_pops_are_dr
     }
 
     // A customer, a distribution, and a monitor token for the geo-DNS.
-    let (status, _) = call(
-        &http,
-        "POST",
-        &api("/v1/customers"),
-        Some(ADMIN),
-        Some(json!({"id": "acme", "name": "acme"})),
-    )
-    .await;
-    assert_eq!(status, 201);
-    let (_, token) = call(
-        &http,
-        "POST",
-        &api("/v1/tokens"),
-        Some(ADMIN),
-        Some(json!({"customer": "acme", "name": "e2e"})),
-    )
-    .await;
-    let acme = token["token"].as_str().expect("token").to_string();
+    let acme = parapet_e2e::create_customer(&http, &api(""), ADMIN, "acme").await;
     let (_, monitor) = call(
         &http,
         "POST",
