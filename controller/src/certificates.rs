@@ -191,6 +191,16 @@ pub fn open_key(
     String::from_utf8(plain).map_err(|_| SecretError::Unopenable)
 }
 
+/// The most a chain may hold, in PEM bytes and in certificates: every edge
+/// keeps every distribution's chain, so one customer's upload may not be
+/// the size of many (public chains are 2 to 4 certificates, under 8 KiB).
+pub const MAX_CHAIN_BYTES: usize = 64 * 1024;
+/// See [`MAX_CHAIN_BYTES`].
+pub const MAX_CHAIN_CERTIFICATES: usize = 10;
+/// The most a private key may hold, in PEM bytes (an RSA 8192 key is
+/// about 6.4 KiB).
+pub const MAX_KEY_BYTES: usize = 16 * 1024;
+
 /// Checks a chain (PEM, leaf first) and its private key (PEM) for a
 /// distribution serving `domains`, at `now` (ms). The message says what
 /// is wrong, naming the field (`certificate` or `private_key`).
@@ -200,11 +210,29 @@ pub fn check(
     domains: &[String],
     now: i64,
 ) -> Result<Checked, String> {
+    if chain_pem.len() > MAX_CHAIN_BYTES {
+        return Err(format!(
+            "certificate: {} bytes, more than the {MAX_CHAIN_BYTES} a chain may have",
+            chain_pem.len()
+        ));
+    }
+    if key_pem.len() > MAX_KEY_BYTES {
+        return Err(format!(
+            "private_key: {} bytes, more than the {MAX_KEY_BYTES} a key may have",
+            key_pem.len()
+        ));
+    }
     let ders: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut chain_pem.as_bytes())
         .collect::<Result<_, _>>()
         .map_err(|e| format!("certificate: not PEM: {e}"))?;
     if ders.is_empty() {
         return Err("certificate: no `-----BEGIN CERTIFICATE-----` block in it".into());
+    }
+    if ders.len() > MAX_CHAIN_CERTIFICATES {
+        return Err(format!(
+            "certificate: {} blocks, more than the {MAX_CHAIN_CERTIFICATES} a chain may have (the leaf, then its issuers)",
+            ders.len()
+        ));
     }
     let parsed: Vec<X509Certificate<'_>> = ders
         .iter()

@@ -98,6 +98,10 @@ async fn each_wrong_upload_is_refused_with_what_is_wrong() {
     let (old_chain, old_key, _) = pki.leaf(&["shop.example", "*.img.example"], 2019, 2020);
     let (future_chain, future_key, _) = pki.leaf(&["shop.example", "*.img.example"], 2090, 2091);
     let reversed = format!("{}{leaf}", pki.intermediate.pem());
+    // Sizes every edge would have to hold for this one customer.
+    let long_chain = format!("{good_chain}{}", pki.intermediate.pem().repeat(10));
+    let padded_chain = format!("{good_chain}{}", " ".repeat(64 * 1024));
+    let padded_key = format!("{good_key}{}", " ".repeat(16 * 1024));
     let unrelated = format!("{leaf}{}", pki.root.pem());
     for (chain, key, expected) in [
         (
@@ -139,6 +143,21 @@ async fn each_wrong_upload_is_refused_with_what_is_wrong() {
             unrelated.as_str(),
             good_key.as_str(),
             "block 2 did not issue block 1",
+        ),
+        (
+            long_chain.as_str(),
+            good_key.as_str(),
+            "certificate: 12 blocks, more than the 10 a chain may have",
+        ),
+        (
+            padded_chain.as_str(),
+            good_key.as_str(),
+            "bytes, more than the 65536 a chain may have",
+        ),
+        (
+            good_chain.as_str(),
+            padded_key.as_str(),
+            "bytes, more than the 16384 a key may have",
         ),
     ] {
         let (status, body) = controller

@@ -80,7 +80,7 @@ async fn domains(app: &App, id: &str) -> ApiResult<Vec<String>> {
     params(("distribution" = String, Path, description = "distribution id")),
     request_body = CertificateUpload,
     responses((status = 200, body = CertificateInfo, description = "the certificate, served by the edges from their next configuration"),
-        (status = 400, description = "the chain, key, names or dates are wrong; the message says which"),
+        (status = 400, description = "the chain, key, names or dates are wrong, or the chain (64 KiB, 10 certificates) or key (16 KiB) too large; the message says which"),
         (status = 404), (status = 503, description = "the controller has no secret key to seal private keys with")))]
 async fn upload_certificate(
     State(app): State<App>,
