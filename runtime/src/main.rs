@@ -141,6 +141,15 @@ struct Cli {
     /// other special addresses are refused otherwise.
     #[arg(long, value_name = "CIDR", requires = "listen")]
     allow_upstream_network: Vec<ipnet::IpNet>,
+    /// Without a file: the regional shield (URL) this edge sends its
+    /// misses to before the origin.
+    #[arg(long, value_name = "URL", requires = "listen")]
+    shield: Option<String>,
+    /// Without a file, on a shield: an address range of the edges behind
+    /// it (repeat for more); their answers keep the cache-targeted fields
+    /// (`Surrogate-Key`, `CDN-Cache-Control`) other viewers never see.
+    #[arg(long, value_name = "CIDR", requires = "listen")]
+    downstream_edge: Vec<ipnet::IpNet>,
     /// Log each request as a JSON line (`PARAPET_ACCESS_LOG=off` turns it
     /// off).
     #[arg(long, env = "PARAPET_ACCESS_LOG", default_value = "on", value_parser = ["on", "off"])]
@@ -373,12 +382,13 @@ fn from_flags(cli: &Cli, listen: SocketAddr, origin: Option<&str>) -> anyhow::Re
             ..CacheConfig::default()
         },
         geoip: None,
-        shield: None,
+        shield: cli.shield.clone(),
         peers: Vec::new(),
         peer_address: None,
         tier_tls: Default::default(),
         server: ServerConfig {
             workers: cli.workers,
+            downstream_edges: cli.downstream_edge.clone(),
             ..ServerConfig::default()
         },
         upstream: UpstreamConfig {
@@ -407,7 +417,7 @@ fn from_flags(cli: &Cli, listen: SocketAddr, origin: Option<&str>) -> anyhow::Re
             .into_iter()
             .collect(),
     };
-    config.validate().context("--origin")?;
+    config.validate().context("the flags")?;
     Ok(config)
 }
 
