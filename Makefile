@@ -7,7 +7,7 @@ TESTDATA   := target/testdata
 VENV       := target/venv-test
 PARAPET    := $(CARGO) run -q --release -p parapet-cli --
 
-.PHONY: test lint plugins toolchain toolchain-fallback testdata test-servers bench bench-edge bench-edge-tls bench-soak bench-dns bench-controller demo demo-edge edge dns servers deploy-check
+.PHONY: test lint plugins toolchain toolchain-fallback testdata test-servers bench bench-edge bench-edge-tls bench-soak bench-dns bench-controller demo demo-edge edge dns servers deploy-check deploy-run
 
 ## Every test of the project: unit, integration, example plugins through the host.
 test: plugins testdata toolchain-fallback test-servers
@@ -16,9 +16,16 @@ test: plugins testdata toolchain-fallback test-servers
 
 ## deploy/ checked offline against the binaries just built: systemd units
 ## (systemd-analyze), Kubernetes manifests (kubernetes-validate), the compose
-## file (docker-compose config), and every flag and config they carry.
+## file (Docker Compose v2 config), and every flag and config they carry.
 deploy-check: $(VENV)/installed
 	$(VENV)/bin/python deploy/check.py $${CARGO_TARGET_DIR:-target}/release
+
+## The image of deploy/Dockerfile built with podman (a Debian base made
+## with mmdebstrap, no registry) and the compose CDN run with podman-compose:
+## requests through the edge containers, a purge through the controller
+## (deploy/test/run.sh; as root, a few minutes; CI runs it).
+deploy-run: plugins servers
+	deploy/test/run.sh
 
 ## The whole CDN on one machine, embedded defaults: the controller, two
 ## edges as two PoPs, the geo-DNS and a demo origin, toured with the CLI.

