@@ -171,8 +171,8 @@ impl Authenticator {
     }
 }
 
-/// Compares two hex digests without an early exit.
-fn constant_time_eq(a: &str, b: &str) -> bool {
+/// Compares two strings (digests, CSRF tokens) without an early exit.
+pub fn constant_time_eq(a: &str, b: &str) -> bool {
     a.len() == b.len()
         && a.bytes()
             .zip(b.bytes())

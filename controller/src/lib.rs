@@ -9,6 +9,7 @@ pub mod auth;
 pub mod catalog;
 pub mod certificates;
 pub mod claims;
+pub mod console;
 pub mod deployments;
 pub mod distributions;
 pub mod edges;
@@ -223,7 +224,7 @@ pub async fn launch(options: LaunchOptions) -> anyhow::Result<Running> {
     let rest_address = rest.local_addr()?;
     tasks.push(serve(
         rest,
-        api::router(app.clone()),
+        api::router(app.clone(), tls.is_some()),
         tls.as_ref().map(|t| t.rest.clone()),
         stopped.clone(),
         "REST",

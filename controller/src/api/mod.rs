@@ -291,8 +291,9 @@ impl Modify for BearerAuth {
     }
 }
 
-/// The REST router, with `/openapi.json` and `/healthz`.
-pub fn router(app: App) -> axum::Router {
+/// The REST router, with `/openapi.json`, `/healthz` and the web console
+/// (`/console`, its cookies `Secure` when `tls`).
+pub fn router(app: App, tls: bool) -> axum::Router {
     let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(operator::routes())
         .merge(distributions::routes())
@@ -303,7 +304,8 @@ pub fn router(app: App) -> axum::Router {
         .merge(deployments::routes())
         .split_for_parts();
     let openapi = Arc::new(openapi);
-    router
+    let body_limit = axum::extract::DefaultBodyLimit::max(app.max_plugin_bytes);
+    let api = router
         .route(
             "/openapi.json",
             axum::routing::get(move || {
@@ -312,7 +314,11 @@ pub fn router(app: App) -> axum::Router {
             }),
         )
         .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .layer(body_limit)
+        .with_state(app.clone());
+    // The console calls `api` in process: its calls are not counted twice.
+    api.clone()
+        .merge(crate::console::routes(app, api, tls))
         .layer(axum::middleware::from_fn(crate::metrics::count_requests))
-        .layer(axum::extract::DefaultBodyLimit::max(app.max_plugin_bytes))
-        .with_state(app)
+        .layer(body_limit)
 }

@@ -2,6 +2,7 @@
 //! processes on loopback, a real origin, a whole cluster of them, and an
 //! HTTP client.
 
+pub mod browser;
 pub mod cluster;
 pub mod mongo;
 pub mod tls;
