@@ -326,10 +326,12 @@ impl EdgeControl for EdgeService {
         let expires_at = now_ms() + LOG_TTL_MS;
         while let Some(batch) = batches.message().await? {
             let batch_id = now_ms();
+            let mut counted = Vec::with_capacity(batch.lines.len());
             for (n, line) in batch.lines.into_iter().enumerate() {
                 let Ok(parsed) = serde_json::from_str::<serde_json::Value>(&line.json) else {
                     continue; // not JSON: dropped, and not counted
                 };
+                counted.push((line.distribution.clone(), line.timestamp_ms, parsed.clone()));
                 let record = LogRecord {
                     distribution: line.distribution,
                     edge: edge.clone(),
@@ -345,6 +347,9 @@ impl EdgeControl for EdgeService {
                     .map_err(store_status)?;
                 accepted += 1;
             }
+            crate::traffic::count(&self.app.store, &edge, &counted)
+                .await
+                .map_err(store_status)?;
         }
         Ok(Response::new(ShipLogsResponse { accepted }))
     }

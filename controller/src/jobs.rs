@@ -288,13 +288,15 @@ pub async fn view(store: &Store, job: Job) -> Result<JobView, StoreError> {
     })
 }
 
-/// Deletes expired logs, heartbeats, finished jobs and their orders
+/// Deletes expired logs, traffic points, heartbeats, finished jobs and
+/// their orders
 /// (MongoDB's TTL indexes do it too; the embedded store relies on this).
 pub async fn compact(store: &Store) -> Result<u64, StoreError> {
     let now = now_ms();
     let mut deleted = 0;
     for collection in [
         Collection::Logs,
+        Collection::Traffic,
         Collection::Heartbeats,
         Collection::Orders,
         Collection::Jobs,

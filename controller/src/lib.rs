@@ -24,6 +24,7 @@ pub mod settings;
 pub mod snapshot;
 pub mod store;
 pub mod tls;
+pub mod traffic;
 pub mod worker;
 
 use std::net::SocketAddr;

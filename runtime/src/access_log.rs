@@ -51,6 +51,8 @@ pub struct Line<'a> {
     pub elapsed: Duration,
     /// This PoP's id.
     pub pop: &'a str,
+    /// The answer body's length, when known at its head.
+    pub bytes: Option<u64>,
 }
 
 impl Line<'_> {
@@ -85,6 +87,7 @@ impl Line<'_> {
             "cache": self.cache,
             "duration_ms": self.elapsed.as_secs_f64() * 1000.0,
             "pop": self.pop,
+            "bytes": self.bytes,
         });
         let queued = sink.try_send(AccessRecord {
             distribution: distribution.to_string(),

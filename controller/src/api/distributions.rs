@@ -26,6 +26,30 @@ pub fn routes() -> OpenApiRouter<App> {
         .routes(routes!(get_version))
         .routes(routes!(diff_versions))
         .routes(routes!(distribution_status))
+        .routes(routes!(distribution_traffic))
+}
+
+/// Which stretch of traffic.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct TrafficQuery {
+    /// The last this many minutes (default 60, at most a week: 10080).
+    pub minutes: Option<u32>,
+}
+
+#[utoipa::path(get, path = "/v1/distributions/{distribution}/traffic",
+    params(("distribution" = String, Path, description = "distribution id"), TrafficQuery),
+    responses((status = 200, body = [crate::traffic::TrafficPoint], description = "requests, hits, bytes and status classes per minute, every edge summed, oldest first (from the access log lines edges ship)"), (status = 404)))]
+async fn distribution_traffic(
+    State(app): State<App>,
+    principal: Principal,
+    Path(id): Path<String>,
+    ApiQuery(query): ApiQuery<TrafficQuery>,
+) -> ApiResult<Json<Vec<crate::traffic::TrafficPoint>>> {
+    owned(&app, &principal, &id).await?;
+    let minutes = query.minutes.unwrap_or(60).clamp(1, 7 * 24 * 60);
+    Ok(Json(
+        crate::traffic::series(&app.store, &id, minutes).await?,
+    ))
 }
 
 /// How to apply a config.

@@ -110,9 +110,24 @@ const STATIC: &[(&str, &str, &[u8])] = &[
         include_bytes!("../../console/static/console.css"),
     ),
     (
+        "console.js",
+        "text/javascript",
+        include_bytes!("../../console/static/console.js"),
+    ),
+    (
         "htmx.min.js",
         "text/javascript",
         include_bytes!("../../console/vendor/htmx-2.0.11.min.js"),
+    ),
+    (
+        "uPlot.min.js",
+        "text/javascript",
+        include_bytes!("../../console/vendor/uPlot-1.6.32.iife.min.js"),
+    ),
+    (
+        "uPlot.min.css",
+        "text/css",
+        include_bytes!("../../console/vendor/uPlot-1.6.32.min.css"),
     ),
 ];
 

@@ -277,6 +277,16 @@ async fn distribution_page(
         .into_iter()
         .filter(|d| d["distribution"] == id)
         .collect();
+    let traffic = console
+        .api
+        .get(
+            &s.token,
+            &format!("/v1/distributions/{id}/traffic?minutes=60"),
+        )
+        .await
+        .ok()
+        .unwrap_or(Value::Null);
+    let totals = traffic_totals(&traffic);
     let diff = match (q.from, q.to) {
         (Some(from), Some(to)) => Some(
             match console
@@ -312,7 +322,7 @@ async fn distribution_page(
         Some(s),
         json!({
             "id": id, "view": view, "error": error, "versions": versions, "edges": edges,
-            "deployments": deployments, "diff": diff, "from": q.from, "to": q.to,
+            "deployments": deployments, "diff": diff, "traffic": traffic, "totals": totals, "from": q.from, "to": q.to,
             "format": format, "config": config, "problem": problem,
         }),
     )
@@ -387,6 +397,26 @@ async fn submit(
     } else {
         Err((answer.status, answer.error()))
     }
+}
+
+/// The sums of traffic points: requests, hit ratio (percent, one decimal),
+/// bytes, status classes.
+fn traffic_totals(points: &Value) -> Value {
+    let (mut requests, mut hits, mut bytes, mut statuses) = (0u64, 0u64, 0u64, [0u64; 5]);
+    for point in points.as_array().into_iter().flatten() {
+        requests += point["requests"].as_u64().unwrap_or(0);
+        hits += point["hits"].as_u64().unwrap_or(0);
+        bytes += point["bytes"].as_u64().unwrap_or(0);
+        for (i, sum) in statuses.iter_mut().enumerate() {
+            *sum += point["statuses"][i].as_u64().unwrap_or(0);
+        }
+    }
+    let hit_ratio = if requests == 0 {
+        0.0
+    } else {
+        (hits as f64 * 1000.0 / requests as f64).round() / 10.0
+    };
+    json!({ "requests": requests, "hit_ratio": hit_ratio, "bytes": bytes, "statuses": statuses })
 }
 
 /// A unified diff's lines, each `{"kind": "added" | "removed" | "", "text"}`.

@@ -59,11 +59,13 @@ pub enum Collection {
     Certificates,
     /// ACME accounts, a document per ACME directory.
     AcmeAccounts,
+    /// Traffic per distribution, edge and minute (see `crate::traffic`).
+    Traffic,
 }
 
 impl Collection {
     /// Every collection.
-    pub const ALL: [Collection; 17] = [
+    pub const ALL: [Collection; 18] = [
         Collection::Customers,
         Collection::Tokens,
         Collection::Distributions,
@@ -81,6 +83,7 @@ impl Collection {
         Collection::Leases,
         Collection::Certificates,
         Collection::AcmeAccounts,
+        Collection::Traffic,
     ];
 
     /// The collection's (or table's) name.
@@ -103,6 +106,7 @@ impl Collection {
             Collection::Leases => "leases",
             Collection::Certificates => "certificates",
             Collection::AcmeAccounts => "acme_accounts",
+            Collection::Traffic => "traffic",
         }
     }
 }

@@ -120,6 +120,13 @@ impl Mongo {
                     .keys(doc! { "distribution": 1, "timestamp_ms": -1 })
                     .build(),
             ),
+            (Collection::Traffic, expiring.clone()),
+            (
+                Collection::Traffic,
+                IndexModel::builder()
+                    .keys(doc! { "distribution": 1, "minute_ms": -1 })
+                    .build(),
+            ),
             (Collection::Heartbeats, expiring.clone()),
             (Collection::Jobs, expiring.clone()),
             (Collection::Orders, expiring),

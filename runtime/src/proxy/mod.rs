@@ -145,6 +145,7 @@ async fn handle_request(
             distribution: served.distribution.as_deref(),
             elapsed,
             pop: &edge.pop_id,
+            bytes: hyper::body::Body::size_hint(served.response.body()).exact(),
         };
         if edge.access_log {
             line.log();

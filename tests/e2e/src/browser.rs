@@ -54,13 +54,20 @@ impl Browser {
     }
 
     /// The text of the first element matching CSS `selector`, waiting up
-    /// to 10 s for it.
+    /// to 10 s for it (and finding it again when the page swapped it, as
+    /// htmx does, in between).
     pub async fn text(&self, selector: &str) -> String {
-        self.element(selector)
-            .await
-            .text()
-            .await
-            .unwrap_or_else(|e| panic!("{selector}: {e}"))
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.element(selector).await.text().await {
+                Ok(text) => return text,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("{selector}: {e}"),
+            }
+        }
     }
 
     /// The first element matching CSS `selector`, waiting up to 10 s.

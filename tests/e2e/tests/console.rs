@@ -2,7 +2,7 @@
 //! controller over TLS, two real edges in two edge groups and an origin: a
 //! customer signs in, creates and edits a distribution (an invalid version
 //! shown at its line), diffs versions, watches a purge reach both edges,
-//! rolls a deployment back and reads the logs; the operator manages
+//! rolls a deployment back, reads the logs and sees the traffic charted; the operator manages
 //! customers, tokens and edges. Customer B's console never shows or
 //! changes anything of customer A's, and a form without its CSRF token is
 //! refused.
@@ -262,6 +262,31 @@ async fn a_customer_and_the_operator_work_from_the_console() {
     .await;
     assert!(!lines.contains("MISS"), "{lines}");
 
+    // Traffic over time from the same lines: totals and drawn charts.
+    eventually(15, "the traffic of the six requests", || {
+        let browser = &browser;
+        let rest = &rest;
+        async move {
+            browser
+                .client
+                .goto(&format!("{rest}/console/distributions/shop"))
+                .await
+                .ok()?;
+            let requests: u64 = browser.text("#traffic-total-requests").await.parse().ok()?;
+            (requests == 6).then_some(())
+        }
+    })
+    .await;
+    let totals = browser.text("#traffic-totals").await;
+    // Two hits in six: MISS, HIT on each edge, then a MISS on each after
+    // the purge.
+    assert!(totals.contains("33.3 %"), "{totals}");
+    browser.element("#traffic-requests canvas").await;
+    browser.element("#traffic-statuses canvas").await;
+    browser
+        .screenshot(shots.as_ref(), "traffic", "#traffic-requests")
+        .await;
+
     // The operator: a customer, a token, the edges.
     browser.click(".signout button").await;
     sign_in(&browser, &rest, ADMIN).await;
@@ -480,6 +505,15 @@ async fn one_customers_console_never_reaches_another_and_forms_need_their_csrf_t
         status == 200 && page.contains("distribution `acme-shop` not found"),
         "{page}"
     );
+    let (status, traffic) = cluster
+        .call(
+            "GET",
+            "/v1/distributions/acme-shop/traffic",
+            Some(&globex),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404, "{traffic}");
     let (status, _) = get(&cluster, http, &session, "/console/customers").await;
     assert_eq!(status, 403, "the operator's pages are the operator's");
     let acme_jobs = cluster.call("GET", "/v1/jobs", Some(&acme), None).await.1;
