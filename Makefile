@@ -5,7 +5,10 @@ CARGO      ?= cargo
 PLUGINS    := target/plugins
 TESTDATA   := target/testdata
 VENV       := target/venv-test
-PARAPET    := $(CARGO) run -q --release -p parapet-cli --
+# The CLI as `make servers` builds it: one feature set for the workspace, so
+# cranelift and the rest compile once (`cargo run -p parapet-cli` alone
+# unified other features and built wasmtime and cranelift a second time).
+PARAPET    := $${CARGO_TARGET_DIR:-target}/release/parapet
 
 .PHONY: test lint plugins toolchain toolchain-fallback testdata test-servers bench bench-edge bench-edge-tls bench-soak bench-dns bench-controller demo demo-edge edge dns servers deploy-check deploy-run
 
@@ -77,7 +80,7 @@ toolchain-fallback:
 	@scripts/ensure-wasm-toolchain.sh --fallback
 
 ## The example plugins, built into components under target/plugins.
-plugins: toolchain
+plugins: toolchain servers
 	$(PARAPET) plugin build examples --out $(PLUGINS)
 
 ## Real servers from Debian's packages the tests start (Pebble, for ACME).
