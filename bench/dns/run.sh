@@ -213,6 +213,10 @@ answers = 1
 default_pops = ["$DEFAULT_POP"]
 nameservers = ["ns1.$ZONE."]
 
+# dnsperf asks from one address; PowerDNS limits no rate either.
+[rrl]
+enabled = false
+
 [soa]
 mname = "ns1.$ZONE."
 rname = "hostmaster.$ZONE."

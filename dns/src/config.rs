@@ -160,6 +160,8 @@ pub struct Settings {
     pub metrics: Option<SocketAddr>,
     /// Log every query as a JSON line (also `--query-log`).
     pub query_log: bool,
+    /// Response rate limiting of UDP answers.
+    pub rrl: crate::rrl::RrlSettings,
 }
 
 impl Default for Settings {
@@ -174,6 +176,7 @@ impl Default for Settings {
             records: Vec::new(),
             metrics: None,
             query_log: false,
+            rrl: crate::rrl::RrlSettings::default(),
         }
     }
 }
@@ -243,6 +246,20 @@ impl Settings {
         let settings: Settings = parse_toml(path)?;
         if settings.answers == 0 {
             return Err(ConfigError::new(path, "answers", "must be at least 1"));
+        }
+        if settings.rrl.ipv4_prefix_length > 32 {
+            return Err(ConfigError::new(
+                path,
+                "rrl.ipv4_prefix_length",
+                "must be at most 32",
+            ));
+        }
+        if settings.rrl.ipv6_prefix_length > 128 {
+            return Err(ConfigError::new(
+                path,
+                "rrl.ipv6_prefix_length",
+                "must be at most 128",
+            ));
         }
         Ok(settings)
     }

@@ -9,9 +9,11 @@ use hickory_proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCo
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
 use hickory_proto::rr::Record;
 use hickory_server::net::runtime::Time;
+use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
 
+use crate::rrl::Verdict;
 use crate::state::State;
 
 /// UDP payload size this server advertises and answers within (the 2020
@@ -56,23 +58,18 @@ impl RequestHandler for Handler {
         let mut answer = None;
         let mut scope = 0;
         let subnet = client_subnet(request);
-        let qtype_label;
+        let mut qtype_label = "-";
 
         if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
             metadata.response_code = ResponseCode::BADVERS;
-            qtype_label = "-".to_string();
         } else if request.metadata.op_code != OpCode::Query {
             metadata.response_code = ResponseCode::NotImp;
-            qtype_label = "-".to_string();
         } else {
             match request.request_info() {
-                Err(_) => {
-                    metadata.response_code = ResponseCode::FormErr;
-                    qtype_label = "-".to_string();
-                }
+                Err(_) => metadata.response_code = ResponseCode::FormErr,
                 Ok(info) => {
                     let query = info.query;
-                    qtype_label = query.query_type().to_string();
+                    qtype_label = crate::metrics::qtype_label(query.query_type());
                     // A source prefix of 0 asks that the client's address
                     // not be used (RFC 7871 §7.1.2): use the resolver's.
                     let client: IpAddr = match subnet {
@@ -116,6 +113,37 @@ impl RequestHandler for Handler {
                 )));
         }
 
+        // Over UDP, past the client prefix's rate: an empty truncated
+        // answer (so a real resolver asks over TCP), or none at all.
+        if request.protocol() == Protocol::Udp {
+            let question = request
+                .queries
+                .queries()
+                .first()
+                .map(|q| (q.name(), q.query_type()));
+            let verdict =
+                self.state
+                    .rrl()
+                    .check(request.src().ip(), question, metadata.response_code);
+            if verdict != Verdict::Send {
+                metrics::counter!("parapet_dns_rrl_total", "action" => verdict.label())
+                    .increment(1);
+            }
+            match verdict {
+                Verdict::Send => {}
+                Verdict::Slip => {
+                    metadata.truncation = true;
+                    answer = None;
+                }
+                Verdict::Drop => {
+                    return ResponseInfo::from(Header {
+                        metadata,
+                        counts: HeaderCounts::default(),
+                    })
+                }
+            }
+        }
+
         let empty: Vec<Record> = Vec::new();
         let (answers, authority, additionals) = match &answer {
             Some(a) => (&a.answers, &a.authority, &a.additionals),
@@ -150,7 +178,7 @@ impl RequestHandler for Handler {
             client: request.src(),
             protocol: request.protocol(),
             query: request.queries.queries().first(),
-            qtype: &qtype_label,
+            qtype: qtype_label,
             rcode: &rcode,
             truncated: info.truncation,
             subnet,

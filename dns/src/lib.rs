@@ -8,6 +8,7 @@ pub mod controller;
 pub mod geo;
 pub mod handler;
 pub mod metrics;
+pub mod rrl;
 pub mod select;
 pub mod state;
 pub mod zone;
@@ -57,11 +58,13 @@ pub struct Running {
     stop: tokio::sync::watch::Sender<bool>,
     metrics_task: Option<tokio::task::JoinHandle<()>>,
     controller_task: Option<tokio::task::JoinHandle<()>>,
+    rrl_task: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
     /// Stops answering and waits for queries in flight.
     pub async fn shutdown(mut self) {
+        self.rrl_task.abort();
         for task in [self.metrics_task.take(), self.controller_task.take()]
             .into_iter()
             .flatten()
@@ -125,6 +128,7 @@ pub async fn launch(options: LaunchOptions) -> anyhow::Result<Running> {
     };
     let controller_task = controller
         .map(|(client, source)| tokio::spawn(controller::follow(state.clone(), source, client)));
+    let rrl_task = tokio::spawn(forget_idle_clients(state.clone()));
     Ok(Running {
         address,
         metrics,
@@ -134,7 +138,17 @@ pub async fn launch(options: LaunchOptions) -> anyhow::Result<Running> {
         stop,
         metrics_task,
         controller_task,
+        rrl_task,
     })
+}
+
+/// Keeps the rate limiter's table to recent clients.
+async fn forget_idle_clients(state: Arc<State>) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        every.tick().await;
+        state.rrl().forget_idle();
+    }
 }
 
 /// A UDP worker: its own thread and single-threaded runtime, so that a

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use hickory_proto::op::LowerQuery;
 use hickory_proto::rr::rdata::opt::ClientSubnet;
+use hickory_proto::rr::RecordType;
 use hickory_server::net::xfer::Protocol;
 
 /// One answered query, as the metrics and the query log see it.
@@ -15,8 +16,8 @@ pub struct QueryRecord<'a> {
     pub protocol: Protocol,
     /// The question, when the request had one.
     pub query: Option<&'a LowerQuery>,
-    /// The question's type, or `-`.
-    pub qtype: &'a str,
+    /// The question's type as [`qtype_label`] names it, or `-`.
+    pub qtype: &'static str,
     /// The response code sent.
     pub rcode: &'a str,
     /// Whether the answer was truncated to fit UDP.
@@ -27,6 +28,32 @@ pub struct QueryRecord<'a> {
     pub scope: u8,
     /// PoPs named in the answer.
     pub pops: &'a [String],
+}
+
+/// The `qtype` label of a question's type: its name for the types a
+/// CDN zone is asked about, `other` for the rest, so queries cannot add
+/// label values (and series) of their choosing.
+pub fn qtype_label(qtype: RecordType) -> &'static str {
+    match qtype {
+        RecordType::A => "A",
+        RecordType::AAAA => "AAAA",
+        RecordType::ANY => "ANY",
+        RecordType::AXFR => "AXFR",
+        RecordType::CAA => "CAA",
+        RecordType::CNAME => "CNAME",
+        RecordType::DNSKEY => "DNSKEY",
+        RecordType::DS => "DS",
+        RecordType::HTTPS => "HTTPS",
+        RecordType::IXFR => "IXFR",
+        RecordType::MX => "MX",
+        RecordType::NS => "NS",
+        RecordType::PTR => "PTR",
+        RecordType::SOA => "SOA",
+        RecordType::SRV => "SRV",
+        RecordType::SVCB => "SVCB",
+        RecordType::TXT => "TXT",
+        _ => "other",
+    }
 }
 
 impl QueryRecord<'_> {
@@ -40,7 +67,7 @@ impl QueryRecord<'_> {
         let ecs = if self.subnet.is_some() { "yes" } else { "no" };
         metrics::counter!(
             "parapet_dns_queries_total",
-            "qtype" => self.qtype.to_string(),
+            "qtype" => self.qtype,
             "rcode" => self.rcode.to_string(),
             "protocol" => protocol,
             "ecs" => ecs,
@@ -67,5 +94,17 @@ impl QueryRecord<'_> {
                 "query"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hickory_proto::rr::RecordType;
+
+    #[test]
+    fn query_types_outside_the_known_set_are_other() {
+        assert_eq!(super::qtype_label(RecordType::AAAA), "AAAA");
+        assert_eq!(super::qtype_label(RecordType::Unknown(65_280)), "other");
+        assert_eq!(super::qtype_label(RecordType::NULL), "other");
     }
 }

@@ -11,6 +11,7 @@ use arc_swap::{ArcSwap, ArcSwapOption, Guard};
 use crate::config::{load_pops, ConfigError, Settings};
 use crate::geo::{GeoError, Locator};
 use crate::metrics::QueryRecord;
+use crate::rrl::Rrl;
 use crate::select::Health;
 use crate::zone::Zone;
 
@@ -47,6 +48,7 @@ pub struct State {
     locator: ArcSwapOption<Locator>,
     health: ArcSwap<Health>,
     query_log: AtomicBool,
+    rrl: ArcSwap<Rrl>,
 }
 
 impl State {
@@ -63,6 +65,7 @@ impl State {
             zone: ArcSwap::from_pointee(zone),
             locator: ArcSwapOption::new(locator),
             health: ArcSwap::from_pointee(Health::default()),
+            rrl: ArcSwap::from_pointee(Rrl::new(settings.rrl.clone())),
         };
         Ok((state, settings))
     }
@@ -87,6 +90,11 @@ impl State {
         self.health.load()
     }
 
+    /// The response rate limiter of UDP answers.
+    pub fn rrl(&self) -> Guard<Arc<Rrl>> {
+        self.rrl.load()
+    }
+
     /// Replaces the PoP health; true when it changed.
     pub fn set_health(&self, health: Health) -> bool {
         let changed = **self.health.load() != health;
@@ -99,6 +107,10 @@ impl State {
     pub fn reload_zone(&self) -> Result<(), LoadError> {
         let (zone, settings) = build_zone(&self.sources)?;
         self.zone.store(Arc::new(zone));
+        // New limits start a new table; the same ones keep their counts.
+        if *self.rrl.load().settings() != settings.rrl {
+            self.rrl.store(Arc::new(Rrl::new(settings.rrl)));
+        }
         self.query_log.store(
             self.sources.query_log || settings.query_log,
             Ordering::Relaxed,

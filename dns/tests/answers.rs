@@ -387,12 +387,25 @@ async fn metrics_count_queries_by_type_rcode_pop_and_ecs() {
         None,
     )
     .await;
+    // Types of the querier's choosing share one label value.
+    for private_use in [65_280, 65_281, 65_282] {
+        ask(
+            dns.address,
+            Transport::Udp,
+            SHOP,
+            RecordType::Unknown(private_use),
+            None,
+        )
+        .await;
+    }
     let text = metrics(&dns).await;
     for expected in [
         "parapet_dns_queries_total{qtype=\"A\",rcode=\"NOERROR\",protocol=\"udp\",ecs=\"yes\"}",
         "parapet_dns_queries_total{qtype=\"AAAA\",rcode=\"REFUSED\",protocol=\"udp\",ecs=\"no\"}",
+        "parapet_dns_queries_total{qtype=\"other\",rcode=\"NOERROR\",protocol=\"udp\",ecs=\"no\"} 3",
         "parapet_dns_pop_answers_total{pop=\"tyo\"}",
     ] {
         assert!(text.contains(expected), "{expected} missing from\n{text}");
     }
+    assert!(!text.contains("TYPE65"), "{text}");
 }
