@@ -50,7 +50,7 @@ export PARAPET_ACCESS_LOG="${PARAPET_ACCESS_LOG:-off}" RUST_LOG="${RUST_LOG:-war
 python3 examples/demo/origin.py 8081 2>/dev/null &
 pids+=($!)
 # The demo origin runs on loopback, which origins may not use unless allowed.
-printf '[upstream]\nallow_networks = ["127.0.0.0/8"]\n' >"$work/controller.toml"
+printf '[upstream]\nallow_networks = ["127.0.0.0/8"]\n[pops.fra]\nname = "Frankfurt"\nlat = 50.11\nlon = 8.68\n[pops.nyc]\nname = "New York"\nlat = 40.71\nlon = -74.01\n' >"$work/controller.toml"
 PARAPET_ADMIN_TOKEN="$admin_token" "$bin/parapet-controller" --data-dir "$work/controller" --config "$work/controller.toml" \
   --heartbeat-interval-ms 1000 >"$work/controller.log" 2>&1 &
 pids+=($!)

@@ -1,13 +1,14 @@
 //! Edges: registration, heartbeats and health.
 
+use std::collections::BTreeMap;
+
 use serde_json::json;
 
 use crate::auth::new_token;
-use std::collections::BTreeMap;
-
 use crate::model::{
-    now_ms, AppliedStatus, Edge, EdgeGroup, EdgeStatus, EdgeStatuses, TokenKind, TokenRecord,
+    now_ms, AppliedStatus, Edge, EdgeGroup, EdgeStatus, EdgeStatuses, Pop, TokenKind, TokenRecord,
 };
+use crate::settings::PopPlace;
 use crate::store::{Collection, Store, StoreError};
 
 /// How long heartbeat history is kept.
@@ -74,6 +75,42 @@ pub async fn groups(store: &Store, interval_ms: u64) -> Result<Vec<EdgeGroup>, S
             group
         })
         .collect())
+}
+
+/// Every PoP placed in `places` or with a registered edge, by id, with
+/// its edges' health.
+pub async fn pops(
+    store: &Store,
+    interval_ms: u64,
+    places: &BTreeMap<String, PopPlace>,
+) -> Result<Vec<Pop>, StoreError> {
+    let mut pops: BTreeMap<String, Pop> = places
+        .iter()
+        .map(|(id, place)| {
+            let pop = Pop {
+                id: id.clone(),
+                name: place.name.clone(),
+                lat: Some(place.lat),
+                lon: Some(place.lon),
+                edges: 0,
+                healthy: 0,
+            };
+            (id.clone(), pop)
+        })
+        .collect();
+    for status in list(store, interval_ms).await? {
+        let pop = pops.entry(status.edge.pop.clone()).or_insert_with(|| Pop {
+            id: status.edge.pop.clone(),
+            name: None,
+            lat: None,
+            lon: None,
+            edges: 0,
+            healthy: 0,
+        });
+        pop.edges += 1;
+        pop.healthy += usize::from(status.healthy);
+    }
+    Ok(pops.into_values().collect())
 }
 
 /// What an edge says about itself when registering.

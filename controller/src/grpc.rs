@@ -142,11 +142,17 @@ impl EdgeControl for EdgeService {
             statuses: body.statuses,
             statuses_complete: body.statuses_complete,
         };
+        let costs = body.plugin_costs;
         if !edges::heartbeat(&self.app.store, &edge, beat)
             .await
             .map_err(store_status)?
         {
             return Err(not_registered(&edge));
+        }
+        // Costs are for people to look at: a failure to record them is
+        // logged, and does not make the edge send its heartbeat again.
+        if let Err(e) = crate::plugin_costs::record(&self.app.store, &edge, &costs).await {
+            tracing::warn!(%edge, error = %e, "cannot record plugin costs");
         }
         Ok(Response::new(HeartbeatResponse {
             interval_ms: self.app.heartbeat_interval_ms,

@@ -288,7 +288,7 @@ pub async fn view(store: &Store, job: Job) -> Result<JobView, StoreError> {
     })
 }
 
-/// Deletes expired logs, traffic points, heartbeats, finished jobs and
+/// Deletes expired logs, traffic and plugin cost points, heartbeats, finished jobs and
 /// their orders
 /// (MongoDB's TTL indexes do it too; the embedded store relies on this).
 pub async fn compact(store: &Store) -> Result<u64, StoreError> {
@@ -297,6 +297,7 @@ pub async fn compact(store: &Store) -> Result<u64, StoreError> {
     for collection in [
         Collection::Logs,
         Collection::Traffic,
+        Collection::PluginCosts,
         Collection::Heartbeats,
         Collection::Orders,
         Collection::Jobs,

@@ -157,6 +157,24 @@ pub struct EdgeStatuses {
     pub distributions: std::collections::BTreeMap<String, AppliedStatus>,
 }
 
+/// A PoP: where the operator placed it (`[pops]` in the settings) and the
+/// health of the edges registered in it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Pop {
+    /// PoP id (what edges register with).
+    pub id: String,
+    /// A name for people, when the settings give one.
+    pub name: Option<String>,
+    /// Latitude in degrees, when the settings place it.
+    pub lat: Option<f64>,
+    /// Longitude in degrees, when the settings place it.
+    pub lon: Option<f64>,
+    /// Edges registered in it.
+    pub edges: usize,
+    /// Of those, the healthy ones.
+    pub healthy: usize,
+}
+
 /// An edge group (the unit of blue/green deployments), as its edges
 /// report it: a group exists while an edge registered in it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

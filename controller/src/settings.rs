@@ -3,6 +3,7 @@
 //! `[upstream]` and `[plugin_limits]` tables mean what they mean in
 //! parapet-edge's file, so the controller refuses what edges would.
 
+use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::path::Path;
 
@@ -24,6 +25,21 @@ pub struct Settings {
     /// Where automatic certificates come from; none: customers upload
     /// theirs.
     pub acme: Option<crate::acme::AcmeSettings>,
+    /// Where each PoP is, by PoP id (the console's map).
+    pub pops: BTreeMap<String, PopPlace>,
+}
+
+/// Where a PoP is.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PopPlace {
+    /// A name for people (e.g. the city).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Latitude in degrees, -90..90.
+    pub lat: f64,
+    /// Longitude in degrees, -180..180.
+    pub lon: f64,
 }
 
 /// Sizes and counts per customer and distribution. They keep every
@@ -76,11 +92,26 @@ impl Settings {
             .map_err(|e| in_file(String::new(), format!("cannot read: {e}")))?;
         let deserializer =
             toml::Deserializer::parse(&text).map_err(|e| in_file(String::new(), e.to_string()))?;
-        serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let settings: Settings = serde_path_to_error::deserialize(deserializer).map_err(|e| {
             let field = e.path().to_string();
             let reason = e.into_inner().message().to_string();
             in_file(if field == "." { String::new() } else { field }, reason)
-        })
+        })?;
+        for (id, place) in &settings.pops {
+            if !(-90.0..=90.0).contains(&place.lat) {
+                return Err(in_file(
+                    format!("pops.{id}.lat"),
+                    "must be within -90..90 degrees".into(),
+                ));
+            }
+            if !(-180.0..=180.0).contains(&place.lon) {
+                return Err(in_file(
+                    format!("pops.{id}.lon"),
+                    "must be within -180..180 degrees".into(),
+                ));
+            }
+        }
+        Ok(settings)
     }
 
     /// The address policy origins are held to (the edges' own listeners
@@ -105,6 +136,12 @@ mod tests {
         let refused = Settings::from_file(&path).unwrap_err().to_string();
         assert!(
             refused.contains("quotas.kv_bytes: unknown field `kv_bytes`"),
+            "{refused}"
+        );
+        std::fs::write(&path, "[pops.fra]\nlat = 50.1\nlon = 188.0\n").expect("write");
+        let refused = Settings::from_file(&path).unwrap_err().to_string();
+        assert!(
+            refused.contains("pops.fra.lon: must be within -180..180 degrees"),
             "{refused}"
         );
     }

@@ -1,8 +1,6 @@
 //! Traffic per distribution over time: requests, cache hits, bytes and
 //! status classes per minute, counted from the access log lines edges
-//! ship (a document per distribution, edge and minute, so edges and
-//! controllers never write the same one; kept a week), summed over the
-//! edges when read.
+//! ship (a [`crate::series`] per distribution).
 
 use std::collections::BTreeMap;
 
@@ -10,16 +8,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 
-use crate::model::now_ms;
+use crate::series::{self, minute_of, Point};
 use crate::store::{Collection, Store, StoreError};
-
-/// How long traffic points are kept.
-const KEEP_MS: i64 = 7 * 24 * 3600 * 1000;
-/// One point per minute.
-const MINUTE_MS: i64 = 60_000;
-/// The most points read for one distribution (a week of one edge's).
-const MAX_POINTS: usize = 7 * 24 * 60;
-
 /// One minute of a distribution's traffic (on one edge, as stored; on all
 /// edges, as read).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -62,6 +52,12 @@ impl TrafficPoint {
             self.statuses[class - 1] += 1;
         }
     }
+}
+
+impl Point for TrafficPoint {
+    fn minute_ms(&self) -> i64 {
+        self.minute_ms
+    }
 
     fn add(&mut self, other: &TrafficPoint) {
         self.requests += other.requests;
@@ -70,6 +66,10 @@ impl TrafficPoint {
         for (sum, n) in self.statuses.iter_mut().zip(other.statuses) {
             *sum += n;
         }
+    }
+
+    fn expire_at(&mut self, at_ms: i64) {
+        self.expires_at = at_ms;
     }
 }
 
@@ -82,7 +82,7 @@ pub async fn count(
 ) -> Result<(), StoreError> {
     let mut minutes: BTreeMap<(String, i64), TrafficPoint> = BTreeMap::new();
     for (distribution, timestamp_ms, line) in lines {
-        let minute_ms = timestamp_ms - timestamp_ms.rem_euclid(MINUTE_MS);
+        let minute_ms = minute_of(*timestamp_ms);
         minutes
             .entry((distribution.clone(), minute_ms))
             .or_insert_with(|| TrafficPoint {
@@ -94,64 +94,31 @@ pub async fn count(
             .add_line(line);
     }
     for ((distribution, minute_ms), counted) in minutes {
-        // One edge's stream writes its own documents, one batch at a time.
         let key = format!("{distribution}:{edge}:{minute_ms}");
-        let mut point = store
-            .get::<TrafficPoint>(Collection::Traffic, &key)
-            .await?
-            .unwrap_or_else(|| TrafficPoint {
-                distribution: distribution.clone(),
-                minute_ms,
-                edge: edge.to_string(),
-                ..TrafficPoint::default()
-            });
-        point.add(&counted);
-        point.expires_at = now_ms() + KEEP_MS;
-        store.put(Collection::Traffic, &key, &point).await?;
+        series::add(store, Collection::Traffic, &key, counted).await?;
     }
     Ok(())
 }
 
 /// `distribution`'s traffic per minute over the last `minutes`, every edge
 /// summed, oldest first; a minute without traffic is a point of zeros.
-pub async fn series(
+pub async fn per_minute(
     store: &Store,
     distribution: &str,
     minutes: u32,
 ) -> Result<Vec<TrafficPoint>, StoreError> {
-    let now = now_ms();
-    let this_minute = now - now.rem_euclid(MINUTE_MS);
-    let since = this_minute - i64::from(minutes.saturating_sub(1)) * MINUTE_MS;
-    let points: Vec<TrafficPoint> = store
-        .find_newest(
-            Collection::Traffic,
-            &[("distribution", json!(distribution))],
-            "minute_ms",
-            MAX_POINTS,
-        )
-        .await?;
-    let mut summed: BTreeMap<i64, TrafficPoint> = (0..i64::from(minutes))
-        .map(|n| since + n * MINUTE_MS)
-        .map(|minute_ms| {
-            let zero = TrafficPoint {
-                distribution: distribution.to_string(),
-                minute_ms,
-                ..TrafficPoint::default()
-            };
-            (minute_ms, zero)
-        })
-        .collect();
-    for point in points.iter().filter(|p| p.minute_ms >= since) {
-        summed
-            .entry(point.minute_ms)
-            .or_insert_with(|| TrafficPoint {
-                distribution: distribution.to_string(),
-                minute_ms: point.minute_ms,
-                ..TrafficPoint::default()
-            })
-            .add(point);
-    }
-    Ok(summed.into_values().collect())
+    series::read(
+        store,
+        Collection::Traffic,
+        &[("distribution", json!(distribution))],
+        minutes,
+        |minute_ms| TrafficPoint {
+            distribution: distribution.to_string(),
+            minute_ms,
+            ..TrafficPoint::default()
+        },
+    )
+    .await
 }
 
 #[cfg(test)]

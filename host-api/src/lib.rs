@@ -28,10 +28,13 @@
 //! deadline and without yielding.
 //!
 //! Each distribution's plugin run time (instantiations and hooks, yields
-//! excluded) is counted in `parapet_plugin_cpu_microseconds_total`.
+//! excluded) is counted in `parapet_plugin_cpu_microseconds_total`, and
+//! each plugin's receipts are summed until [`Plugin::take_cost`] reads them
+//! (the edge reports them to the controller).
 
 mod bindings;
 mod budget;
+mod cost;
 mod engine;
 mod failure;
 mod geo;
@@ -50,6 +53,7 @@ mod state;
 pub use bindings::{
     CacheOverride, Geo, Hook, Request, RequestAction, Response, ResponseAction, WIT_PACKAGE,
 };
+pub use cost::PluginCost;
 pub use engine::{Allocator, EngineConfig, EngineError, PluginEngine};
 pub use geo::{GeoDb, GeoError};
 pub use kv::{KvError, KvStore};

@@ -7,6 +7,7 @@ use std::time::Duration;
 use metrics::{Counter, Histogram};
 
 use crate::bindings::Hook;
+use crate::cost::{CostTally, PluginCost};
 use crate::failure::FailureKind;
 use crate::receipt::PluginReceipt;
 
@@ -32,6 +33,8 @@ pub(crate) struct PluginMetrics {
     /// counted), shared by its plugins. Microseconds, as the exporter's
     /// counters are integers.
     cpu: Counter,
+    /// The sums the edge reports to the controller.
+    cost: CostTally,
 }
 
 impl PluginMetrics {
@@ -55,6 +58,7 @@ impl PluginMetrics {
             peak_memory: metrics::histogram!("parapet_plugin_peak_memory_bytes", "plugin" => plugin.clone()),
             host_calls: metrics::counter!("parapet_plugin_host_calls_total", "plugin" => plugin),
             cpu: metrics::counter!("parapet_plugin_cpu_microseconds_total", "distribution" => distribution.to_string()),
+            cost: CostTally::default(),
         }
     }
 
@@ -84,6 +88,12 @@ impl PluginMetrics {
     pub(crate) fn finished(&self, receipt: &PluginReceipt) {
         self.peak_memory.record(receipt.peak_memory_bytes as f64);
         self.host_calls.increment(receipt.host_calls);
+        self.cost.add(receipt);
+    }
+
+    /// What the plugin cost since the last call.
+    pub(crate) fn take_cost(&self) -> PluginCost {
+        self.cost.take()
     }
 }
 

@@ -8,6 +8,7 @@ use wasmtime::Store;
 
 use crate::bindings::{Hook, PluginPre};
 use crate::budget::RunBudget;
+use crate::cost::PluginCost;
 use crate::engine::PluginEngine;
 use crate::hooks::HookSet;
 use crate::image::launch_image;
@@ -239,6 +240,11 @@ impl Plugin {
     /// The plugin's failure policy.
     pub fn policy(&self) -> FailurePolicy {
         self.policy
+    }
+
+    /// What its requests cost since the last call (see [`PluginCost`]).
+    pub fn take_cost(&self) -> PluginCost {
+        self.metrics.take_cost()
     }
 }
 

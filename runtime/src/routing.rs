@@ -50,6 +50,8 @@ pub struct Distribution {
     pub config: DistributionConfig,
     /// Its behaviors, in match order.
     pub behaviors: Vec<Behavior>,
+    /// Its plugins, in the configuration's order.
+    pub plugins: Vec<Arc<Plugin>>,
 }
 
 /// A behavior with its pattern compiled and its plugins loaded.
@@ -225,6 +227,7 @@ impl Distribution {
         };
         let kv = Arc::new(kv);
         let mut plugins = HashMap::new();
+        let mut loaded_in_order = Vec::new();
         for (i, plugin) in config.plugins.iter().enumerate() {
             let path = base_dir.join(&plugin.wasm);
             let bytes = std::fs::read(&path).map_err(|e| {
@@ -247,7 +250,9 @@ impl Distribution {
                     format!("plugin `{}`: {e}", plugin.name),
                 )
             })?;
-            plugins.insert(plugin.name.as_str(), Arc::new(loaded));
+            let loaded = Arc::new(loaded);
+            loaded_in_order.push(loaded.clone());
+            plugins.insert(plugin.name.as_str(), loaded);
         }
         // Only the plugins that implement the hook: a chain of plugins that
         // would only pass the message on is empty, and costs nothing.
@@ -287,6 +292,7 @@ impl Distribution {
         Ok(Distribution {
             config: config.clone(),
             behaviors,
+            plugins: loaded_in_order,
         })
     }
 

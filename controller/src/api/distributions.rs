@@ -48,7 +48,7 @@ async fn distribution_traffic(
     owned(&app, &principal, &id).await?;
     let minutes = query.minutes.unwrap_or(60).clamp(1, 7 * 24 * 60);
     Ok(Json(
-        crate::traffic::series(&app.store, &id, minutes).await?,
+        crate::traffic::per_minute(&app.store, &id, minutes).await?,
     ))
 }
 

@@ -12,7 +12,8 @@ use utoipa_axum::routes;
 use super::{require_operator, ApiError, ApiResult, App, EdgeReader, JsonBody};
 use crate::auth::{new_token, Principal};
 use crate::model::{
-    now_ms, Customer, Distribution, Edge, EdgeGroup, EdgeStatus, TokenInfo, TokenKind, TokenRecord,
+    now_ms, Customer, Distribution, Edge, EdgeGroup, EdgeStatus, Pop, TokenInfo, TokenKind,
+    TokenRecord,
 };
 use crate::store::Collection;
 
@@ -26,6 +27,7 @@ pub fn routes() -> OpenApiRouter<App> {
         .routes(routes!(list_edges))
         .routes(routes!(remove_edge))
         .routes(routes!(list_groups))
+        .routes(routes!(list_pops))
 }
 
 /// A new customer.
@@ -267,6 +269,14 @@ async fn remove_edge(
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("edge `{edge}`")))
+}
+
+#[utoipa::path(get, path = "/v1/pops",
+    responses((status = 200, body = [Pop], description = "every PoP placed in the settings (`[pops]`) or with a registered edge, with its edges' health")))]
+async fn list_pops(State(app): State<App>, _reader: EdgeReader) -> ApiResult<Json<Vec<Pop>>> {
+    Ok(Json(
+        crate::edges::pops(&app.store, app.heartbeat_interval_ms, &app.settings.pops).await?,
+    ))
 }
 
 #[utoipa::path(get, path = "/v1/groups", responses((status = 200, body = [EdgeGroup])))]

@@ -5,7 +5,9 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::StatusCode;
 use axum::Json;
+use serde::Deserialize;
 use serde_json::json;
+use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -20,6 +22,36 @@ pub fn routes() -> OpenApiRouter<App> {
     OpenApiRouter::new()
         .routes(routes!(upload_plugin, delete_plugin))
         .routes(routes!(list_plugins))
+        .routes(routes!(plugin_cost))
+}
+
+/// Which plugin's cost, over which stretch.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct CostQuery {
+    /// The customer (operator tokens only).
+    pub customer: Option<String>,
+    /// The last this many minutes (default 60, at most a week: 10080).
+    pub minutes: Option<u32>,
+}
+
+#[utoipa::path(get, path = "/v1/plugins/{plugin}/cost",
+    params(("plugin" = String, Path, description = "plugin name"), CostQuery),
+    responses((status = 200, body = [crate::plugin_costs::PluginCostPoint], description = "requests, instantiation and hook microseconds, peak memory and failures per minute, every version, distribution and edge summed, oldest first (from what edges report with their heartbeats)"),
+        (status = 404, description = "no such plugin")))]
+async fn plugin_cost(
+    State(app): State<App>,
+    principal: Principal,
+    Path(name): Path<String>,
+    ApiQuery(query): ApiQuery<CostQuery>,
+) -> ApiResult<Json<Vec<crate::plugin_costs::PluginCostPoint>>> {
+    let customer = acting_customer(&app, &principal, query.customer).await?;
+    if versions_of(&app, &customer, &name).await?.is_empty() {
+        return Err(ApiError::not_found(format!("plugin `{name}`")));
+    }
+    let minutes = query.minutes.unwrap_or(60);
+    Ok(Json(
+        crate::plugin_costs::per_minute(&app.store, &customer, &name, minutes).await?,
+    ))
 }
 
 /// A request body read whole, whose rejections answer in JSON like every

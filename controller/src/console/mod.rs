@@ -11,6 +11,7 @@ mod api;
 mod locate;
 mod operator;
 mod pages;
+mod plugin_cost;
 mod session;
 
 use std::sync::Arc;
@@ -85,6 +86,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../console/templates/plugins.html"),
     ),
     (
+        "plugin_cost.html",
+        include_str!("../../console/templates/plugin_cost.html"),
+    ),
+    (
         "logs.html",
         include_str!("../../console/templates/logs.html"),
     ),
@@ -129,6 +134,11 @@ const STATIC: &[(&str, &str, &[u8])] = &[
         "text/css",
         include_bytes!("../../console/vendor/uPlot-1.6.32.min.css"),
     ),
+    (
+        "world.svg",
+        "image/svg+xml",
+        include_bytes!("../../console/vendor/world-110m.svg"),
+    ),
 ];
 
 /// The console's routes, calling the API through `api` (the REST routes
@@ -158,6 +168,7 @@ pub fn routes(app: App, api: axum::Router, secure: bool) -> axum::Router {
         )
         .route("/console/signout", post(pages::sign_out))
         .merge(pages::routes())
+        .merge(plugin_cost::routes())
         .merge(operator::routes())
         .layer(axum::middleware::map_response(secure_headers))
         .with_state(console)
@@ -364,7 +375,10 @@ mod tests {
                 t.render(json!({
                     "edges": [serde_json::to_value(&edge).unwrap()],
                     "groups": [{"name": "blue", "edges": 1, "healthy": 1, "pops": ["fra"], "deployments": []}],
-                    "pops": [{"pop": "fra", "edges": 1, "healthy": 1}],
+                    "pops": [
+                        {"id": "fra", "name": "Frankfurt", "lat": 50.11, "lon": 8.68, "edges": 1, "healthy": 1},
+                        {"id": "nyc", "name": null, "lat": null, "lon": null, "edges": 1, "healthy": 0},
+                    ],
                     "who": "operator", "operator": true, "csrf": "c",
                 }))
             })

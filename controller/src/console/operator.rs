@@ -190,7 +190,12 @@ async fn edges(console: Ctx, SignedOperator(s): SignedOperator) -> Response {
                 json!(((now - last).max(0) as f64 / 1000.0 * 10.0).round() / 10.0);
         }
     }
-    let pops = pop_health(&list);
+    let pops = console
+        .api
+        .get(&s.token, "/v1/pops")
+        .await
+        .ok()
+        .unwrap_or(Value::Null);
     console.render(
         StatusCode::OK,
         "edges.html",
@@ -199,20 +204,6 @@ async fn edges(console: Ctx, SignedOperator(s): SignedOperator) -> Response {
             "edges": list, "groups": groups, "pops": pops, "error": error,
         }),
     )
-}
-
-/// Each PoP with its edges' count and healthy count, sorted by name.
-fn pop_health(edges: &Value) -> Vec<Value> {
-    let mut pops: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
-    for status in edges.as_array().into_iter().flatten() {
-        let pop = status["pop"].as_str().unwrap_or("?").to_string();
-        let entry = pops.entry(pop).or_default();
-        entry.0 += 1;
-        entry.1 += u64::from(status["healthy"].as_bool().unwrap_or(false));
-    }
-    pops.into_iter()
-        .map(|(pop, (edges, healthy))| json!({ "pop": pop, "edges": edges, "healthy": healthy }))
-        .collect()
 }
 
 async fn remove_edge(

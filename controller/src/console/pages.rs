@@ -298,8 +298,8 @@ async fn distribution_page(
                 .await
                 .ok()
             {
-                Ok(d) => diff_lines(d["diff"].as_str().unwrap_or_default()),
-                Err(e) => json!([{ "kind": "error", "text": e }]),
+                Ok(d) => side_by_side(d["diff"].as_str().unwrap_or_default()),
+                Err(e) => json!([{ "error": e }]),
             },
         ),
         _ => None,
@@ -419,18 +419,48 @@ fn traffic_totals(points: &Value) -> Value {
     json!({ "requests": requests, "hit_ratio": hit_ratio, "bytes": bytes, "statuses": statuses })
 }
 
-/// A unified diff's lines, each `{"kind": "added" | "removed" | "", "text"}`.
-fn diff_lines(diff: &str) -> Value {
-    diff.lines()
-        .map(|line| {
-            let kind = match line.as_bytes().first() {
-                Some(b'+') if !line.starts_with("+++") => "added",
-                Some(b'-') if !line.starts_with("---") => "removed",
-                _ => "",
-            };
-            json!({ "kind": kind, "text": line })
-        })
-        .collect()
+/// A unified diff as side-by-side rows, each `{"old": {"kind", "text"},
+/// "new": {...}}` (`kind`: `removed`, `added`, `""` for context, `hunk`
+/// for a `@@` header spanning both; a side with no line is null): each run
+/// of removed lines is paired, row by row, with the added lines after it.
+fn side_by_side(diff: &str) -> Value {
+    let mut rows = Vec::new();
+    let (mut removed, mut added): (Vec<&str>, Vec<&str>) = (Vec::new(), Vec::new());
+    let side = |kind: &str, text: Option<&&str>| {
+        text.map_or(Value::Null, |text| json!({ "kind": kind, "text": text }))
+    };
+    let flush = |removed: &mut Vec<&str>, added: &mut Vec<&str>, rows: &mut Vec<Value>| {
+        for i in 0..removed.len().max(added.len()) {
+            rows.push(json!({
+                "old": side("removed", removed.get(i)),
+                "new": side("added", added.get(i)),
+            }));
+        }
+        removed.clear();
+        added.clear();
+    };
+    for line in diff.lines() {
+        if line.starts_with("---") || line.starts_with("+++") {
+            continue;
+        }
+        match line.split_at_checked(1) {
+            Some(("-", text)) => removed.push(text),
+            Some(("+", text)) => added.push(text),
+            _ => {
+                flush(&mut removed, &mut added, &mut rows);
+                if line.starts_with("@@") {
+                    rows.push(json!({ "hunk": line }));
+                } else {
+                    let text = line.strip_prefix(' ').unwrap_or(line);
+                    rows.push(
+                        json!({ "old": side("", Some(&text)), "new": side("", Some(&text)) }),
+                    );
+                }
+            }
+        }
+    }
+    flush(&mut removed, &mut added, &mut rows);
+    Value::Array(rows)
 }
 
 /// An API error and the line of `config` it concerns: `{"message",
@@ -925,6 +955,23 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_unified_diff_pairs_removed_and_added_lines_side_by_side() {
+        let diff = "--- v1\n+++ v2\n@@ -1,4 +1,4 @@\n a\n-b\n-c\n+B\n d\n+e\n";
+        let side = |kind: &str, text: &str| json!({"kind": kind, "text": text});
+        assert_eq!(
+            super::side_by_side(diff),
+            json!([
+                {"hunk": "@@ -1,4 +1,4 @@"},
+                {"old": side("", "a"), "new": side("", "a")},
+                {"old": side("removed", "b"), "new": side("added", "B")},
+                {"old": side("removed", "c"), "new": null},
+                {"old": side("", "d"), "new": side("", "d")},
+                {"old": null, "new": side("added", "e")},
+            ])
+        );
+    }
 
     #[test]
     fn times_are_utc_dates() {

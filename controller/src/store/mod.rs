@@ -61,11 +61,14 @@ pub enum Collection {
     AcmeAccounts,
     /// Traffic per distribution, edge and minute (see `crate::traffic`).
     Traffic,
+    /// Cost per customer's plugin, edge and minute (see
+    /// `crate::plugin_costs`).
+    PluginCosts,
 }
 
 impl Collection {
     /// Every collection.
-    pub const ALL: [Collection; 18] = [
+    pub const ALL: [Collection; 19] = [
         Collection::Customers,
         Collection::Tokens,
         Collection::Distributions,
@@ -84,6 +87,7 @@ impl Collection {
         Collection::Certificates,
         Collection::AcmeAccounts,
         Collection::Traffic,
+        Collection::PluginCosts,
     ];
 
     /// The collection's (or table's) name.
@@ -107,6 +111,7 @@ impl Collection {
             Collection::Certificates => "certificates",
             Collection::AcmeAccounts => "acme_accounts",
             Collection::Traffic => "traffic",
+            Collection::PluginCosts => "plugin_costs",
         }
     }
 }

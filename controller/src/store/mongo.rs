@@ -127,6 +127,13 @@ impl Mongo {
                     .keys(doc! { "distribution": 1, "minute_ms": -1 })
                     .build(),
             ),
+            (Collection::PluginCosts, expiring.clone()),
+            (
+                Collection::PluginCosts,
+                IndexModel::builder()
+                    .keys(doc! { "customer": 1, "plugin": 1, "minute_ms": -1 })
+                    .build(),
+            ),
             (Collection::Heartbeats, expiring.clone()),
             (Collection::Jobs, expiring.clone()),
             (Collection::Orders, expiring),

@@ -12,6 +12,7 @@
 //! not carried out twice; an edge that has to register under a new id
 //! (it was removed) clears its cache, since it cannot know what was purged.
 
+mod costs;
 pub mod distributions;
 mod owner_only;
 
@@ -35,6 +36,7 @@ use crate::access_log::{AccessRecord, LOG_LINES_DROPPED};
 use crate::edge::Edge;
 use crate::orders::{self, Selection};
 use crate::tls::Certificates;
+use costs::CostReport;
 use distributions::{Builder, Holdings, Received, Update};
 use parapet_config::EdgeConfig;
 
@@ -588,6 +590,7 @@ impl Control {
     async fn heartbeats(self: Arc<Self>, edge: Arc<Edge>) {
         let mut interval = Duration::from_secs(5);
         let mut last = (tokio::time::Instant::now(), edge.requests_served());
+        let mut costs = CostReport::default();
         loop {
             let now = (tokio::time::Instant::now(), edge.requests_served());
             let seconds = now.0.duration_since(last.0).as_secs_f64().max(0.001);
@@ -616,7 +619,9 @@ impl Control {
                 serving: !edge.draining.load(Ordering::Relaxed),
                 statuses: statuses.clone(),
                 statuses_complete,
+                plugin_costs: costs.take(&edge.snapshot().routes),
             };
+            let plugin_costs = beat.plugin_costs.clone();
             last = now;
             let generation = self.credential_generation().await;
             let result = async { self.client().heartbeat(self.request(beat).await?).await }.await;
@@ -628,6 +633,7 @@ impl Control {
                 Err(status) => {
                     self.forget_credential_if_refused(&status, generation).await;
                     tracing::debug!(error = %status, "heartbeat not delivered");
+                    costs.carry(plugin_costs);
                     let holdings = self.holdings.clone();
                     let _ = tokio::task::spawn_blocking(move || {
                         lock(&holdings).unreported(statuses, statuses_complete)

@@ -96,6 +96,19 @@ impl Browser {
         field.send_keys(text).await.expect("typing");
     }
 
+    /// Chooses the file at `path` in the file input matching `selector`.
+    pub async fn choose_file(&self, selector: &str, path: &Path) {
+        // ChromeDriver takes only canonical paths.
+        let path = path
+            .canonicalize()
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        self.element(selector)
+            .await
+            .send_keys(&path.display().to_string())
+            .await
+            .unwrap_or_else(|e| panic!("{selector}: cannot choose {}: {e}", path.display()));
+    }
+
     /// Clicks the element matching `selector` and waits for the page it
     /// leads to (up to 10 s).
     pub async fn click(&self, selector: &str) {

@@ -2,8 +2,9 @@
 //! controller over TLS, two real edges in two edge groups and an origin: a
 //! customer signs in, creates and edits a distribution (an invalid version
 //! shown at its line), diffs versions, watches a purge reach both edges,
-//! rolls a deployment back, reads the logs and sees the traffic charted; the operator manages
-//! customers, tokens and edges. Customer B's console never shows or
+//! rolls a deployment back, reads the logs and sees the traffic and its
+//! plugin's cost charted; the operator manages customers, tokens and edges,
+//! and sees the PoPs on a map. Customer B's console never shows or
 //! changes anything of customer A's, and a form without its CSRF token is
 //! refused.
 //!
@@ -69,18 +70,26 @@ async fn edit(browser: &Browser, format: &str, text: &str) {
     browser.fill("#config", text).await;
 }
 
+/// The shop distribution, its answers' headers filtered by the customer's
+/// `headers` plugin.
 fn spec(origin: &str, ttl: u64) -> String {
     serde_json::to_string_pretty(&json!({
         "domains": ["shop.console.test"],
         "origin": [{"url": origin}],
-        "behavior": [{"path": "*", "cache": {"default_ttl": ttl}}],
+        "plugin": [{"name": "headers", "wasm": "headers", "config": {"response": {"security_headers": true}}}],
+        "behavior": [{"path": "*", "cache": {"default_ttl": ttl}, "viewer_response": ["headers"]}],
     }))
     .expect("json")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_customer_and_the_operator_work_from_the_console() {
-    let cluster = Cluster::start(None, 300);
+    // The edges register in fra; nyc is placed but has none.
+    let cluster = Cluster::start_with_settings(None, 300, |_| {
+        "[pops.fra]\nname = \"Frankfurt\"\nlat = 50.11\nlon = 8.68\n\
+         [pops.nyc]\nlat = 40.71\nlon = -74.01\n"
+            .to_string()
+    });
     let shots = screenshots();
     let (blue_port, green_port) = (free_port(), free_port());
     let _blue = cluster.start_edge("blue-1", "blue", blue_port);
@@ -135,7 +144,33 @@ async fn a_customer_and_the_operator_work_from_the_console() {
     assert!(!storage.to_string().contains(&acme), "{storage}");
     assert_eq!(storage[2], "", "scripts see no cookie");
 
+    // A plugin uploaded with the validator's verdict: a core module is
+    // refused, the component accepted.
+    browser.click("a[href='/console/plugins']").await;
+    let not_a_component = cluster.log_dir().join("core.wasm");
+    std::fs::write(&not_a_component, b"\0asm\x01\0\0\0").expect("core module");
+    browser.fill("#plugin-name", "headers").await;
+    browser.choose_file("#plugin-file", &not_a_component).await;
+    browser
+        .click("form[action='/console/plugins'] button")
+        .await;
+    let verdict = browser.text("#verdict").await;
+    assert!(
+        verdict.starts_with("Refused:") && verdict.contains("core"),
+        "{verdict}"
+    );
+    browser.fill("#plugin-name", "headers").await;
+    browser
+        .choose_file("#plugin-file", &plugin_component("header-filter"))
+        .await;
+    browser
+        .click("form[action='/console/plugins'] button")
+        .await;
+    let verdict = browser.text("#verdict").await;
+    assert!(verdict.starts_with("Accepted: headers v1"), "{verdict}");
+
     // A new distribution, then an invalid version in TOML shown at its line.
+    browser.click("a[href='/console/distributions']").await;
     browser.fill("#id", "shop").await;
     edit(&browser, "json", &spec(&cluster.origin, 300)).await;
     browser.click("#create-form button[type=submit]").await;
@@ -287,6 +322,47 @@ async fn a_customer_and_the_operator_work_from_the_console() {
         .screenshot(shots.as_ref(), "traffic", "#traffic-requests")
         .await;
 
+    // What the plugin cost on those requests, as the edges measured it.
+    browser.click("a[href='/console/plugins']").await;
+    assert!(
+        browser.text("table").await.contains("shop"),
+        "the plugin is used by shop"
+    );
+    browser
+        .click("a[href='/console/plugins/headers/cost']")
+        .await;
+    eventually(15, "the cost of the six requests", || {
+        let browser = &browser;
+        let rest = &rest;
+        async move {
+            browser
+                .client
+                .goto(&format!("{rest}/console/plugins/headers/cost"))
+                .await
+                .ok()?;
+            let requests: u64 = browser.text("#cost-total-requests").await.parse().ok()?;
+            (requests == 6).then_some(())
+        }
+    })
+    .await;
+    let totals = browser.text("#cost-totals").await;
+    let cells: Vec<f64> = totals
+        .split_whitespace()
+        .filter_map(|cell| cell.parse().ok())
+        .collect();
+    // Requests, mean instantiation and hook time, peak memory, failures.
+    assert_eq!(cells.len(), 5, "{totals}");
+    assert!(
+        cells[1] > 0.0 && cells[2] > 0.0 && cells[3] > 0.0,
+        "{totals}"
+    );
+    assert_eq!(cells[4], 0.0, "{totals}");
+    browser.element("#cost-time canvas").await;
+    browser.element("#cost-memory canvas").await;
+    browser
+        .screenshot(shots.as_ref(), "plugin-cost", "#cost-time")
+        .await;
+
     // The operator: a customer, a token, the edges.
     browser.click(".signout button").await;
     sign_in(&browser, &rest, ADMIN).await;
@@ -309,7 +385,17 @@ async fn a_customer_and_the_operator_work_from_the_console() {
         "{edges}"
     );
     assert!(browser.text("#pops").await.contains("2/2 healthy"));
-    browser.screenshot(shots.as_ref(), "edges", "#pops").await;
+    // The map places each PoP where the settings put it, with its health.
+    let fra = browser
+        .element("#pop-map g.pop.healthy[data-pop='fra'] circle")
+        .await;
+    assert_eq!(fra.attr("cx").await.expect("cx").as_deref(), Some("8.68"));
+    assert_eq!(fra.attr("cy").await.expect("cy").as_deref(), Some("-50.11"));
+    browser.element("#pop-map g.pop.down[data-pop='nyc']").await;
+    assert!(browser.text("#pops").await.contains("nyc 0/0 healthy"));
+    browser
+        .screenshot(shots.as_ref(), "edges", "#pop-map")
+        .await;
 
     // The token issued in the console signs globex in.
     browser.click(".signout button").await;
@@ -489,10 +575,12 @@ async fn one_customers_console_never_reaches_another_and_forms_need_their_csrf_t
     for path in [
         "/console/distributions/acme-shop",
         "/console/distributions/acme-shop?from=1&to=1",
+        "/console/plugins/acme-secret/cost",
     ] {
         let (status, page) = get(&cluster, http, &session, path).await;
         assert_eq!(status, 404, "{path}: {page}");
         assert!(!page.contains("shop.acme.test"), "{path}");
+        assert!(!page.contains("requests"), "{path}");
     }
     let (status, page) = get(
         &cluster,
