@@ -125,7 +125,7 @@ impl Rrl {
         let n = self.limited.fetch_add(1, Ordering::Relaxed) + 1;
         match self.settings.slip {
             0 => Verdict::Drop,
-            slip if n % u64::from(slip) == 0 => Verdict::Slip,
+            slip if n.is_multiple_of(u64::from(slip)) => Verdict::Slip,
             _ => Verdict::Drop,
         }
     }
