@@ -202,6 +202,13 @@ async fn a_customer_and_the_operator_work_from_the_console() {
         diff.contains("-") && diff.contains("300") && diff.contains("600"),
         "{diff}"
     );
+    // Side by side: the old value on the left of its row, the new on the right.
+    assert!(
+        browser.text("#diff td.removed").await.contains("300")
+            && browser.text("#diff td.added").await.contains("600"),
+        "{diff}"
+    );
+    browser.screenshot(shots.as_ref(), "diff", "#diff").await;
     eventually(15, "both edges to serve v2", || {
         let browser = &browser;
         let rest = &rest;
@@ -396,6 +403,40 @@ async fn a_customer_and_the_operator_work_from_the_console() {
     browser
         .screenshot(shots.as_ref(), "edges", "#pop-map")
         .await;
+
+    // On a phone-sized screen the pages fit its width: wide tables scroll
+    // in their own box, the map scales down.
+    browser
+        .client
+        .set_window_size(390, 844)
+        .await
+        .expect("phone-sized window");
+    for page in [
+        "/console/edges",
+        "/console/distributions/shop",
+        "/console/plugins",
+    ] {
+        browser
+            .client
+            .goto(&format!("{rest}{page}"))
+            .await
+            .expect("page");
+        let overflow: Value = browser
+            .client
+            .execute(
+                "return document.documentElement.scrollWidth - document.documentElement.clientWidth",
+                vec![],
+            )
+            .await
+            .expect("widths");
+        assert_eq!(overflow, json!(0), "{page} is wider than the phone");
+    }
+    browser.screenshot(shots.as_ref(), "phone", "#main").await;
+    browser
+        .client
+        .set_window_size(1280, 900)
+        .await
+        .expect("window");
 
     // The token issued in the console signs globex in.
     browser.click(".signout button").await;
