@@ -13,7 +13,7 @@
 # volumes at their own paths, so it reuses what `make test` compiled.
 #
 # As root (podman's bridge networks), with podman, podman-compose,
-# mmdebstrap, runc, netavark and aardvark-dns installed (.ci/run installs
+# mmdebstrap, runc, netavark, aardvark-dns and iptables installed (.ci/run installs
 # them). Leaves the images (reused next time), removes containers, volumes
 # and the network, even on failure.
 set -euo pipefail
@@ -22,9 +22,9 @@ src="$(pwd)"
 target="$(realpath -m "${CARGO_TARGET_DIR:-target}")"
 cli="$target/release/parapet"
 
-for tool in podman podman-compose mmdebstrap runc curl dig; do
+for tool in podman podman-compose mmdebstrap runc iptables curl dig; do
   command -v "$tool" >/dev/null || {
-    echo "deploy-run: $tool is needed (apt-get install podman podman-compose mmdebstrap runc netavark aardvark-dns curl dnsutils)" >&2
+    echo "deploy-run: $tool is needed (apt-get install podman podman-compose mmdebstrap runc netavark aardvark-dns iptables curl dnsutils)" >&2
     exit 1
   }
 done
