@@ -1,8 +1,9 @@
 //! The gRPC API for edges (`parapet.edge.v1.EdgeControl`), authenticated
 //! per edge.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use futures_util::Stream;
@@ -28,16 +29,46 @@ use crate::store::{Collection, Store, StoreError};
 /// The service, over the controller's state.
 pub struct EdgeService {
     app: App,
+    /// Edges whose last heartbeat's plugin costs are still being recorded.
+    recording_costs: Arc<Mutex<HashSet<String>>>,
     /// Turns true when the controller stops: watch streams end then, so
     /// the gRPC server's graceful shutdown does not wait on them.
     stopped: watch::Receiver<bool>,
 }
 
 impl EdgeService {
+    /// Records an edge's plugin costs off the heartbeat's path, one batch
+    /// per edge at a time: however many plugins an edge's customers run,
+    /// its heartbeats (and so its health) never wait on them. A batch that
+    /// comes while the edge's previous one is still being written is
+    /// dropped and counted; a failure is logged. Costs are for people to
+    /// look at, never a reason for the edge to send its heartbeat again.
+    fn record_costs(&self, edge: String, costs: Vec<parapet_proto::edge::PluginCost>) {
+        if costs.is_empty() {
+            return;
+        }
+        let busy = self.recording_costs.clone();
+        if !lock(&busy).insert(edge.clone()) {
+            metrics::counter!("parapet_controller_plugin_costs_dropped_total").increment(1);
+            return;
+        }
+        let store = self.app.store.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::plugin_costs::record(&store, &edge, &costs).await {
+                tracing::warn!(%edge, error = %e, "cannot record plugin costs");
+            }
+            lock(&busy).remove(&edge);
+        });
+    }
+
     /// A service reading and writing `app`'s store, whose streams end when
     /// `stopped` turns true.
     pub fn new(app: App, stopped: watch::Receiver<bool>) -> Self {
-        EdgeService { app, stopped }
+        EdgeService {
+            app,
+            recording_costs: Default::default(),
+            stopped,
+        }
     }
 
     /// The calling edge's id, from its credential.
@@ -149,11 +180,7 @@ impl EdgeControl for EdgeService {
         {
             return Err(not_registered(&edge));
         }
-        // Costs are for people to look at: a failure to record them is
-        // logged, and does not make the edge send its heartbeat again.
-        if let Err(e) = crate::plugin_costs::record(&self.app.store, &edge, &costs).await {
-            tracing::warn!(%edge, error = %e, "cannot record plugin costs");
-        }
+        self.record_costs(edge.clone(), costs);
         Ok(Response::new(HeartbeatResponse {
             interval_ms: self.app.heartbeat_interval_ms,
         }))
@@ -359,6 +386,12 @@ impl EdgeControl for EdgeService {
         }
         Ok(Response::new(ShipLogsResponse { accepted }))
     }
+}
+
+/// The set of edges whose costs are being recorded (a panic while it was
+/// held leaves it usable).
+fn lock(busy: &Mutex<HashSet<String>>) -> MutexGuard<'_, HashSet<String>> {
+    busy.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// How often watchers look for changes made by another replica.

@@ -66,7 +66,9 @@ impl Point for PluginCostPoint {
 /// not know is dropped).
 pub async fn record(store: &Store, edge: &str, costs: &[PluginCost]) -> Result<(), StoreError> {
     let minute_ms = minute_of(now_ms());
+    // One read per distribution and per customer, however many plugins.
     let mut owners: HashMap<&str, Option<String>> = HashMap::new();
+    let mut names: HashMap<String, HashMap<String, String>> = HashMap::new();
     let mut points: BTreeMap<(String, String), PluginCostPoint> = BTreeMap::new();
     for cost in costs {
         if !owners.contains_key(cost.distribution.as_str()) {
@@ -78,16 +80,18 @@ pub async fn record(store: &Store, edge: &str, costs: &[PluginCost]) -> Result<(
         let Some(Some(customer)) = owners.get(cost.distribution.as_str()) else {
             continue;
         };
-        let versions: Vec<PluginVersion> = store
-            .find(
-                Collection::Plugins,
-                &[
-                    ("customer", json!(customer)),
-                    ("sha256", json!(cost.sha256)),
-                ],
-            )
-            .await?;
-        let Some(name) = versions.into_iter().map(|v| v.name).next() else {
+        if !names.contains_key(customer) {
+            let versions: Vec<PluginVersion> = store
+                .find(Collection::Plugins, &[("customer", json!(customer))])
+                .await?;
+            let by_hash = versions.into_iter().map(|v| (v.sha256, v.name)).collect();
+            names.insert(customer.clone(), by_hash);
+        }
+        let Some(name) = names
+            .get(customer)
+            .and_then(|n| n.get(&cost.sha256))
+            .cloned()
+        else {
             continue;
         };
         let reported = PluginCostPoint {
